@@ -1,0 +1,8 @@
+"""snn-encodings: radix, TTFS-Quartz and init-compensated rate spike encodings."""
+
+from __future__ import annotations
+
+from snn_encodings.specs import ALL_SPECS, ICRate, Spec
+
+__all__ = ["ALL_SPECS", "ICRate", "Spec"]
+__version__ = "0.1.0"

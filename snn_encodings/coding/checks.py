@@ -1,0 +1,29 @@
+"""Input checks shared by the encoders."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from snn_encodings.errors import SpecError
+
+__all__ = ["check_unit_interval", "check_finite"]
+
+
+def check_finite(x: Tensor, where: str) -> None:
+    """Raise :class:`SpecError` if ``x`` is not a floating tensor of finite values."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise SpecError(f"{where}: expected a floating-point tensor, got {type(x).__name__}")
+    if not torch.isfinite(x).all():
+        raise SpecError(f"{where}: input contains NaN or inf")
+
+
+def check_unit_interval(x: Tensor, where: str, *, upper_open: bool = False) -> None:
+    """Raise :class:`SpecError` unless every value of ``x`` is finite and in [0, 1] (or [0, 1))."""
+    check_finite(x, where)
+    if (x < 0).any():
+        raise SpecError(f"{where}: values must be >= 0, got a minimum of {x.min().item():.6g}")
+    too_big = (x >= 1).any() if upper_open else (x > 1).any()
+    if too_big:
+        bound = "< 1" if upper_open else "<= 1"
+        raise SpecError(f"{where}: values must be {bound}, got a maximum of {x.max().item():.6g}")

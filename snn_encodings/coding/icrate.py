@@ -1,0 +1,105 @@
+"""Input coders and output decoders of the IC-rate encoding."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from snn_encodings.coding.checks import check_finite, check_unit_interval
+from snn_encodings.errors import SpecError
+from snn_encodings.specs.icrate import ICRate
+
+__all__ = ["decode_icrate", "encode_icrate", "sigma_delta"]
+
+
+def sigma_delta(x: Tensor, steps: int, *, offset: float = 0.5) -> Tensor:
+    r"""Deterministic error-feedback (sigma-delta) rate coding of values in [0, 1].
+
+    .. math::
+        c_0 = \text{offset}, \qquad c_t = c_{t-1} + x, \qquad s_t = H(c_t - 1),
+        \qquad c_t \leftarrow c_t - s_t
+
+    The count over ``steps`` steps is :math:`\lfloor T x + \text{offset} \rfloor`, so with the
+    default offset it is :math:`x T` rounded (IC-SNN's coding compensation, reconstructed); with
+    ``offset=0`` it is :math:`\lfloor T x \rfloor`, plain deterministic rate coding.
+
+    Args:
+        x: values in [0, 1], shape ``(B, *)``.
+        steps: number of time steps ``T >= 1``.
+        offset: initial content of the error accumulator, in [0, 1).
+    Returns:
+        Spikes ``(T, B, *)`` in ``{0, 1}``, dtype of ``x``.
+    Raises:
+        SpecError: for NaN/inf, values outside [0, 1], ``steps < 1`` or a bad offset.
+    Example:
+        >>> sigma_delta(torch.tensor([0.5]), 4).flatten().tolist()
+        [1.0, 0.0, 1.0, 0.0]
+    """
+    check_unit_interval(x, "sigma_delta")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise SpecError(f"sigma_delta: steps must be an integer >= 1, got {steps!r}")
+    if not 0 <= offset < 1:
+        raise SpecError(f"sigma_delta: offset must be in [0, 1), got {offset!r}")
+    # Closed form of the recursion: the count after t steps is floor(t x + offset); computed in
+    # float64 so that the floor is exact for float32 inputs.
+    t = torch.arange(steps + 1, dtype=torch.float64, device=x.device).view(-1, *([1] * x.dim()))
+    counts = torch.floor(t * x.to(torch.float64) + offset)
+    return (counts[1:] - counts[:-1]).to(x.dtype)
+
+
+def encode_icrate(x: Tensor, spec: ICRate) -> Tensor:
+    """Encode network inputs for the first layer, time-first.
+
+    ``spec.input_coding == "analog"`` repeats ``x`` every step (any finite values);
+    ``"sigma_delta"`` emits spikes with :func:`sigma_delta` (values in [0, 1]; offset 1/2 when
+    ``spec.compensate``, else 0).
+
+    Args:
+        x: inputs, shape ``(B, *)``.
+        spec: encoding parameters.
+    Returns:
+        ``(spec.steps, B, *)`` currents or spikes, dtype of ``x``.
+    Raises:
+        SpecError: for NaN/inf, or values outside [0, 1] with sigma-delta coding.
+    """
+    if spec.input_coding == "sigma_delta":
+        return sigma_delta(x, spec.steps, offset=0.5 if spec.compensate else 0.0)
+    check_finite(x, "encode_icrate")
+    return x.unsqueeze(0).expand(spec.steps, *x.shape)
+
+
+def decode_icrate(
+    spikes: Tensor,
+    spec: ICRate,
+    *,
+    v_final: Tensor | None = None,
+    v0: float | Tensor | None = None,
+) -> Tensor:
+    r"""Decode an output layer's spikes to values in threshold units.
+
+    Without compensation the value is the rate :math:`\theta N / T`. With ``spec.compensate``
+    the residual membrane is added back (IC-SNN coding compensation, reconstructed):
+
+    .. math::
+        \hat y = \frac{\theta N + v_T - v_0}{T}
+
+    which equals the time-averaged input current exactly (the membrane is a running sum).
+
+    Args:
+        spikes: ``(T, B, *)`` output spikes.
+        spec: encoding parameters.
+        v_final: membrane after the last step, ``(B, *)``; required with ``spec.compensate``.
+        v0: initial membrane (default ``spec.default_v0``).
+    Returns:
+        ``(B, *)`` decoded values.
+    Raises:
+        SpecError: if ``v_final`` is missing under compensation.
+    """
+    steps = spikes.shape[0]
+    count = spikes.sum(0) * spec.threshold
+    if not spec.compensate:
+        return count / steps
+    if v_final is None:
+        raise SpecError("decode_icrate: compensation needs v_final, the last membrane")
+    start = spec.default_v0 if v0 is None else v0
+    return (count + v_final - start) / steps

@@ -1,0 +1,21 @@
+"""Pure torch neurons: per encoding a ``State``, ``<enc>_initial_state`` and ``<enc>_step``."""
+
+from __future__ import annotations
+
+from snn_encodings.functional.icrate import ICRateState, icrate_initial_state, icrate_step
+from snn_encodings.functional.loop import Simulation, simulate
+from snn_encodings.functional.registry import NeuronFunctions, neuron_functions, register_neuron
+from snn_encodings.specs import ICRate
+
+__all__ = [
+    "ICRateState",
+    "NeuronFunctions",
+    "Simulation",
+    "icrate_initial_state",
+    "icrate_step",
+    "neuron_functions",
+    "register_neuron",
+    "simulate",
+]
+
+register_neuron(ICRate, icrate_initial_state, icrate_step)
