@@ -1,0 +1,108 @@
+"""The per-encoding hooks of the conversion pipeline.
+
+The pipeline (trace, fold, calibrate, normalise, build, evaluate) is shared by every encoding.
+What differs between encodings lives in one :class:`Rule` subclass per spec class, registered
+with :func:`register_rule`. All tensors in the spiking network are time-first ``(T, B, *)`` in
+one *window* of ``spec.steps_per_layer`` steps; a layer whose output comes later than its input
+(radix, Quartz) re-aligns its output to the window and reports the shift as
+``spec.layer_latency``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from snn_encodings.errors import ConversionError
+from snn_encodings.specs.base import Spec
+
+__all__ = ["Rule", "register_rule", "rule_for"]
+
+
+class Rule:
+    """Hooks one encoding gives the conversion pipeline. Subclass and register per spec class.
+
+    Units: after normalisation every hidden activation is in threshold units, so a value of 1
+    is the layer's calibrated scale :math:`\\lambda`.
+    """
+
+    #: Floating-point dtype the spiking network runs in (float64 where exactness needs it).
+    dtype: torch.dtype = torch.float32
+    #: Whether max-pooling layers are supported (see :meth:`max_pool`).
+    supports_max_pool: bool = True
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+
+    # --- ANN twin -------------------------------------------------------------------------
+    def twin(self, z: Tensor) -> Tensor:
+        """The activation the SNN reproduces, on normalised pre-activations ``z`` (any shape)."""
+        raise NotImplementedError
+
+    def twin_output(self, z: Tensor) -> Tensor:
+        """The output layer's value as the SNN decodes it (default: ``z`` unchanged)."""
+        return z
+
+    def calibration_percentile(self) -> float | None:
+        """Default percentile for the activation scales, ``None`` for the maximum."""
+        return None
+
+    def quantise_synapse(self, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        """Round normalised weights/bias to the encoding's grid (default: unchanged)."""
+        return weight, bias
+
+    # --- spiking network ------------------------------------------------------------------
+    def encode_input(self, x: Tensor) -> Tensor:
+        """Network input ``(B, *)`` -> first-layer spikes or currents ``(T, B, *)``."""
+        raise NotImplementedError
+
+    def decode_input(self, x: Tensor) -> Tensor:
+        """The input value the encoded train represents (what the twin sees), ``(B, *)``."""
+        return x
+
+    def bias_currents(self, bias: Tensor, steps: int) -> Tensor:
+        """Bias map ``(*)`` in threshold units -> its currents over the window ``(T, *)``."""
+        raise NotImplementedError
+
+    def neuron_layer(self, output: bool) -> nn.Module:
+        """A module mapping currents ``(T, B, *)`` to spikes ``(T, B, *)`` in the window.
+
+        After a forward call it must expose ``last_state`` (the encoding's final state) so that
+        :meth:`decode_output` can read membranes. ``output=True`` builds the non-rectified
+        output layer.
+        """
+        raise NotImplementedError
+
+    def decode_output(self, spikes: Tensor, layer: nn.Module) -> Tensor:
+        """Output spikes ``(T, B, *)`` (and the layer's final state) -> values ``(B, *)``."""
+        raise NotImplementedError
+
+    def max_pool(self, spikes: Tensor, pool: nn.Module) -> Tensor:
+        """Apply max-pooling ``pool`` to spike trains ``(T, B, C, *)`` under this encoding."""
+        raise ConversionError(f"{type(self.spec).__name__} does not support max-pooling")
+
+    def finalize(self, network: nn.Module, calibration: Any) -> None:
+        """Last step of ``convert`` (e.g. measuring initial membranes on data); default none."""
+
+
+_RULES: dict[type[Spec], type[Rule]] = {}
+
+
+def register_rule(spec_type: type[Spec], rule: type[Rule]) -> None:
+    """Make ``rule`` the conversion hooks of ``spec_type``."""
+    _RULES[spec_type] = rule
+
+
+def rule_for(spec: Spec) -> Rule:
+    """Return the conversion hooks for ``spec``.
+
+    Raises:
+        TypeError: if ``spec`` is not a spec instance with a registered rule.
+    """
+    try:
+        return _RULES[type(spec)](spec)
+    except KeyError:
+        known = ", ".join(sorted(t.__name__ for t in _RULES))
+        raise TypeError(f"expected a neuron spec ({known}), got {type(spec).__name__}") from None

@@ -1,0 +1,60 @@
+"""Shared fixtures: spec examples, seeded current factories, extras handling."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from snn_encodings.specs import ALL_SPECS, ICRate, Spec
+
+SPEC_EXAMPLES: tuple[Spec, ...] = (
+    ICRate(steps=8, init="ann"),
+    ICRate(steps=6, init="zero", compensate=False),
+)
+"""One or more examples per spec class; a test checks every class in ALL_SPECS has one."""
+
+_EXTRA_MODULES = {
+    "snntorch": "snntorch",
+    "norse": "norse.torch",
+    "spikingjelly": "spikingjelly.activation_based.neuron",
+    "cupy": "cupy",
+    "h5py": "h5py",
+    "nir": "nir",
+    "matplotlib": "matplotlib",
+}
+
+
+def require(extra: str) -> None:
+    """Skip the test when ``extra`` is not installed, or fail under SNN_ENCODINGS_REQUIRE_EXTRAS=1."""
+    try:
+        importlib.import_module(_EXTRA_MODULES.get(extra, extra))
+    except ImportError as error:
+        if os.environ.get("SNN_ENCODINGS_REQUIRE_EXTRAS") == "1":
+            pytest.fail(f"extra {extra!r} is required here but failed to import: {error}")
+        pytest.skip(f"extra {extra!r} is not installed")
+
+
+@pytest.fixture(params=SPEC_EXAMPLES, ids=repr)
+def spec(request: pytest.FixtureRequest) -> Spec:
+    return request.param
+
+
+@pytest.fixture
+def make_currents() -> Callable[..., torch.Tensor]:
+    """Seeded factory: ``make_currents(shape, steps, dtype=float32, seed=0)`` -> ``(T, *shape)``."""
+
+    def make(shape: tuple[int, ...], steps: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        return (torch.rand((steps, *shape), generator=generator, dtype=torch.float64) * 1.2 - 0.2).to(dtype)
+
+    return make
+
+
+def test_every_spec_has_an_example() -> None:
+    covered = {type(example) for example in SPEC_EXAMPLES}
+    missing = [cls.__name__ for cls in ALL_SPECS if cls not in covered]
+    assert not missing, f"add SPEC_EXAMPLES entries for {missing}"
