@@ -8,9 +8,9 @@ from types import ModuleType
 
 import pytest
 import torch
+from conftest import require
 from torch import nn
 
-from conftest import require
 from snn_encodings.errors import ExportError, SpecError
 from snn_encodings.specs import ALL_SPECS, ICRate, Spec
 from snn_encodings.testing import Trace, assert_same_trace, run_core
@@ -254,7 +254,9 @@ def test_snntorch_surrogate_leaves_spikes_exact(snt, spec, make_currents) -> Non
 
     currents = make_currents((3, 4), steps=6).requires_grad_()
     got = _explicit(snt.neuron_for(spec, spike_grad=snntorch.surrogate.sigmoid()), currents)
-    assert_same_trace((got.spikes.detach(), got.membranes.detach()), run_core(spec, currents.detach()))
+    assert_same_trace(
+        (got.spikes.detach(), got.membranes.detach()), run_core(spec, currents.detach())
+    )
     got.spikes.sum().backward()
     assert currents.grad is not None and currents.grad.abs().sum() > 0
 
