@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -149,7 +149,7 @@ class EncodingNeuron(snntorch.Leaky):
     # --- state storage: the core state record, seen by snnTorch as ``mem`` -------------------
     def _init_mem(self) -> None:
         # Called by snntorch.Leaky.__init__ instead of registering the ``mem`` buffer.
-        self._state: NamedTuple | None = None
+        self._state: Any = None
         self._fresh = True
 
     def _lif_register_buffer(self, beta: Any, learn_beta: Any) -> None:
@@ -166,7 +166,7 @@ class EncodingNeuron(snntorch.Leaky):
         )
 
     @property
-    def state(self) -> NamedTuple | None:
+    def state(self) -> Any:
         """The core state record after the last step (``None`` before the first step)."""
         return self._state
 
@@ -181,7 +181,7 @@ class EncodingNeuron(snntorch.Leaky):
     def mem(self, value: Tensor) -> None:
         self._take_membrane(value)
 
-    def _initial_state(self, like: Tensor) -> NamedTuple:
+    def _initial_state(self, like: Tensor) -> Any:
         if self.v0 is None:
             return self._functions.initial_state(self.spec, like)
         return self._functions.initial_state(self.spec, like, v0=self.v0)
