@@ -29,14 +29,19 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     ) from error
 
 from snn_encodings import coding
+from snn_encodings.conversion import SpikingNetwork, with_steps
+from snn_encodings.conversion import convert as core_convert
+from snn_encodings.conversion.convert import DEFAULT
 from snn_encodings.errors import ExportError, SpecError
-from snn_encodings.functional import neuron_functions
+from snn_encodings.functional import neuron_functions, simulate
 from snn_encodings.specs import ICRate, Spec
 
 __all__ = [
     "NEURONS",
     "EncodingNeuron",
     "ICRateNeuron",
+    "SnnTorchNetwork",
+    "convert",
     "encode",
     "neuron_for",
     "rate_sigma_delta",
@@ -302,6 +307,115 @@ def reset(net: nn.Module) -> nn.Module:
         if isinstance(module, snntorch.Leaky):
             module.reset_mem()
     return net
+
+
+# --- conversion ---------------------------------------------------------------------------------
+class SnnTorchNetwork(nn.Module):
+    """A converted network called the snnTorch way: ``spk_rec, mem_rec = net(data)``.
+
+    It runs the core :class:`~snn_encodings.SpikingNetwork` unchanged (same encoder, synapses,
+    neuron layers and decoder), so its outputs and predictions are the core network's, and
+    records the output layer time-first, as snnTorch models do.
+
+    Attributes:
+        network: the core network.
+        output: the decoded outputs ``(B, K)`` of the last call (the ANN's logit units); its
+            ``argmax(1)`` is the prediction (see :meth:`predict`). For these encodings the
+            output spike count alone is not the readout.
+    """
+
+    def __init__(self, network: SpikingNetwork) -> None:
+        super().__init__()
+        if not isinstance(network, SpikingNetwork):
+            raise TypeError(
+                f"SnnTorchNetwork expects a SpikingNetwork from snn_encodings.convert, "
+                f"got {type(network).__name__}"
+            )
+        self.network = network
+        self.output: Tensor | None = None
+
+    @property
+    def spec(self) -> Spec:
+        """The encoding's spec."""
+        return self.network.spec
+
+    @property
+    def num_steps(self) -> int:
+        """Time steps of one layer's window (the length of ``spk_rec``)."""
+        return self.network.spec.steps_per_layer
+
+    def forward(self, data: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Simulate inputs ``data`` ``(B, *)``, as the ANN takes them (they are encoded here).
+
+        Returns:
+            ``(spk_rec, mem_rec)``: the output layer's spikes ``(num_steps, B, K)`` and its
+            membrane after every step, replayed with the core step function from the layer's
+            initial membrane. ``mem_rec`` is ``None`` for an encoding whose output layer does
+            more than run its neurons (e.g. re-aligns spikes in time); ``spk_rec`` and
+            :attr:`output` are always the core network's.
+        Raises:
+            ConversionError: for inputs that do not fit the network.
+        """
+        layer: nn.Module = next(
+            stage.neurons for stage in reversed(self.network.stages) if stage.kind == "output"
+        )
+        captured: list[tuple[Tensor, Tensor]] = []
+        handle = layer.register_forward_hook(
+            lambda module, args, spikes: captured.append((args[0], spikes))
+        )
+        try:
+            self.output = self.network(data)
+        finally:
+            handle.remove()
+        currents, spk_rec = captured[-1]
+        return spk_rec, self._membranes(layer, currents, spk_rec)
+
+    def _membranes(self, layer: nn.Module, currents: Tensor, spikes: Tensor) -> Tensor | None:
+        initial_v = getattr(layer, "initial_v", None)
+        v0 = initial_v(currents[0]) if callable(initial_v) else None
+        replay = simulate(self.network.spec, currents, record=True, v0=v0)
+        if not torch.equal(replay.spikes, spikes):
+            return None
+        return replay.states[0]
+
+    @torch.no_grad()
+    def predict(self, data: Tensor) -> Tensor:
+        """Class predictions ``(B,)``: the argmax of the decoded outputs."""
+        return self.network(data).argmax(1)
+
+
+def convert(
+    ann: nn.Module,
+    spec: Spec,
+    calibration: Any,
+    *,
+    num_steps: int | None = None,
+    percentile: float | None = DEFAULT,
+    per_channel: bool = False,
+    device: str | torch.device | None = None,
+) -> SnnTorchNetwork:
+    """Convert a trained ANN with :func:`snn_encodings.convert` and wrap it snnTorch-style.
+
+    Args:
+        ann: the trained model (not modified).
+        spec: the encoding, e.g. ``ICRate(steps=16)``.
+        calibration: an iterable of input batches or ``(input, target)`` pairs.
+        num_steps: time steps per inference, replacing ``spec.steps`` (for specs with a
+            ``steps`` field); ``None`` keeps the spec's.
+        percentile, per_channel, device: as for :func:`snn_encodings.convert`.
+    Returns:
+        A :class:`SnnTorchNetwork` in eval mode.
+    Raises:
+        ConversionError: as :func:`snn_encodings.convert`, or for ``num_steps`` with a spec
+            that has no ``steps`` field.
+        TypeError: if ``spec`` is not a neuron spec.
+    """
+    network = core_convert(
+        ann, spec, calibration, percentile=percentile, per_channel=per_channel, device=device
+    )
+    if num_steps is not None:
+        network = with_steps(network, num_steps)
+    return SnnTorchNetwork(network).eval()
 
 
 # --- input helpers, time-first like snntorch.spikegen ------------------------------------------

@@ -272,3 +272,66 @@ def test_snntorch_encode_uses_core_encoder(snt, spec) -> None:
     data = torch.rand(2, 5, generator=torch.Generator().manual_seed(0))
     encoded = snt.encode(data, spec)
     assert encoded.shape == (spec.steps_per_layer, 2, 5)
+
+
+@pytest.fixture(scope="module")
+def mnist_mlp() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A 784-64-10 ReLU network fitted in closed form (random features + ridge regression) on
+    1000 shipped training images, 500 calibration images and 32 shipped evaluation images.
+    Read-only: tests must not modify it."""
+    from snn_encodings.data import mnist_split
+
+    x, y = mnist_split("train", limit=1000).tensors
+    x_eval, y_eval = mnist_split("eval", limit=32).tensors
+    generator = torch.Generator().manual_seed(0)
+    ann = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    with torch.no_grad():
+        ann[1].weight.copy_(torch.randn(64, 784, generator=generator) / 10)
+        ann[1].bias.copy_(torch.rand(64, generator=generator) * 0.2)
+        hidden = torch.cat([ann[:3](x), torch.ones(len(x), 1)], 1).double()
+        onehot = nn.functional.one_hot(y, 10).double()
+        gram = hidden.T @ hidden + 1e-2 * torch.eye(65, dtype=torch.float64)
+        solution = torch.linalg.solve(gram, hidden.T @ onehot).float()
+        ann[3].weight.copy_(solution[:64].T)
+        ann[3].bias.copy_(solution[64])
+    return ann.eval(), x[:500], x_eval, y_eval
+
+
+def test_snntorch_convert_predicts_as_core_snn_on_mnist(snt, spec, mnist_mlp) -> None:
+    import snn_encodings
+
+    ann, calibration, x_eval, y_eval = mnist_mlp
+    before = copy.deepcopy(ann.state_dict())
+    model = snt.convert(ann, spec, [calibration])
+    core = snn_encodings.convert(ann, spec, [calibration])
+    spk_rec, mem_rec = model(x_eval)
+    with torch.no_grad():
+        want = core(x_eval)
+    assert spk_rec.shape == (spec.steps_per_layer, len(x_eval), 10)
+    assert torch.equal(model.output, want)
+    assert torch.equal(model.predict(x_eval), want.argmax(1))
+    with torch.no_grad():
+        assert (ann(x_eval).argmax(1) == y_eval).float().mean() > 0.7  # a meaningful model
+    if mem_rec is not None:
+        assert mem_rec.shape == spk_rec.shape
+    assert all(torch.equal(before[k], v) for k, v in ann.state_dict().items())
+
+
+def test_snntorch_convert_membranes_replay_output_layer(snt, mnist_mlp) -> None:
+    ann, calibration, x_eval, _ = mnist_mlp
+    model = snt.convert(ann, ICRate(steps=8, init="data"), [calibration])
+    spk_rec, mem_rec = model(x_eval[:4])
+    assert mem_rec is not None and mem_rec.shape == spk_rec.shape
+    assert ((mem_rec > -2) & (mem_rec < 2)).any()
+
+
+def test_snntorch_convert_num_steps_replaces_spec_steps(snt, mnist_mlp) -> None:
+    ann, calibration, x_eval, _ = mnist_mlp
+    model = snt.convert(ann, ICRate(steps=8), [calibration], num_steps=4)
+    spk_rec, _ = model(x_eval[:2])
+    assert model.num_steps == 4 and spk_rec.shape[0] == 4
+
+
+def test_snntorch_network_rejects_non_converted_model(snt) -> None:
+    with pytest.raises(TypeError, match="expects a SpikingNetwork"):
+        snt.SnnTorchNetwork(nn.Linear(2, 2))
