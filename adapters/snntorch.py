@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -356,8 +356,11 @@ class SnnTorchNetwork(nn.Module):
         Raises:
             ConversionError: for inputs that do not fit the network.
         """
-        layer: nn.Module = next(
-            stage.neurons for stage in reversed(self.network.stages) if stage.kind == "output"
+        layer = cast(
+            nn.Module,
+            next(
+                stage.neurons for stage in reversed(self.network.stages) if stage.kind == "output"
+            ),
         )
         captured: list[tuple[Tensor, Tensor]] = []
         handle = layer.register_forward_hook(
