@@ -335,3 +335,18 @@ def test_snntorch_convert_num_steps_replaces_spec_steps(snt, mnist_mlp) -> None:
 def test_snntorch_network_rejects_non_converted_model(snt) -> None:
     with pytest.raises(TypeError, match="expects a SpikingNetwork"):
         snt.SnnTorchNetwork(nn.Linear(2, 2))
+
+
+def test_snntorch_tutorial_runs_quick(snt, tmp_path) -> None:
+    require("matplotlib")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "tutorials" / "snntorch_swap_and_convert.py"
+    module_spec = importlib.util.spec_from_file_location("snntorch_swap_and_convert", path)
+    tutorial = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(tutorial)
+    figure = tmp_path / "figure.png"
+    results = tutorial.main(["--quick", "--plot", str(figure)])
+    assert figure.stat().st_size > 0
+    assert results["swapped_loss_last"] < results["swapped_loss_first"]
