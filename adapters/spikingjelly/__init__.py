@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from importlib import metadata
 
+from ._compat import check_spikingjelly
+
 try:
     import spikingjelly
     from spikingjelly.activation_based import neuron as _neuron
@@ -32,15 +34,10 @@ def _version() -> str:
     try:
         return metadata.version("spikingjelly")
     except metadata.PackageNotFoundError:
-        return getattr(spikingjelly, "__version__", "unknown")
+        return str(getattr(spikingjelly, "__version__", "unknown"))
 
 
-if not hasattr(_neuron.BaseNode, "single_step_functional_forward") or _version().startswith("0."):
-    raise ImportError(
-        f"snn_encodings.adapters.spikingjelly needs SpikingJelly >=2.0,<3, found {_version()} "
-        "(0.0.0.0.14 and older lack the BaseNode functional-state API the nodes use): "
-        'pip install "spikingjelly>=2,<3"'
-    )
+check_spikingjelly(_version(), hasattr(_neuron.BaseNode, "single_step_functional_forward"))
 
 from .nodes import NEURONS, EncodingNode, ICRateNode  # noqa: E402
 from .recipe import recipe  # noqa: E402
