@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import pytest
@@ -305,3 +306,74 @@ def test_spikingjelly_recipe_rejects_non_specs() -> None:
     adapter = _adapter()
     with pytest.raises(TypeError, match="expected a neuron spec"):
         adapter.recipe("icrate", _calibration())
+
+
+@functools.lru_cache(maxsize=1)
+def _trained_mlp_state() -> dict[str, torch.Tensor]:
+    from snn_encodings.data import mnist_split
+    from snn_encodings.models import build
+
+    torch.manual_seed(0)
+    model = build("mlp")
+    x, y = mnist_split("train", limit=2000).tensors
+    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for start in range(0, len(x), 100):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(model(x[start : start + 100]), y[start : start + 100]).backward()
+        optimiser.step()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _mnist_mlp() -> nn.Module:
+    from snn_encodings.models import build
+
+    model = build("mlp")
+    model.load_state_dict(_trained_mlp_state())
+    return model.eval()
+
+
+def _mnist_calibration() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    from snn_encodings.data import mnist_split
+
+    x, y = mnist_split("train", limit=256).tensors
+    return [(x[i : i + 64], y[i : i + 64]) for i in range(0, 256, 64)]
+
+
+def test_spikingjelly_core_recipe_predicts_as_core_converter(spec) -> None:
+    adapter = _adapter()
+    from spikingjelly.activation_based import ann2snn
+
+    import snn_encodings
+    from snn_encodings.data import mnist_split
+
+    ann = _mnist_mlp()
+    before = {k: v.clone() for k, v in ann.state_dict().items()}
+    x, _ = mnist_split("eval", limit=48).tensors
+    snn = ann2snn.Converter(adapter.recipe(spec, _mnist_calibration(), via="core")).convert(ann)
+    core = snn_encodings.convert(ann, spec, _mnist_calibration())
+    assert isinstance(snn, snn_encodings.SpikingNetwork) and not snn.training
+    with torch.no_grad():
+        got, want = snn(x), core(x)
+    assert torch.equal(got.argmax(1), want.argmax(1))
+    assert torch.equal(got, want)
+    assert all(torch.equal(before[k], v) for k, v in ann.state_dict().items())
+
+
+def test_spikingjelly_icrate_recipe_agrees_with_core_converter_on_mnist() -> None:
+    adapter = _adapter()
+    from spikingjelly.activation_based import ann2snn, functional
+
+    import snn_encodings
+    from snn_encodings.data import mnist_split
+
+    spec = ICRate(steps=32)
+    ann = _mnist_mlp()
+    x, y = mnist_split("eval", limit=200).tensors
+    snn = ann2snn.Converter(adapter.recipe(spec, _mnist_calibration())).convert(ann)
+    functional.set_step_mode(snn, "m")
+    with torch.no_grad():
+        ours = snn(x.expand(spec.steps, *x.shape)).sum(0).argmax(1)
+        core = snn_encodings.convert(ann, spec, _mnist_calibration())(x).argmax(1)
+        ann_prediction = ann(x).argmax(1)
+    assert (ours == core).float().mean() >= 0.95
+    assert (ours == ann_prediction).float().mean() >= 0.95
