@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    from snn_encodings.adapters.spikingjelly import NEURONS, kernels
     from spikingjelly.activation_based import neuron
 
-    from snn_encodings.adapters.spikingjelly import NEURONS, kernels
     from snn_encodings.testing import run_core
 
     kernels.require_cupy()

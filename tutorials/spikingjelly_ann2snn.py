@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 from pathlib import Path
 
 import torch
+from snn_encodings.adapters.spikingjelly import recipe
 from spikingjelly.activation_based import ann2snn, functional
 from torch import nn
 from torch.utils.data import DataLoader
 
 import snn_encodings
-from snn_encodings.adapters.spikingjelly import recipe
 from snn_encodings.conversion import with_steps
 from snn_encodings.data import mnist_split
 from snn_encodings.models import build, train_mnist
@@ -79,7 +78,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[int, float]]:
     torch.manual_seed(0)
 
     ann = quick_ann() if args.quick else train_mnist("convnet", epochs=4)
-    calibration = DataLoader(mnist_split("train", limit=256 if args.quick else 4000), batch_size=128)
+    calibration = DataLoader(
+        mnist_split("train", limit=256 if args.quick else 4000), batch_size=128
+    )
     test = DataLoader(mnist_split("eval", limit=args.eval_limit), batch_size=100)
     x, y = test.dataset.tensors
     with torch.no_grad():
@@ -91,11 +92,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[int, float]]:
 
     default = ann2snn.RateCodingRecipe(calibration, mode="max")
     snn = ann2snn.Converter(default).convert(copy.deepcopy(ann))
-    curves["SpikingJelly RateCodingRecipe (IFNode, v0=0)"] = dict(zip(steps, val(snn, test, args.steps)))
+    curves["SpikingJelly RateCodingRecipe (IFNode, v0=0)"] = dict(
+        zip(steps, val(snn, test, args.steps))
+    )
 
     ours = recipe(ICRate(steps=args.steps, init="ann"), calibration, mode="max")
     snn = ann2snn.Converter(ours).convert(copy.deepcopy(ann))
-    curves["recipe(ICRate) via RateCodingRecipe (v0=θ/2)"] = dict(zip(steps, val(snn, test, args.steps)))
+    curves["recipe(ICRate) via RateCodingRecipe (v0=θ/2)"] = dict(
+        zip(steps, val(snn, test, args.steps))
+    )
 
     core_recipe = recipe(ICRate(steps=args.steps), calibration, via="core")
     network = ann2snn.Converter(core_recipe).convert(copy.deepcopy(ann))
@@ -110,7 +115,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[int, float]]:
         spec = spec_type()
         network = ann2snn.Converter(recipe(spec, calibration)).convert(copy.deepcopy(ann))
         result = snn_encodings.evaluate(network, test, progress=False)
-        curves[f"recipe({spec_type.__name__}(), via='core')"] = {spec.steps_per_layer: result.accuracy}
+        curves[f"recipe({spec_type.__name__}(), via='core')"] = {
+            spec.steps_per_layer: result.accuracy
+        }
 
     for name, curve in curves.items():
         shown = {t: a for t, a in curve.items() if t in sweep or len(curve) == 1}

@@ -25,7 +25,7 @@ try:
     from spikingjelly.activation_based import neuron as _neuron
 except ImportError as _error:
     raise ImportError(
-        'snn_encodings.adapters.spikingjelly needs SpikingJelly 2.x: pip install '
+        "snn_encodings.adapters.spikingjelly needs SpikingJelly 2.x: pip install "
         '"snn-encodings[spikingjelly]"'
     ) from _error
 
@@ -39,7 +39,7 @@ def _version() -> str:
 
 check_spikingjelly(_version(), hasattr(_neuron.BaseNode, "single_step_functional_forward"))
 
-from .nodes import NEURONS, EncodingNode, ICRateNode  # noqa: E402
-from .recipe import recipe  # noqa: E402
+from .nodes import NEURONS, EncodingNode, ICRateNode
+from .recipe import recipe
 
 __all__ = ["NEURONS", "EncodingNode", "ICRateNode", "recipe"]

@@ -184,7 +184,10 @@ class EncodingNode(neuron.BaseNode):
         if self.backend == "cupy":
             return kernels.multi_step(self.spec, x_seq, states, self.surrogate_function)
         out = simulate(
-            self.spec, x_seq, self._state_type(*states), record=record,
+            self.spec,
+            x_seq,
+            self._state_type(*states),
+            record=record,
             surrogate=self.surrogate_function,
         )
         return out.spikes, tuple(out.state), out.states[0] if record else None

@@ -7,8 +7,8 @@ import re
 
 import pytest
 import torch
-
 from conftest import require
+
 from snn_encodings.errors import SpecError
 from snn_encodings.specs import ICRate
 from snn_encodings.testing import assert_same_trace, run_core
@@ -44,7 +44,9 @@ def test_kernel_sources_compile_with_nvrtc() -> None:
         for kind in ("forward", "backward")
         for dtype in ("f16", "f32", "f64")
     }
-    forward_bodies = [body for body in ptx.split(".entry")[1:] if body.lstrip().startswith("icrate_forward")]
+    forward_bodies = [
+        body for body in ptx.split(".entry")[1:] if body.lstrip().startswith("icrate_forward")
+    ]
     assert len(forward_bodies) == 3
     assert not any("fma" in body for body in forward_bodies), "forward kernels must not use FMA"
 
@@ -124,9 +126,8 @@ def test_icrate_kernel_gradient_matches_torch_on_gpu(dtype, make_currents) -> No
 @GPU
 def test_icrate_node_cupy_backend_matches_single_steps_on_gpu(make_currents) -> None:
     require("cupy")
-    from spikingjelly.activation_based import functional
-
     from snn_encodings.adapters.spikingjelly import ICRateNode
+    from spikingjelly.activation_based import functional
 
     spec = ICRate(steps=12)
     currents = make_currents((16, 3, 4), steps=12).cuda()

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from conftest import require
 from torch import nn
 
-from conftest import require
 from snn_encodings.errors import ConversionError, SpecError
 from snn_encodings.specs import ALL_SPECS, ICRate
 from snn_encodings.specs.base import Spec
@@ -319,7 +319,9 @@ def _trained_mlp_state() -> dict[str, torch.Tensor]:
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     for start in range(0, len(x), 100):
         optimiser.zero_grad()
-        nn.functional.cross_entropy(model(x[start : start + 100]), y[start : start + 100]).backward()
+        nn.functional.cross_entropy(
+            model(x[start : start + 100]), y[start : start + 100]
+        ).backward()
         optimiser.step()
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -368,7 +370,7 @@ def test_spikingjelly_icrate_recipe_agrees_with_core_converter_on_mnist() -> Non
 
     spec = ICRate(steps=32)
     ann = _mnist_mlp()
-    x, y = mnist_split("eval", limit=200).tensors
+    x = mnist_split("eval", limit=200).tensors[0]
     snn = ann2snn.Converter(adapter.recipe(spec, _mnist_calibration())).convert(ann)
     functional.set_step_mode(snn, "m")
     with torch.no_grad():

@@ -71,9 +71,7 @@ def compile_ptx(name: str, arch: str = "compute_90") -> str:
     try:
         from cupy_backends.cuda.libs import nvrtc
     except ImportError as error:
-        raise RuntimeError(
-            'compile_ptx needs cupy: pip install "snn-encodings[cupy]"'
-        ) from error
+        raise RuntimeError('compile_ptx needs cupy: pip install "snn-encodings[cupy]"') from error
     program = nvrtc.createProgram(source(name), name, [], [])
     try:
         nvrtc.compileProgram(program, [f"-arch={arch}", *COMPILE_OPTIONS])
@@ -97,11 +95,7 @@ def require_cupy() -> Any:
             "backend='cupy' needs CuPy and a CUDA GPU: pip install \"snn-encodings[cupy]\" "
             "(cupy-cuda12x), or use backend='torch'"
         ) from error
-    try:
-        available = cupy.cuda.is_available()
-    except Exception:  # cupy raises driver errors of several classes without a GPU
-        available = False
-    if not available or not torch.cuda.is_available():
+    if not cupy.cuda.is_available() or not torch.cuda.is_available():
         raise RuntimeError(
             "backend='cupy' needs a CUDA GPU visible to both CuPy and torch (none found here); "
             "use backend='torch' on this machine"
@@ -198,9 +192,7 @@ class _ICRateKernel(torch.autograd.Function):
         cupy = require_cupy()
         (h_seq,) = ctx.saved_tensors
         steps, n = h_seq.shape
-        grad_spikes = (
-            torch.zeros_like(h_seq) if grad_spikes is None else grad_spikes.contiguous()
-        )
+        grad_spikes = torch.zeros_like(h_seq) if grad_spikes is None else grad_spikes.contiguous()
         grad_v_seq = torch.zeros_like(h_seq) if grad_v_seq is None else grad_v_seq.contiguous()
         grad_x = torch.empty_like(h_seq)
         grad_v_init = torch.empty_like(h_seq[0])
