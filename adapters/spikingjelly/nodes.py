@@ -99,7 +99,7 @@ class EncodingNode(neuron.BaseNode):
             kernels.surrogate_kind(surrogate_function)
             kernels.require_cupy()
         super().__init__(
-            v_threshold=float(getattr(spec, "threshold", 1.0)),
+            v_threshold=_threshold(spec),
             v_reset=None,
             surrogate_function=surrogate_function,
             detach_reset=True,
@@ -191,6 +191,14 @@ class EncodingNode(neuron.BaseNode):
             surrogate=self.surrogate_function,
         )
         return out.spikes, tuple(out.state), out.states[0] if record else None
+
+
+def _threshold(spec: Spec) -> float:
+    """SpikingJelly's ``v_threshold`` (read by ann2snn's scalers): ``spec.threshold`` if numeric."""
+    threshold = getattr(spec, "threshold", None)
+    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+        return float(threshold)
+    return 1.0
 
 
 class ICRateNode(EncodingNode):
