@@ -24,19 +24,25 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import inspect
-from collections.abc import Mapping
-from typing import Any, ClassVar, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
 
-from snn_encodings.errors import ExportError, SpecError
+import snn_encodings
+from snn_encodings.conversion import Rule, SpikingNetwork
+from snn_encodings.conversion.calibrate import iterate_inputs
+from snn_encodings.conversion.synapse import Synapse
+from snn_encodings.errors import ConversionError, ExportError, SpecError
 from snn_encodings.functional import neuron_functions
 from snn_encodings.functional.surrogate import Surrogate
 from snn_encodings.specs import ICRate, Spec
 
 try:
+    from norse.torch import SequentialState
     from norse.torch import to_nir as _norse_to_nir
     from norse.torch.functional.threshold import threshold as _norse_threshold
     from norse.torch.module.snn import SNN, SNNCell
@@ -53,6 +59,8 @@ __all__ = [
     "EncodingParameters",
     "ICRateCell",
     "ICRateLayer",
+    "convert",
+    "from_spiking_network",
     "to_nir",
 ]
 
@@ -217,7 +225,10 @@ class _EncodingModule:
 def _as_tensor(value: float | Tensor | None, learnable: bool) -> Tensor | None:
     if value is None:
         return None
-    tensor = torch.as_tensor(value, dtype=torch.get_default_dtype()).detach().clone()
+    if isinstance(value, Tensor) and value.is_floating_point():
+        tensor = value.detach().clone()
+    else:
+        tensor = torch.as_tensor(value, dtype=torch.get_default_dtype())
     return nn.Parameter(tensor) if learnable else tensor
 
 
@@ -334,6 +345,171 @@ NEURONS: Mapping[type[Spec], tuple[type[EncodingCell], type[EncodingLayer]]] = {
     ICRate: (ICRateCell, ICRateLayer),
 }
 """Spec class -> (cell class, layer class)."""
+
+
+# --- conversion ------------------------------------------------------------------------------
+CHECK_SAMPLES = 8
+"""Calibration inputs on which :func:`convert` checks the Norse model against the core one."""
+
+
+class _Encode(nn.Module):
+    """Network input ``(B, *)`` -> first-layer input ``(T, B, *)`` (the encoding's encoder)."""
+
+    def __init__(self, rule: Rule, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.rule = rule
+        self.dtype = dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.rule.encode_input(x.to(self.dtype))
+
+
+class _Synapse(nn.Module):
+    """Spikes ``(T, B, *)`` -> currents ``(T, B, *)``: a converted layer's weights and bias."""
+
+    synapse: Synapse
+
+    def __init__(self, synapse: Synapse, rule: Rule) -> None:
+        super().__init__()
+        self.synapse = synapse
+        self.rule = rule
+
+    def forward(self, spikes: Tensor) -> Tensor:
+        source = self.synapse.sources[0]
+        bias = self.rule.bias_currents(cast(Tensor, self.synapse.bias), spikes.shape[0])
+        bias = bias.unsqueeze(1)
+        return self.synapse.drive({source: spikes}) + bias  # type: ignore[arg-type]
+
+
+class _MaxPool(nn.Module):
+    """Max-pooling of spike trains ``(T, B, C, *)`` as the encoding defines it."""
+
+    def __init__(self, pool: nn.Module, rule: Rule) -> None:
+        super().__init__()
+        self.pool = pool
+        self.rule = rule
+
+    def forward(self, spikes: Tensor) -> Tensor:
+        return self.rule.max_pool(spikes, self.pool)
+
+
+class _Readout(nn.Module):
+    """The output layer: currents ``(T, B, K)`` -> ``(values (B, K), state)``.
+
+    Runs ``layer`` (an :class:`EncodingLayer`) and hands its spikes and final state to the
+    encoding's decoder, which reads them from the core neuron module ``neurons``.
+    """
+
+    neurons: nn.Module
+    scale: Tensor
+
+    def __init__(self, layer: EncodingLayer, neurons: nn.Module, rule: Rule, scale: Tensor) -> None:
+        super().__init__()
+        self.layer = layer
+        self.neurons = neurons
+        self.rule = rule
+        self.register_buffer("scale", scale.clone())
+
+    def forward(self, input_tensor: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        spikes, state = self.layer(input_tensor, state)
+        self.neurons.last_state = state
+        values = self.rule.decode_output(spikes, self.neurons)
+        scale = (
+            self.scale if self.scale.dim() == 0 else self.scale.view(-1, *[1] * (values.dim() - 2))
+        )
+        return values * scale, state
+
+
+def _norse_layer(spec: Spec, stage: Any, options: dict[str, Any]) -> EncodingLayer:
+    layer_type = NEURONS.get(type(spec), (EncodingCell, EncodingLayer))[1]
+    v0 = getattr(stage.neurons, "v0", None)
+    if isinstance(v0, Tensor) and v0.dim() == 1:
+        v0 = v0.view(-1, *[1] * (len(stage.shape) - 1))
+    return layer_type(spec, v0=v0, **options)
+
+
+def from_spiking_network(
+    network: SpikingNetwork, *, method: str | None = "super", alpha: float = 100.0
+) -> Any:
+    """Turn a converted :class:`~snn_encodings.SpikingNetwork` into a Norse model.
+
+    The model is a ``norse.torch.SequentialState`` over the whole time window: the encoder,
+    then per layer its weights (copies of the network's synapse modules) and an
+    :class:`EncodingLayer` holding the layer's initial membrane, max-pooling stages, and a
+    readout that decodes the output layer. ``model(x)`` with ``x`` ``(B, *)`` returns
+    ``(outputs (B, K), states)``; the outputs equal ``network(x)``.
+
+    Args:
+        network: from :func:`snn_encodings.convert`.
+        method, alpha: Norse surrogate for the layers (only gradients depend on it).
+    Raises:
+        ConversionError: if the network is not a chain (a layer adds several branches):
+            Norse's ``SequentialState`` runs chains only; use ``network`` itself then.
+    """
+    if not isinstance(network, SpikingNetwork):
+        raise TypeError(
+            f"from_spiking_network: expected a SpikingNetwork, got {type(network).__name__}"
+        )
+    network = copy.deepcopy(network)
+    rule = network.rule
+    scale = cast(Tensor, network.output_scale)
+    stages = cast(list[Any], list(network.stages))
+    options = {"method": method, "alpha": alpha}
+    modules: list[nn.Module] = [_Encode(rule, scale.dtype)]
+    for index, stage in enumerate(stages, start=1):
+        sources = [stage.source] if stage.kind == "pool" else list(stage.synapse.sources)
+        if sources != [index - 1]:
+            raise ConversionError(
+                f"adapters.norse: layer {stage.name!r} takes inputs from nodes {sources}, not "
+                f"only the previous layer; Norse's SequentialState runs chains only, so run "
+                f"the SpikingNetwork itself"
+            )
+        if stage.kind == "pool":
+            modules.append(_MaxPool(stage.pool, rule))
+            continue
+        modules.append(_Synapse(stage.synapse, rule))
+        layer = _norse_layer(network.spec, stage, options)
+        if stage.kind == "output":
+            modules.append(_Readout(layer, stage.neurons, rule, scale))
+        else:
+            modules.append(layer)
+    return SequentialState(*modules).to(scale.device)
+
+
+def convert(
+    ann: nn.Module,
+    spec: Spec,
+    calibration: Iterable[Any],
+    *,
+    method: str | None = "super",
+    alpha: float = 100.0,
+    **options: Any,
+) -> Any:
+    """Convert a trained ANN for ``spec`` into a Norse model.
+
+    Runs :func:`snn_encodings.convert` (all of its ``options``: ``percentile``,
+    ``per_channel``, ``device``), hands the result to :func:`from_spiking_network`, and checks
+    on the first ``CHECK_SAMPLES`` calibration inputs that both give the same outputs.
+
+    Returns:
+        A ``norse.torch.SequentialState``: ``model(x)`` -> ``(outputs (B, K), states)``.
+    Raises:
+        ConversionError: as :func:`snn_encodings.convert` and :func:`from_spiking_network`.
+        TypeError: if ``spec`` is not a neuron spec.
+    """
+    network = snn_encodings.convert(ann, spec, calibration, **options)
+    model = from_spiking_network(network, method=method, alpha=alpha)
+    x = next(iter(iterate_inputs(calibration, "adapters.norse.convert")))[:CHECK_SAMPLES]
+    x = x.to(cast(Tensor, network.output_scale).device)
+    with torch.no_grad():
+        same = torch.equal(model(x)[0], network(x))
+    if not same:
+        raise ConversionError(
+            f"adapters.norse.convert: the Norse model's outputs differ from the core "
+            f"SpikingNetwork's for {type(spec).__name__}; its neuron layers do more than the "
+            f"core step, so use snn_encodings.convert's network instead"
+        )
+    return model
 
 
 NIR_LIMITS: Mapping[type[Spec], str] = {

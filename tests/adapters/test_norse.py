@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import SPEC_EXAMPLES, require
 
-from snn_encodings.errors import ExportError, SpecError
+from snn_encodings.errors import ConversionError, ExportError, SpecError
 from snn_encodings.functional import neuron_functions, simulate
 from snn_encodings.specs import ALL_SPECS, ICRate
 from snn_encodings.testing import assert_same_trace, run_core
@@ -241,3 +241,83 @@ def test_norse_to_nir_passes_other_networks_to_norse(adapter):
     graph = adapter.to_nir(net, torch.zeros(1, 4))
     kinds = sorted(type(node).__name__ for node in graph.nodes.values())
     assert "IF" in kinds and "Affine" in kinds
+
+
+# --- conversion ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mnist_cnn() -> tuple[torch.nn.Module, torch.utils.data.DataLoader, torch.Tensor]:
+    """A tiny CNN with max-pooling, briefly trained on shipped MNIST images (read-only)."""
+    from snn_encodings.data.mnist import mnist_split
+
+    torch.manual_seed(0)
+    train = mnist_split("train", limit=512)
+    ann = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 5, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 6 * 6, 10),
+    )
+    optimiser = torch.optim.Adam(ann.parameters(), lr=1e-2)
+    loader = torch.utils.data.DataLoader(train, batch_size=64, shuffle=False)
+    for x, y in loader:
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(ann(x), y).backward()
+        optimiser.step()
+    ann.eval()
+    calibration = torch.utils.data.DataLoader(mnist_split("train", limit=256), batch_size=128)
+    images = mnist_split("eval", limit=48).tensors[0]
+    return ann, calibration, images
+
+
+def test_norse_converted_model_predicts_as_core_network(adapter, spec, mnist_cnn):
+    import snn_encodings
+
+    ann, calibration, images = mnist_cnn
+    network = snn_encodings.convert(ann, spec, calibration)
+    model = adapter.from_spiking_network(network)
+    with torch.no_grad():
+        want = network(images)
+        got, states = model(images)
+    assert torch.equal(got, want)
+    assert torch.equal(got.argmax(1), want.argmax(1))
+    assert isinstance(states[2], type(neuron_functions(spec).initial_state(spec, torch.zeros(()))))
+
+
+def test_norse_convert_runs_the_core_converter(adapter, mnist_cnn):
+    import snn_encodings
+
+    norse = importlib.import_module("norse.torch")
+    ann, calibration, images = mnist_cnn
+    spec = ICRate(steps=8, init="data")
+    model = adapter.convert(ann, spec, calibration)
+    assert isinstance(model, norse.SequentialState)
+    layers = [m for m in model.modules() if isinstance(m, adapter.ICRateLayer)]
+    assert len(layers) == 2 and layers[0].v0.shape == (4, 1, 1)
+    with torch.no_grad():
+        assert torch.equal(model(images)[0], snn_encodings.convert(ann, spec, calibration)(images))
+
+
+def test_norse_convert_rejects_branching_networks(adapter):
+    import snn_encodings
+
+    class Residual(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = torch.nn.Linear(6, 5)
+            self.fc2 = torch.nn.Linear(5, 5)
+            self.fc3 = torch.nn.Linear(5, 5)
+            self.out = torch.nn.Linear(5, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = torch.relu(self.fc1(x))
+            b = torch.relu(self.fc2(a))
+            return self.out(torch.relu(self.fc3(b) + a))
+
+    torch.manual_seed(0)
+    calibration = [torch.rand(8, 6)]
+    network = snn_encodings.convert(Residual(), ICRate(steps=4), calibration)
+    with pytest.raises(ConversionError, match="runs chains only"):
+        adapter.from_spiking_network(network)
+    with pytest.raises(TypeError, match="expected a SpikingNetwork"):
+        adapter.from_spiking_network(torch.nn.Linear(2, 2))
