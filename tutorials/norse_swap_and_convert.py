@@ -17,6 +17,7 @@ Run:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -27,9 +28,17 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # norse 1.1 uses torch.jit.script
     import norse.torch as norse
 
-from snn_encodings.adapters.norse import ICRateLayer
+from snn_encodings.adapters.norse import ICRateLayer, convert
 
-from snn_encodings import ICRate
+from snn_encodings import ICRate, Spec
+from snn_encodings.data.mnist import mnist_split
+from snn_encodings.models import build, train_mnist
+
+ENCODINGS: list[Spec] = [
+    ICRate(steps=16, init="zero", compensate=False),  # plain rate conversion
+    ICRate(steps=16, init="ann"),  # IC-SNN: v0 = theta / 2, compensated readout
+    ICRate(steps=16, init="data"),  # IC-SNN: v0 measured per channel on calibration data
+]
 
 
 def swap_lif(steps: int) -> dict[str, torch.Tensor]:
@@ -68,13 +77,53 @@ def swap_lif(steps: int) -> dict[str, torch.Tensor]:
     }
 
 
-def plot(curves: dict[str, torch.Tensor], path: Path, steps: int) -> None:
+def train_ann(quick: bool) -> nn.Module:
+    """The shipped reference CNN (cached after the first run); a tiny MLP in quick mode."""
+    if not quick:
+        return train_mnist("convnet", epochs=4)
+    torch.manual_seed(0)
+    model = build("mlp")
+    optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
+    images, labels = mnist_split("train", limit=1024).tensors
+    for x, y in zip(images.split(64), labels.split(64)):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimiser.step()
+    return model.eval()
+
+
+def convert_and_evaluate(quick: bool) -> dict[str, float]:
+    """Convert the trained CNN with every encoding; accuracy of each Norse model on MNIST."""
+    ann = train_ann(quick)
+    size = 256 if quick else 1024
+    calibration = torch.utils.data.DataLoader(mnist_split("train", limit=size), batch_size=128)
+    images, labels = mnist_split("eval", limit=64 if quick else None).tensors
+    with torch.no_grad():
+        accuracy = {"ANN": (ann(images).argmax(1) == labels).float().mean().item()}
+    for spec in ENCODINGS:
+        spec = dataclasses.replace(spec, steps=8) if quick else spec
+        model = convert(ann, spec, calibration)  # a norse.torch.SequentialState
+        correct = 0
+        with torch.no_grad():
+            for x, y in zip(images.split(250), labels.split(250)):
+                outputs, _ = model(x)  # state=None: every layer starts from its initial state
+                correct += int((outputs.argmax(1) == y).sum())
+        label = f"{type(spec).__name__} {spec.init}, T={spec.steps}"
+        accuracy[label] = correct / len(labels)
+    for label, value in accuracy.items():
+        print(f"{label:>28}: {value:.3f} on {len(labels)} MNIST evaluation images")
+    return accuracy
+
+
+def plot(
+    curves: dict[str, torch.Tensor], accuracy: dict[str, float], path: Path, steps: int
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(5, 3.5))
+    figure, (axis, bars) = plt.subplots(1, 2, figsize=(10, 3.5))
     x = curves["current"].numpy()
     axis.plot(x, curves["relu"].numpy(), "k--", label="ReLU clip(z, 0, 1)")
     axis.step(x, curves["icrate_rate"].numpy(), where="mid", label=f"ICRateLayer, T={steps}")
@@ -82,6 +131,9 @@ def plot(curves: dict[str, torch.Tensor], path: Path, steps: int) -> None:
     axis.set_xlabel("constant input current z (threshold units)")
     axis.set_ylabel("spikes per step")
     axis.legend(frameon=False)
+    bars.barh(list(accuracy), list(accuracy.values()))
+    bars.set_xlim(0, 1)
+    bars.set_xlabel("MNIST accuracy (Norse model after conversion)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
@@ -99,9 +151,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     curves = swap_lif(steps)
     error = (curves["icrate_rate"] - curves["relu"]).abs().max().item()
     print(f"IC-rate rate vs ReLU: max error {error:.3f} (bound 1/(2T) = {1 / (2 * steps):.3f})")
+    accuracy = convert_and_evaluate(args.quick)
     if args.plot is not None:
-        plot(curves, args.plot, steps)
-    return {"curves": curves, "max_error": error, "steps": steps}
+        plot(curves, accuracy, args.plot, steps)
+    return {"curves": curves, "max_error": error, "steps": steps, "accuracy": accuracy}
 
 
 if __name__ == "__main__":

@@ -21,3 +21,5 @@ def test_norse_tutorial_quick_mode_writes_plot(tmp_path):
     result = module.main(["--quick", "--plot", str(tmp_path / "norse.png")])
     assert (tmp_path / "norse.png").stat().st_size > 0
     assert result["max_error"] <= 1 / (2 * result["steps"])
+    assert len(result["accuracy"]) == 1 + len(module.ENCODINGS)
+    assert all(0.0 <= value <= 1.0 for value in result["accuracy"].values())
