@@ -1,0 +1,3 @@
+"""Per-encoding conversion hooks; importing this package registers every rule."""
+
+from snn_encodings.conversion.rules import quartz  # noqa: F401  (registers QuartzRule)
