@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -158,6 +158,10 @@ def _parameter_layers(model: nn.Sequential, where: str) -> list[int]:
     return indices
 
 
+def _parameter_layer(model: nn.Sequential, index: int) -> nn.Linear | nn.Conv2d:
+    return cast("nn.Linear | nn.Conv2d", model[index])  # selected by _parameter_layers
+
+
 def _percentile(values: Tensor, percentile: float) -> float:
     flat = values.detach().flatten().to(torch.float64)
     return float(torch.quantile(flat, percentile / 100.0).item())
@@ -193,7 +197,7 @@ def bias_corrected_normalise(
     for index in indices:
         s = _percentile(net[: index + 1](x), percentile)
         scales.append(s)
-        layer = net[index]
+        layer = _parameter_layer(net, index)
         layer.weight.div_(s)
         if layer.bias is not None:
             product = 1.0
@@ -245,7 +249,7 @@ def layerwise_normalise(
     net = copy.deepcopy(model)
     previous = 1.0
     for index, lam in zip(indices, lambdas):
-        layer = net[index]
+        layer = _parameter_layer(net, index)
         layer.weight.mul_(previous / lam)
         if layer.bias is not None:
             layer.bias.div_(lam)

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from snn_encodings.errors import SpecError
-from snn_encodings.functional import quartz_first_spikes, quartz_initial_state, quartz_step, simulate
+from snn_encodings.functional import (
+    quartz_first_spikes,
+    quartz_initial_state,
+    quartz_step,
+    simulate,
+)
 from snn_encodings.specs import Quartz
 
 
@@ -42,7 +47,9 @@ def _run(spec: Quartz, currents: list[float], **overrides) -> tuple[list[int], l
     state = quartz_initial_state(spec, torch.zeros(1, dtype=torch.float64))
     spikes, membranes = [], []
     for current in currents:
-        s, state = quartz_step(torch.tensor([current], dtype=torch.float64), state, spec, **overrides)
+        s, state = quartz_step(
+            torch.tensor([current], dtype=torch.float64), state, spec, **overrides
+        )
         spikes.append(int(s.item()))
         membranes.append(state.v.item())
     return spikes, membranes

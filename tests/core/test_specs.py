@@ -4,8 +4,8 @@ import dataclasses
 import math
 
 import pytest
-
 from conftest import SPEC_EXAMPLES
+
 from snn_encodings.errors import SpecError
 from snn_encodings.specs import ALL_SPECS, ICRate
 
