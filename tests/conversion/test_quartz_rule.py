@@ -22,7 +22,7 @@ def _layer(rule: QuartzRule, n_in: int, n_out: int, scale: float, seed: int):
     generator = torch.Generator().manual_seed(seed)
     weight = (torch.rand(n_out, n_in, generator=generator, dtype=torch.float64) * 2 - 1) * scale
     bias = torch.rand(n_out, generator=generator, dtype=torch.float64) * 1.2 - 0.6
-    return rule.quantise_synapse(weight, bias)
+    return rule.quantise_values(weight, bias)
 
 
 def _snn_layer(rule: QuartzRule, spikes, weight, bias, output: bool):
@@ -104,7 +104,7 @@ def test_quartz_multilayer_network_equals_twin_chain() -> None:
     x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     conv = nn.Conv2d(1, 4, 3, padding=1).double()
     with torch.no_grad():
-        w, b = rule.quantise_synapse(conv.weight * 0.3, conv.bias)
+        w, b = rule.quantise_values(conv.weight * 0.3, conv.bias)
         conv.weight.copy_(w)
         conv.bias.copy_(b)
     pool = nn.MaxPool2d(2)
@@ -151,7 +151,7 @@ def test_quartz_bias_currents_encode_signed_levels() -> None:
 
 def test_quartz_quantise_synapse_grids() -> None:
     rule = QuartzRule(Quartz(t_max=4, weight_frac_bits=3))
-    weight, bias = rule.quantise_synapse(torch.tensor([0.1, -0.3]), torch.tensor([0.3, -5.0]))
+    weight, bias = rule.quantise_values(torch.tensor([0.1, -0.3]), torch.tensor([0.3, -5.0]))
     assert weight.tolist() == [0.125, -0.25]
     assert bias.tolist() == [0.25, -2.0]
 
@@ -167,3 +167,34 @@ def test_quartz_rule_rejects_other_specs() -> None:
 
     with pytest.raises(TypeError, match="Quartz spec"):
         QuartzRule(ICRate())
+
+
+@pytest.mark.parametrize("percentile", [98.5, 100.0])
+def test_quartz_convert_reproduces_twin_on_mnist(percentile) -> None:
+    from snn_encodings import convert
+    from snn_encodings.data.mnist import mnist_split
+
+    torch.manual_seed(0)
+    ann = nn.Sequential(
+        nn.Conv2d(1, 4, 5, stride=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 16),
+        nn.ReLU(),
+        nn.Linear(16, 10),
+    )
+    x = mnist_split("eval", limit=32).tensors[0]
+    spec = Quartz(t_max=16, analytic=percentile == 100.0)
+    snn = convert(ann, spec, [x], percentile=percentile)
+    with torch.no_grad():
+        out, twin = snn(x), snn.twin(x)
+    layers = [stage.neurons for stage in snn.stages if stage.kind != "pool"]
+    early = torch.stack([layer.last_early.flatten(1).any(1) for layer in layers]).any(0)
+    assert (~early).sum() > 0
+    assert torch.equal(out[~early], twin[~early])
+
+
+def test_quartz_rule_rejects_float_first_layer_for_now() -> None:
+    with pytest.raises(ConversionError, match="float_first_layer"):
+        QuartzRule(Quartz(float_first_layer=True))

@@ -1,3 +1,9 @@
 """Per-encoding conversion hooks; importing this package registers every rule."""
 
-from snn_encodings.conversion.rules import quartz  # noqa: F401  (registers QuartzRule)
+from __future__ import annotations
+
+from snn_encodings.conversion.rules.base import Rule, register_rule, rule_for
+from snn_encodings.conversion.rules.icrate import ICRateRule
+from snn_encodings.conversion.rules.quartz import QuartzRule
+
+__all__ = ["ICRateRule", "QuartzRule", "Rule", "register_rule", "rule_for"]

@@ -58,6 +58,7 @@ class QuartzLayer(nn.Module):
     ``neurons`` (neurons times samples), ``spikes``, ``early_spikes`` (spikes during the encode
     phase, before the readout step :math:`2K`: the neuron crossed threshold while inputs were
     still arriving, Lenz et al. Sec. 6.2; its value then differs from the ANN twin).
+    ``last_early`` is the bool mask ``(B, *)`` of early spikes in the last call.
 
     Args:
         spec: encoding parameters.
@@ -69,6 +70,7 @@ class QuartzLayer(nn.Module):
         self.spec = spec
         self.rectify = rectify
         self.last_state: QuartzState | None = None
+        self.last_early: Tensor | None = None
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -95,6 +97,7 @@ class QuartzLayer(nn.Module):
             run = simulate(spec, currents, rectify=self.rectify)
             raw, state = run.spikes, run.state
         self.last_state = state
+        self.last_early = raw[: spec.read_step].any(dim=0)
         self.neurons += raw[0].numel()
         self.spikes += int(raw.sum().item())
         self.early_spikes += int(raw[: spec.read_step].sum().item())
@@ -126,6 +129,11 @@ class QuartzRule(Rule):
     def __init__(self, spec: Quartz) -> None:
         if not isinstance(spec, Quartz):
             raise TypeError(f"QuartzRule needs a Quartz spec, got {type(spec).__name__}")
+        if spec.float_first_layer:
+            raise ConversionError(
+                "convert: Quartz(float_first_layer=True) is not supported by the conversion "
+                "pipeline yet; convert with float_first_layer=False (inputs in [0, 1])"
+            )
         super().__init__(spec)
         self.spec: Quartz = spec
 
@@ -142,7 +150,11 @@ class QuartzRule(Rule):
     def calibration_percentile(self) -> float | None:
         return self.spec.percentile
 
-    def quantise_synapse(self, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    def twin_parameters(self) -> tuple[int | None, float, float]:
+        """``(K, 1/2 or 0, 1)``: the twin as a ``clip_quant`` (for fine-tuning)."""
+        return self.spec.t_max, 0.5 if self.spec.rounding == "round" else 0.0, 1.0
+
+    def quantise_values(self, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
         r"""Weights to multiples of :math:`2^{-q}`; biases to :math:`1/K`, clipped to :math:`[-2, 2]`.
 
         The authors round biases to :math:`1/T_{max}` too (``quantize_parameters``), so the
@@ -151,6 +163,31 @@ class QuartzRule(Rule):
         grid = float(2**self.spec.weight_frac_bits)
         weight = torch.round(weight * grid) / grid
         return weight, quartz_bias_levels(bias, self.spec) / self.spec.t_max
+
+    def quantise_synapse(self, synapse: nn.Module) -> None:
+        """Move ``synapse`` to float64 and put its weights, gains and bias on the grids.
+
+        Weights of every Conv/Linear op and the branch gains go to multiples of
+        :math:`2^{-q}`, the bias to :math:`1/K` (:meth:`quantise_values`), so that currents
+        are exact sums (see the class docstring).
+        """
+        synapse.to(torch.float64)
+        grid = float(2**self.spec.weight_frac_bits)
+        with torch.no_grad():
+            for module in synapse.modules():
+                if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                    module.weight.copy_(torch.round(module.weight * grid) / grid)
+                    if module.bias is not None:
+                        raise ConversionError(
+                            "QuartzRule.quantise_synapse: branch ops must be bias-free; the "
+                            "bias belongs to the synapse"
+                        )
+            for name, buffer in synapse.named_buffers():
+                if name.startswith(("in_gain_", "out_gain_")):
+                    buffer.copy_(torch.round(buffer * grid) / grid)
+            bias = getattr(synapse, "bias", None)
+            if isinstance(bias, Tensor):
+                bias.copy_(quartz_bias_levels(bias, self.spec) / self.spec.t_max)
 
     def encode_input(self, x: Tensor) -> Tensor:
         return encode_quartz(x, self.spec)
