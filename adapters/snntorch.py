@@ -34,12 +34,13 @@ from snn_encodings.conversion import convert as core_convert
 from snn_encodings.conversion.convert import DEFAULT
 from snn_encodings.errors import ExportError, SpecError
 from snn_encodings.functional import neuron_functions, simulate
-from snn_encodings.specs import ICRate, Spec
+from snn_encodings.specs import ICRate, Quartz, Spec
 
 __all__ = [
     "NEURONS",
     "EncodingNeuron",
     "ICRateNeuron",
+    "QuartzNeuron",
     "SnnTorchNetwork",
     "convert",
     "encode",
@@ -275,6 +276,10 @@ class ICRateNeuron(EncodingNeuron, spec=ICRate):
         >>> neuron.reset_mem().tolist()                      # back to v0, not 0
         [0.5]
     """
+
+
+class QuartzNeuron(EncodingNeuron, spec=Quartz):
+    """snnTorch neuron of the Quartz encoding; runs :func:`~snn_encodings.functional.quartz_step`."""
 
 
 def neuron_for(spec: Spec, **options: Any) -> EncodingNeuron:

@@ -9,11 +9,13 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from snn_encodings.specs import ALL_SPECS, ICRate, Spec
+from snn_encodings.specs import ALL_SPECS, ICRate, Quartz, Spec
 
 SPEC_EXAMPLES: tuple[Spec, ...] = (
     ICRate(steps=8, init="ann"),
     ICRate(steps=6, init="zero", compensate=False),
+    Quartz(t_max=4),
+    Quartz(t_max=3, rounding="floor", analytic=True),
 )
 """One or more examples per spec class; a test checks every class in ALL_SPECS has one."""
 
