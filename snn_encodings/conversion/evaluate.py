@@ -58,7 +58,8 @@ def with_steps(network: SpikingNetwork, steps: int) -> SpikingNetwork:
     for stage in clone.stages:
         if stage.neurons is not None:
             fresh = clone.rule.neuron_layer(output=stage.kind == "output")
-            fresh.load_state_dict(stage.neurons.state_dict())
+            for name, buffer in stage.neurons.named_buffers(recurse=False):
+                setattr(fresh, name, buffer.clone())
             stage.neurons = fresh
     return clone.to(network.output_scale.device).eval()
 
