@@ -1,0 +1,8 @@
+"""Per-encoding conversion hooks; importing this package registers every rule."""
+
+from __future__ import annotations
+
+from snn_encodings.conversion.rules.base import Rule, register_rule, rule_for
+from snn_encodings.conversion.rules.icrate import ICRateRule
+
+__all__ = ["ICRateRule", "Rule", "register_rule", "rule_for"]
