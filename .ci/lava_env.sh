@@ -35,9 +35,9 @@ rm -rf "$VENV"
 PIP=("$VENV/bin/python" -m pip install --quiet)
 # 1. torch: the local CPU wheel (the machine's pip constraints cap torch at this version)
 "${PIP[@]}" "torch==2.13.0"
-# 2. lava's own requirements, pinned as lava-nc 0.10.0 / lava-dl 0.6.0 declare them
+# 2. lava's own requirements, pinned as lava-nc 0.10.0 / lava-dl 0.6.0 declare them (+ tqdm, ours)
 "${PIP[@]}" "numpy>=1.24.4,<2" "scipy>=1.10.1,<2" "networkx<=2.8.7" "asteval>=0.9.31,<0.10" \
-    "scikit-learn>=1.5,<2" "h5py>=3.7,<4" "matplotlib>=3.5.2,<4"
+    "scikit-learn>=1.5,<2" "h5py>=3.7,<4" "matplotlib>=3.5.2,<4" "tqdm>=4.60"
 # 3. the pure-Python Lava wheels, bypassing their <3.11 marker
 "${PIP[@]}" --no-deps --ignore-requires-python "lava-nc==0.10.0" "lava-dl==0.6.0"
 # 4. Python 3.11 rejects `field: ByteEncoder = ByteEncoder()` (mutable dataclass default)
