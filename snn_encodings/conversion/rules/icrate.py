@@ -11,8 +11,10 @@ from torch import Tensor, nn
 from snn_encodings.coding.icrate import decode_icrate, encode_icrate
 from snn_encodings.conversion.calibrate import iterate_inputs
 from snn_encodings.conversion.rules.base import Rule, register_rule
+from snn_encodings.distributed import active_collective
 from snn_encodings.functional.icrate import ICRateState
 from snn_encodings.functional.loop import simulate
+from snn_encodings.functional.surrogate import Surrogate
 from snn_encodings.specs.icrate import ICRate
 
 __all__ = ["ICRateLayer", "ICRateRule"]
@@ -25,7 +27,10 @@ class ICRateLayer(nn.Module):
     """A layer of IC-rate neurons over a time window: currents ``(T, B, *)`` -> spikes.
 
     Runs :func:`~snn_encodings.functional.simulate` with the layer's initial membrane ``v0``
-    (a buffer: a scalar, or one value per channel after IC-SNN Algorithm 2).
+    (a buffer: a scalar, or one value per channel after IC-SNN Algorithm 2). Set ``surrogate``
+    (e.g. :func:`~snn_encodings.functional.surrogate.fast_sigmoid`) to train the converted network
+    with surrogate gradients; the spikes stay exact. The neuron state lives only within a forward
+    call (``last_state`` is a plain attribute, not a buffer).
     """
 
     def __init__(self, spec: ICRate, output: bool = False) -> None:
@@ -34,6 +39,7 @@ class ICRateLayer(nn.Module):
         self.output = output
         self.register_buffer("v0", torch.tensor(spec.default_v0))
         self.last_state: ICRateState | None = None
+        self.surrogate: Surrogate | None = None
 
     def initial_v(self, like: Tensor) -> Tensor:
         """``v0`` broadcast to one step's shape ``(B, *)``."""
@@ -41,7 +47,7 @@ class ICRateLayer(nn.Module):
         return torch.zeros_like(like) + v0.to(like.dtype)
 
     def forward(self, currents: Tensor) -> Tensor:
-        out = simulate(self.spec, currents, v0=self.initial_v(currents[0]))
+        out = simulate(self.spec, currents, v0=self.initial_v(currents[0]), surrogate=self.surrogate)
         self.last_state = out.state
         return out.spikes
 
@@ -58,7 +64,10 @@ class ICRateRule(Rule):
       cumulative count (ties prefer a unit spiking now). Its output count is then exactly the
       maximum of the input counts at every step, i.e. the value-domain max of the rates.
     - ``init="data"``: :meth:`finalize` measures the mean residual membrane per channel on
-      calibration data, layer by layer (IC-SNN Algorithm 2, reconstructed).
+      calibration data, layer by layer (IC-SNN Algorithm 2, reconstructed). In a distributed
+      conversion each process measures ``DATA_INIT_SAMPLES / world_size`` samples (rounded up)
+      of its shard and the per-channel sums and counts are added over the processes, so the
+      result is the sample-weighted mean over all of them.
     """
 
     spec: ICRate
@@ -101,14 +110,16 @@ class ICRateRule(Rule):
     def finalize(self, network: nn.Module, calibration: Any) -> None:
         if self.spec.init != "data":
             return
+        collective = active_collective()
+        limit = -(-DATA_INIT_SAMPLES // collective.world_size)
         inputs = []
         seen = 0
         for x in iterate_inputs(calibration, "convert (ICRate init='data')"):
             inputs.append(x)
             seen += len(x)
-            if seen >= DATA_INIT_SAMPLES:
+            if seen >= limit:
                 break
-        x = torch.cat(inputs)[:DATA_INIT_SAMPLES].to(network.output_scale.device, network.output_scale.dtype)
+        x = torch.cat(inputs)[:limit].to(network.output_scale.device, network.output_scale.dtype)
         layers = [stage.neurons for stage in network.stages if stage.kind == "neuron"]
         for layer in layers:
             layer.v0 = torch.zeros((), dtype=layer.v0.dtype, device=layer.v0.device)
@@ -116,7 +127,9 @@ class ICRateRule(Rule):
             for layer in layers:
                 network(x)
                 residual = layer.last_state.v
-                per_channel = residual.transpose(0, 1).reshape(residual.shape[1], -1).mean(1)
+                rows = residual.transpose(0, 1).reshape(residual.shape[1], -1).to(torch.float64)
+                totals = collective.sum(torch.cat([rows.sum(1), torch.tensor([rows.shape[1]], dtype=torch.float64, device=rows.device)]))
+                per_channel = totals[:-1] / totals[-1]
                 layer.v0 = per_channel.clamp(0, self.spec.threshold).to(layer.v0.dtype)
 
 
