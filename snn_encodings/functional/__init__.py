@@ -4,18 +4,29 @@ from __future__ import annotations
 
 from snn_encodings.functional.icrate import ICRateState, icrate_initial_state, icrate_step
 from snn_encodings.functional.loop import Simulation, simulate
+from snn_encodings.functional.quartz import (
+    QuartzState,
+    quartz_first_spikes,
+    quartz_initial_state,
+    quartz_step,
+)
 from snn_encodings.functional.registry import NeuronFunctions, neuron_functions, register_neuron
-from snn_encodings.specs import ICRate
+from snn_encodings.specs import ICRate, Quartz
 
 __all__ = [
     "ICRateState",
     "NeuronFunctions",
+    "QuartzState",
     "Simulation",
     "icrate_initial_state",
     "icrate_step",
     "neuron_functions",
+    "quartz_first_spikes",
+    "quartz_initial_state",
+    "quartz_step",
     "register_neuron",
     "simulate",
 ]
 
 register_neuron(ICRate, icrate_initial_state, icrate_step)
+register_neuron(Quartz, quartz_initial_state, quartz_step)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snn_encodings.coding.icrate import decode_icrate, encode_icrate
@@ -60,9 +60,10 @@ class ICRateRule(Rule):
       deeper layers the input is a spike train, so the SNN matches the twin only within the rate
       bound (the benchmark measures it).
     - Bias: added every step. Input: analog current or sigma-delta spikes.
-    - Max-pooling: the gate passes, at each step, the spike of the input with the highest
-      cumulative count (ties prefer a unit spiking now). Its output count is then exactly the
-      maximum of the input counts at every step, i.e. the value-domain max of the rates.
+    - Max-pooling: the gate passes, at each step, the spike of an input whose count before this
+      step is the window's highest (ties prefer a unit spiking now). The output therefore spikes
+      exactly when the window's maximum count grows, so its count equals the maximum of the
+      input counts at every step: the value-domain max of the rates.
     - ``init="data"``: :meth:`finalize` measures the mean residual membrane per channel on
       calibration data, layer by layer (IC-SNN Algorithm 2, reconstructed). In a distributed
       conversion each process measures ``DATA_INIT_SAMPLES / world_size`` samples (rounded up)
@@ -103,7 +104,7 @@ class ICRateRule(Rule):
 
     def max_pool(self, spikes: Tensor, pool: nn.Module) -> Tensor:
         steps, batch = spikes.shape[:2]
-        key = 2 * spikes.cumsum(0) + spikes
+        key = 2 * (spikes.cumsum(0) - spikes) + spikes
         pooled = pool(key.flatten(0, 1)).unflatten(0, (steps, batch))
         return torch.remainder(pooled, 2)
 
@@ -126,11 +127,23 @@ class ICRateRule(Rule):
         with torch.no_grad():
             for layer in layers:
                 network(x)
-                residual = layer.last_state.v
-                rows = residual.transpose(0, 1).reshape(residual.shape[1], -1).to(torch.float64)
-                totals = collective.sum(torch.cat([rows.sum(1), torch.tensor([rows.shape[1]], dtype=torch.float64, device=rows.device)]))
-                per_channel = totals[:-1] / totals[-1]
-                layer.v0 = per_channel.clamp(0, self.spec.threshold).to(layer.v0.dtype)
+                layer.v0 = mean_residual(layer.last_state.v, self.spec.threshold, merge=collective.sum).to(layer.v0.dtype)
+
+
+def mean_residual(v: Tensor, threshold: float, merge: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """Per-channel mean of the non-negative residual membranes ``v`` ``(B, C, *)``, shape ``(C,)``.
+
+    Neurons driven below zero carry no rate information and are left out; a channel with no
+    such neuron gets :math:`\theta/2`. Sums and counts are taken in float64 and passed through
+    ``merge`` (e.g. a sum over processes) before dividing, so merged shards give the
+    sample-weighted mean.
+    """
+    rows = v.transpose(0, 1).reshape(v.shape[1], -1).to(torch.float64)
+    mask = rows >= 0
+    sums = torch.cat([torch.where(mask, rows, torch.zeros_like(rows)).sum(1), mask.sum(1).to(torch.float64)])
+    total, count = (sums if merge is None else merge(sums)).chunk(2)
+    mean = torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, threshold / 2))
+    return mean.clamp(0, threshold)
 
 
 register_rule(ICRate, ICRateRule)
