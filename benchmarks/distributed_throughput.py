@@ -47,15 +47,27 @@ BATCH = 100
 
 def _atomic_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    ) as handle:
         json.dump(data, handle, indent=1)
         handle.write("\n")
     os.replace(handle.name, path)
 
 
-def _summary(processes: int, threads: int, times: list[float], correct: int, samples: int) -> dict[str, Any]:
+def _summary(
+    processes: int, threads: int, times: list[float], correct: int, samples: int
+) -> dict[str, Any]:
     seconds = statistics.median(times)
-    return {"processes": processes, "threads_per_process": threads, "seconds_median": seconds, "seconds_all": times, "images_per_s": samples / seconds, "correct": correct, "samples": samples}
+    return {
+        "processes": processes,
+        "threads_per_process": threads,
+        "seconds_median": seconds,
+        "seconds_all": times,
+        "images_per_s": samples / seconds,
+        "correct": correct,
+        "samples": samples,
+    }
 
 
 def _single(network_path: Path, images: int, threads: int, repeats: int) -> dict[str, Any]:
@@ -76,7 +88,13 @@ def _single(network_path: Path, images: int, threads: int, repeats: int) -> dict
 
 def _worker(rank: int, world: int, folder: str, images: int, repeats: int) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=600))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{folder}/rendezvous",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=600),
+    )
     try:
         network = load_network(Path(folder) / "network.pt")
         loader = shard_loader(mnist_split("eval", limit=images), BATCH)
@@ -87,7 +105,10 @@ def _worker(rank: int, world: int, folder: str, images: int, repeats: int) -> No
             result = evaluate(network, loader, progress=False, distributed=True)
             times.append(time.perf_counter() - start)
         if rank == 0:
-            torch.save({"times": times, "correct": result.correct, "samples": result.samples}, Path(folder) / "distributed.pt")
+            torch.save(
+                {"times": times, "correct": result.correct, "samples": result.samples},
+                Path(folder) / "distributed.pt",
+            )
     finally:
         dist.destroy_process_group()
 
@@ -100,8 +121,12 @@ def _distributed(folder: Path, images: int, world: int, repeats: int) -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=2000, help="evaluation images (default: all 2000)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per configuration (default 5)")
+    parser.add_argument(
+        "--images", type=int, default=2000, help="evaluation images (default: all 2000)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed runs per configuration (default 5)"
+    )
     parser.add_argument("--steps", type=int, default=16, help="IC-rate time steps (default 16)")
     args = parser.parse_args()
 

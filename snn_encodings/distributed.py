@@ -50,12 +50,14 @@ from snn_encodings.errors import ConversionError
 
 __all__ = [
     "Collective",
-    "DistributedEvalSampler",
     "Distributed",
+    "DistributedEvalSampler",
     "active_collective",
+    "broadcast_module",
     "check_eval_loader",
     "init_from_env",
     "is_main_process",
+    "main_process_first",
     "shard_loader",
     "structure_key",
     "use_collective",
@@ -105,6 +107,37 @@ def is_main_process() -> bool:
     return not _initialised() or dist.get_rank() == 0
 
 
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """Run the ``with`` block on rank 0 first, then on the other processes (e.g. so that rank 0
+    alone trains and caches a model that the others then load). No effect without a group."""
+    if _initialised() and dist.get_rank() != 0:
+        dist.barrier()
+    yield
+    if _initialised() and dist.get_rank() == 0:
+        dist.barrier()
+
+
+def broadcast_module(module: nn.Module) -> nn.Module:
+    """Copy rank 0's parameters and buffers into ``module`` on every process; return it.
+
+    The processes' modules must have the same structure (checked). No effect without a group.
+
+    Raises:
+        ConversionError: if the processes' modules differ in structure.
+    """
+    if not _initialised():
+        return module
+    collective = Collective(None, enabled=True)
+    collective.check_same(structure_key(module), "broadcast_module")
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            buffer = tensor.to(collective._device(), copy=True)
+            dist.broadcast(buffer, src=0)
+            tensor.copy_(buffer)
+    return module
+
+
 class DistributedEvalSampler(Sampler[int]):
     """Indices of this process's shard, every index in exactly one shard, no padding.
 
@@ -118,12 +151,26 @@ class DistributedEvalSampler(Sampler[int]):
         seed: the shuffling seed.
     """
 
-    def __init__(self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None, *, shuffle: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        dataset: Sized,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
         self.size = len(dataset)
-        self.num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if _initialised() else 1)
+        self.num_replicas = (
+            num_replicas
+            if num_replicas is not None
+            else (dist.get_world_size() if _initialised() else 1)
+        )
         self.rank = rank if rank is not None else (dist.get_rank() if _initialised() else 0)
         if not 0 <= self.rank < self.num_replicas:
-            raise ValueError(f"DistributedEvalSampler: rank must be in [0, {self.num_replicas}), got {self.rank}")
+            raise ValueError(
+                f"DistributedEvalSampler: rank must be in [0, {self.num_replicas}), got {self.rank}"
+            )
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
@@ -144,7 +191,15 @@ class DistributedEvalSampler(Sampler[int]):
         return len(range(self.rank, self.size, self.num_replicas))
 
 
-def shard_loader(dataset: Dataset[Any], batch_size: int, *, training: bool = False, shuffle: bool = False, seed: int = 0, **loader_options: Any) -> DataLoader[Any]:
+def shard_loader(
+    dataset: Dataset[Any],
+    batch_size: int,
+    *,
+    training: bool = False,
+    shuffle: bool = False,
+    seed: int = 0,
+    **loader_options: Any,
+) -> DataLoader[Any]:
     """A ``DataLoader`` over this process's shard of ``dataset`` (the whole of it without a group).
 
     Args:
@@ -159,7 +214,9 @@ def shard_loader(dataset: Dataset[Any], batch_size: int, *, training: bool = Fal
     """
     if not _initialised():
         generator = torch.Generator().manual_seed(seed) if shuffle else None
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, **loader_options)
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, **loader_options
+        )
     sampler: Sampler[int]
     if training:
         sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
@@ -190,7 +247,10 @@ def check_eval_loader(loader: Iterable[Any]) -> None:
 def structure_key(module: nn.Module) -> str:
     """A text that equal models share: every submodule's name, type and spec (if it has one),
     and every parameter's and buffer's name, shape and dtype (not their values)."""
-    parts = [f"{name}:{type(m).__name__}:{getattr(m, 'spec', None)!r}" for name, m in module.named_modules()]
+    parts = [
+        f"{name}:{type(m).__name__}:{getattr(m, 'spec', None)!r}"
+        for name, m in module.named_modules()
+    ]
     parts += [f"{name}:{tuple(t.shape)}:{t.dtype}" for name, t in module.state_dict().items()]
     return "\n".join(parts)
 
@@ -218,7 +278,9 @@ class Collective:
         """
         if distributed is None or distributed is False:
             return cls()
-        if distributed is not True and not (dist.is_available() and isinstance(distributed, dist.ProcessGroup)):
+        if distributed is not True and not (
+            dist.is_available() and isinstance(distributed, dist.ProcessGroup)
+        ):
             raise ConversionError(
                 f"{where}: distributed must be a bool or a torch.distributed.ProcessGroup, got {type(distributed).__name__}"
             )
@@ -291,7 +353,9 @@ class Collective:
             flags = self._gather(torch.tensor([failure is not None], dtype=torch.int64))
             failed = [rank for rank, flag in enumerate(flags) if int(flag)]
             if failed and failure is None:
-                raise ConversionError(f"{where}: process(es) {failed} failed; see their error messages")
+                raise ConversionError(
+                    f"{where}: process(es) {failed} failed; see their error messages"
+                )
         if failure is not None:
             raise failure
         return result
@@ -313,7 +377,10 @@ class Collective:
                 s.maximum = piece.view_as(s.maximum).to(s.maximum.device, s.maximum.dtype)
             return
         parts = [s.histogram for s in stats]
-        flat = torch.cat([p.flatten() for p in parts] + [torch.tensor([float(s.count) for s in stats], dtype=torch.float64)])
+        flat = torch.cat(
+            [p.flatten() for p in parts]
+            + [torch.tensor([float(s.count) for s in stats], dtype=torch.float64)]
+        )
         merged = self.sum(flat)
         sizes = [p.numel() for p in parts]
         for s, piece in zip(stats, merged[: sum(sizes)].split(sizes)):
@@ -321,7 +388,9 @@ class Collective:
         for s, count in zip(stats, merged[sum(sizes) :].tolist()):
             s.count = int(count)
 
-    def merge_evaluation(self, correct: int, samples: int, layers: Sequence[Any]) -> tuple[int, int]:
+    def merge_evaluation(
+        self, correct: int, samples: int, layers: Sequence[Any]
+    ) -> tuple[int, int]:
         """Sum evaluation counts over the processes; ``layers`` (``LayerCounts``) in place.
 
         Counts are carried in float64, exact for integers below :math:`2^{53}`.
@@ -344,7 +413,9 @@ class Collective:
         return int(merged[0]), int(merged[1])
 
 
-_ACTIVE: contextvars.ContextVar[Collective] = contextvars.ContextVar("snn_encodings_collective", default=Collective())
+_ACTIVE: contextvars.ContextVar[Collective | None] = contextvars.ContextVar(
+    "snn_encodings_collective", default=None
+)
 
 
 def active_collective() -> Collective:
@@ -354,7 +425,7 @@ def active_collective() -> Collective:
     shard of the calibration data; it merges what it measures with
     ``active_collective().sum(...)`` so that every process ends with the same network.
     """
-    return _ACTIVE.get()
+    return _ACTIVE.get() or Collective()
 
 
 @contextlib.contextmanager
@@ -367,7 +438,13 @@ def use_collective(collective: Collective) -> Iterator[Collective]:
         _ACTIVE.reset(token)
 
 
-def wrap_ddp(model: nn.Module, *, process_group: Any = None, sync_buffers: bool | None = None, **ddp_options: Any) -> nn.Module:
+def wrap_ddp(
+    model: nn.Module,
+    *,
+    process_group: Any = None,
+    sync_buffers: bool | None = None,
+    **ddp_options: Any,
+) -> nn.Module:
     """Wrap ``model`` in ``DistributedDataParallel`` after checking every process built the same one.
 
     Args:
@@ -394,10 +471,13 @@ def wrap_ddp(model: nn.Module, *, process_group: Any = None, sync_buffers: bool 
     if sync_buffers is None:
         sync_buffers = not isinstance(model, SpikingNetwork)
     ddp = nn.parallel.DistributedDataParallel
-    option = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters else "broadcast_buffers"
+    option = (
+        "forward_sync_buffers"
+        if "forward_sync_buffers" in inspect.signature(ddp).parameters
+        else "broadcast_buffers"
+    )
     ddp_options[option] = sync_buffers
     first = next(iter(model.parameters()), None)
     if "device_ids" not in ddp_options and first is not None and first.device.type == "cuda":
         ddp_options["device_ids"] = [first.device]
     return ddp(model, process_group=process_group, **ddp_options)
-

@@ -6,7 +6,9 @@ part) and runs every scenario in them; the tests compare what they wrote with si
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from snn_encodings import ICRate, convert, evaluate, finetune
+from snn_encodings.cli import main
 from snn_encodings.conversion import load_network, save_network
 from snn_encodings.data.mnist import mnist_split
 from snn_encodings.distributed import (
@@ -67,7 +70,13 @@ def _capture(step: Any) -> str:
 
 def _worker(rank: int, folder: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{folder}/rendezvous",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=60),
+    )
     try:
         root = Path(folder)
         ann = _ann()
@@ -77,20 +86,36 @@ def _worker(rank: int, folder: str) -> None:
 
         network = convert(ann, SPEC, shard_loader(calibration, BATCH), distributed=True)
         results["convert"] = network.state_dict()
-        maximum = convert(ann, SPEC, shard_loader(calibration, BATCH), percentile=None, distributed=True)
+        maximum = convert(
+            ann, SPEC, shard_loader(calibration, BATCH), percentile=None, distributed=True
+        )
         results["convert_max"] = maximum.state_dict()
 
         loaded = load_network(root / "network.pt")
-        evaluation = evaluate(loaded, shard_loader(mnist_split("eval", limit=EVALUATION), BATCH), progress=False, distributed=True)
+        evaluation = evaluate(
+            loaded,
+            shard_loader(mnist_split("eval", limit=EVALUATION), BATCH),
+            progress=False,
+            distributed=True,
+        )
         results["evaluation"] = {
             "correct": evaluation.correct,
             "samples": evaluation.samples,
             "spikes": torch.tensor([c.spikes for c in evaluation.layers], dtype=torch.float64),
-            "events": torch.tensor([c.synaptic_events for c in evaluation.layers], dtype=torch.float64),
+            "events": torch.tensor(
+                [c.synaptic_events for c in evaluation.layers], dtype=torch.float64
+            ),
         }
 
         training = Subset(mnist_split("train"), range(CALIBRATION, CALIBRATION + TRAINING))
-        tuned = finetune(ann, SPEC, shard_loader(training, BATCH, training=True, shuffle=True), epochs=1, progress=False, distributed=True)
+        tuned = finetune(
+            ann,
+            SPEC,
+            shard_loader(training, BATCH, training=True, shuffle=True),
+            epochs=1,
+            progress=False,
+            distributed=True,
+        )
         results["finetune"] = tuned.state_dict()
 
         torch.manual_seed(rank)  # the shards differ; DDP must still agree
@@ -100,7 +125,9 @@ def _worker(rank: int, folder: str) -> None:
                 stage.neurons.surrogate = fast_sigmoid()
         results["snn_buffers"] = [name for name, _ in snn.named_buffers()]
         trained = wrap_ddp(snn)
-        results["sync_buffers"] = getattr(trained, "forward_sync_buffers", getattr(trained, "broadcast_buffers", None))
+        results["sync_buffers"] = getattr(
+            trained, "forward_sync_buffers", getattr(trained, "broadcast_buffers", None)
+        )
         optimiser = torch.optim.SGD(snn.parameters(), lr=0.1)
         for x, target in shard_loader(training, BATCH, training=True):
             optimiser.zero_grad()
@@ -109,11 +136,36 @@ def _worker(rank: int, folder: str) -> None:
         results["snn_trained"] = snn.state_dict()
 
         other = _ann(hidden=16 if rank == 1 else 32)
-        results["mismatch_convert"] = _capture(lambda: convert(other, SPEC, shard_loader(calibration, BATCH), distributed=True))
+        results["mismatch_convert"] = _capture(
+            lambda: convert(other, SPEC, shard_loader(calibration, BATCH), distributed=True)
+        )
         steps = 8 if rank == 0 else 4
         results["mismatch_evaluate"] = _capture(
-            lambda: evaluate(loaded, shard_loader(calibration, BATCH), steps=steps, progress=False, distributed=True)
+            lambda: evaluate(
+                loaded,
+                shard_loader(calibration, BATCH),
+                steps=steps,
+                progress=False,
+                distributed=True,
+            )
         )
+        cli = [
+            "--quiet",
+            "--calibration-limit",
+            "60",
+            "--architecture",
+            "mlp",
+            str(root / "mlp.pt"),
+            "--spec",
+            "icrate:steps=4",
+        ]
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            results["cli_convert"] = main(
+                ["convert", *cli, "--output", str(root / f"cli-{rank}.pt")]
+            )
+            results["cli_evaluate"] = main(["evaluate", "--eval-limit", "21", *cli])
+        results["cli_printed"] = printed.getvalue()
         torch.save(results, root / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -132,10 +184,13 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         optimiser.step()
     ann.eval()
     torch.save(ann.state_dict(), folder / "ann.pt")
+    torch.save(build("mlp").state_dict(), folder / "mlp.pt")
     network = convert(ann, SPEC, _same_batches(mnist_split("train", limit=CALIBRATION)))
     save_network(network, folder / "network.pt")
 
-    context = mp.start_processes(_worker, args=(str(folder),), nprocs=WORLD, join=False, start_method="spawn")
+    context = mp.start_processes(
+        _worker, args=(str(folder),), nprocs=WORLD, join=False, start_method="spawn"
+    )
     deadline = time.monotonic() + 240
     while not context.join(timeout=5):
         if time.monotonic() > deadline:
@@ -143,16 +198,21 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 process.kill()
             pytest.fail("the distributed worker processes did not finish in 240 s")
     ranks = [torch.load(folder / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD)]
-    return {"ann": ann, "network": network, "ranks": ranks}
+    return {"ann": ann, "network": network, "ranks": ranks, "folder": folder}
 
 
-def _assert_same_state(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], *, approximate: tuple[str, ...] = ()) -> None:
+def _assert_same_state(
+    got: dict[str, torch.Tensor],
+    want: dict[str, torch.Tensor],
+    *,
+    approximate: tuple[str, ...] = (),
+) -> None:
     assert got.keys() == want.keys()
-    for name in want:
+    for name, value in want.items():
         if name.endswith(approximate):
-            torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6)
+            torch.testing.assert_close(got[name], value, rtol=0, atol=1e-6)
         else:
-            assert torch.equal(got[name], want[name]), name
+            assert torch.equal(got[name], value), name
 
 
 def test_distributed_convert_matches_single_process_calibration(setting: dict[str, Any]) -> None:
@@ -179,7 +239,11 @@ def test_distributed_evaluate_counts_every_sample_once(setting: dict[str, Any]) 
     single = evaluate(setting["network"], _same_batches(dataset), progress=False)
     for rank in setting["ranks"]:
         got = rank["evaluation"]
-        assert (got["correct"], got["samples"]) == (single.correct, single.samples) == (single.correct, EVALUATION)
+        assert (
+            (got["correct"], got["samples"])
+            == (single.correct, single.samples)
+            == (single.correct, EVALUATION)
+        )
         spikes = torch.tensor([c.spikes for c in single.layers], dtype=torch.float64)
         events = torch.tensor([c.synaptic_events for c in single.layers], dtype=torch.float64)
         # spike counts of neuron layers are integers, so exact; the analog input's "spikes" (and
@@ -218,9 +282,29 @@ def test_distributed_convert_rejects_models_that_differ(setting: dict[str, Any])
         assert "the model differs between processes: rank(s) [1]" in rank["mismatch_evaluate"]
 
 
+def test_cli_under_a_process_group_prints_and_writes_on_rank_0_only(
+    setting: dict[str, Any],
+) -> None:
+    first, second = setting["ranks"]
+    assert (
+        first["cli_convert"],
+        first["cli_evaluate"],
+        second["cli_convert"],
+        second["cli_evaluate"],
+    ) == (0, 0, 0, 0)
+    assert "wrote" in first["cli_printed"] and "accuracy %" in first["cli_printed"]
+    assert second["cli_printed"] == ""
+    assert (setting["folder"] / "cli-0.pt").exists() and not (
+        setting["folder"] / "cli-1.pt"
+    ).exists()
+    load_network(setting["folder"] / "cli-0.pt")
+
+
 def test_distributed_path_without_process_group_names_the_fix() -> None:
     loader = DataLoader(mnist_split("eval", limit=8), batch_size=4)
-    with pytest.raises(ConversionError, match="needs an initialised torch.distributed process group.*torchrun"):
+    with pytest.raises(
+        ConversionError, match="needs an initialised torch.distributed process group.*torchrun"
+    ):
         convert(_ann(), SPEC, loader, distributed=True)
     with pytest.raises(ConversionError, match="init_from_env"):
         evaluate(_ann(), loader, distributed=True)
@@ -238,15 +322,24 @@ def test_distributed_path_rejects_a_non_group_argument() -> None:
 
 def test_evaluate_rejects_a_padding_distributed_sampler() -> None:
     dataset = mnist_split("eval", limit=EVALUATION)
-    loader = DataLoader(dataset, batch_size=BATCH, sampler=DistributedSampler(dataset, num_replicas=WORLD, rank=0))
+    loader = DataLoader(
+        dataset, batch_size=BATCH, sampler=DistributedSampler(dataset, num_replicas=WORLD, rank=0)
+    )
     with pytest.raises(ConversionError, match="repeats 1 sample.*shard_loader"):
         check_eval_loader(loader)
-    exact = DataLoader(dataset, batch_size=BATCH, sampler=DistributedSampler(mnist_split("eval", limit=44), num_replicas=WORLD, rank=0))
+    exact = DataLoader(
+        dataset,
+        batch_size=BATCH,
+        sampler=DistributedSampler(mnist_split("eval", limit=44), num_replicas=WORLD, rank=0),
+    )
     check_eval_loader(exact)
 
 
 def test_eval_sampler_shards_cover_every_index_once() -> None:
-    shards = [list(DistributedEvalSampler(range(7), num_replicas=3, rank=r, shuffle=True, seed=1)) for r in range(3)]
+    shards = [
+        list(DistributedEvalSampler(range(7), num_replicas=3, rank=r, shuffle=True, seed=1))
+        for r in range(3)
+    ]
     assert sorted(i for shard in shards for i in shard) == list(range(7))
     assert [len(s) for s in shards] == [3, 2, 2]
     with pytest.raises(ValueError, match="rank must be in"):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
+import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +32,17 @@ __all__ = ["load_network", "load_state", "save_network"]
 FORMAT = "snn-encodings/spiking-network"
 VERSION = 1
 
-_CONV = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias", "padding_mode")
+_CONV = (
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "bias",
+    "padding_mode",
+)
 _AVG = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
 _MAX = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
 _MODULE_ARGUMENTS: dict[type[nn.Module], tuple[str, ...]] = {
@@ -52,7 +63,9 @@ _MODULES_BY_NAME = {cls.__name__: cls for cls in _MODULE_ARGUMENTS}
 def _describe_module(module: nn.Module) -> dict[str, Any]:
     arguments = _MODULE_ARGUMENTS.get(type(module))
     if arguments is None:
-        raise ExportError(f"save_network: cannot save a {type(module).__name__} module; supported: {sorted(_MODULES_BY_NAME)}")
+        raise ExportError(
+            f"save_network: cannot save a {type(module).__name__} module; supported: {sorted(_MODULES_BY_NAME)}"
+        )
     values = {name: getattr(module, name) for name in arguments}
     if "bias" in values:
         values["bias"] = values["bias"] is not None
@@ -67,13 +80,20 @@ def _build_module(description: dict[str, Any]) -> nn.Module:
 
 
 def _describe_stage(stage: Stage) -> dict[str, Any]:
-    description: dict[str, Any] = {"kind": stage.kind, "name": stage.name, "source": stage.source, "shape": list(stage.shape)}
+    description: dict[str, Any] = {
+        "kind": stage.kind,
+        "name": stage.name,
+        "source": stage.source,
+        "shape": list(stage.shape),
+    }
     if stage.pool is not None:
         description["pool"] = _describe_module(stage.pool)
-    if stage.synapse is not None:
-        description["sources"] = list(stage.synapse.sources)
-        description["ops"] = [[_describe_module(op) for op in ops] for ops in stage.synapse.ops]
-        description["bias_shape"] = list(stage.synapse.bias.shape)
+    synapse = stage.synapse
+    if isinstance(synapse, Synapse):
+        description["sources"] = list(synapse.sources)
+        branches = cast(Iterable[nn.Sequential], synapse.ops)
+        description["ops"] = [[_describe_module(op) for op in ops] for ops in branches]
+        description["bias_shape"] = list(cast(Tensor, synapse.bias).shape)
     return description
 
 
@@ -94,20 +114,26 @@ def save_network(network: SpikingNetwork, path: str | os.PathLike[str]) -> Path:
     payload = {
         "format": FORMAT,
         "version": VERSION,
-        "spec": {"type": type(spec).__name__, "fields": {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}},
+        "spec": {
+            "type": type(spec).__name__,
+            "fields": {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)},
+        },
         "input_shape": list(network.input_shape),
-        "stages": [_describe_stage(stage) for stage in network.stages],
-        "state_dict": {name: tensor.detach().cpu() for name, tensor in network.state_dict().items()},
+        "stages": [_describe_stage(cast(Stage, stage)) for stage in network.stages],
+        "state_dict": {
+            name: tensor.detach().cpu() for name, tensor in network.state_dict().items()
+        },
     }
     path = Path(path)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
-        try:
+    temporary = path.with_name(
+        f".{path.name}.{uuid.uuid4().hex}.tmp"
+    )  # open() keeps umask permissions
+    try:
+        with open(temporary, "xb") as handle:
             torch.save(payload, handle)
-        except BaseException:
-            handle.close()
-            os.unlink(handle.name)
-            raise
-    os.replace(handle.name, path)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -115,11 +141,15 @@ def _spec_from(description: dict[str, Any]) -> Spec:
     classes = {cls.__name__: cls for cls in ALL_SPECS}
     cls = classes.get(description["type"])
     if cls is None:
-        raise ExportError(f"load_network: unknown spec {description['type']!r}; known: {sorted(classes)}")
+        raise ExportError(
+            f"load_network: unknown spec {description['type']!r}; known: {sorted(classes)}"
+        )
     return cls(**description["fields"])
 
 
-def load_network(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> SpikingNetwork:
+def load_network(
+    path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu"
+) -> SpikingNetwork:
     """Read a network written by :func:`save_network` (with ``torch.load(weights_only=True)``).
 
     Returns:
@@ -134,11 +164,15 @@ def load_network(path: str | os.PathLike[str], *, map_location: str | torch.devi
     except FileNotFoundError:
         raise ExportError(f"load_network: no such file {str(path)!r}") from None
     except Exception as error:  # torch.load raises many types for foreign or corrupt files
-        raise ExportError(f"load_network: {str(path)!r} is not a saved network ({type(error).__name__}: {error})") from None
+        raise ExportError(
+            f"load_network: {str(path)!r} is not a saved network ({type(error).__name__}: {error})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ExportError(f"load_network: {str(path)!r} was not written by save_network")
     if payload.get("version") != VERSION:
-        raise ExportError(f"load_network: {str(path)!r} has format version {payload.get('version')!r}, this library reads {VERSION}; convert again")
+        raise ExportError(
+            f"load_network: {str(path)!r} has format version {payload.get('version')!r}, this library reads {VERSION}; convert again"
+        )
     spec = _spec_from(payload["spec"])
     rule = rule_for(spec)
     input_shape = tuple(payload["input_shape"])
@@ -148,16 +182,40 @@ def load_network(path: str | os.PathLike[str], *, map_location: str | torch.devi
     for description in payload["stages"]:
         kind, name, shape = description["kind"], description["name"], tuple(description["shape"])
         if kind == "pool":
-            stages.append(Stage(kind, name, pool=_build_module(description["pool"]), source=description["source"], shape=shape))
+            stages.append(
+                Stage(
+                    kind,
+                    name,
+                    pool=_build_module(description["pool"]),
+                    source=description["source"],
+                    shape=shape,
+                )
+            )
             continue
-        branches = [Branch(source, [_build_module(op) for op in ops]) for source, ops in zip(description["sources"], description["ops"])]
-        synapse = Synapse(branches, torch.zeros(description["bias_shape"]), [one] * len(shapes), one, shapes)
-        stages.append(Stage(kind, name, synapse=synapse, neurons=rule.neuron_layer(output=kind == "output"), source=description["source"], shape=shape))
+        branches = [
+            Branch(source, [_build_module(op) for op in ops])
+            for source, ops in zip(description["sources"], description["ops"])
+        ]
+        synapse = Synapse(
+            branches, torch.zeros(description["bias_shape"]), [one] * len(shapes), one, shapes
+        )
+        stages.append(
+            Stage(
+                kind,
+                name,
+                synapse=synapse,
+                neurons=rule.neuron_layer(output=kind == "output"),
+                source=description["source"],
+                shape=shape,
+            )
+        )
     network = SpikingNetwork(spec, stages, one, input_shape).to(dtype=rule.dtype)
     try:
         load_state(network, payload["state_dict"])
     except RuntimeError as error:
-        raise ExportError(f"load_network: the weights in {str(path)!r} do not fit its structure: {error}") from None
+        raise ExportError(
+            f"load_network: the weights in {str(path)!r} do not fit its structure: {error}"
+        ) from None
     return network.to(map_location).eval()
 
 

@@ -46,10 +46,35 @@ def test_save_network_round_trip_gives_identical_outputs(tmp_path: Path) -> None
     assert [p.name for p in tmp_path.iterdir()] == ["net.pt"]
 
 
+def test_save_network_round_trip_for_every_spec(spec, tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    ann = nn.Sequential(
+        nn.Conv2d(1, 3, 5, stride=3),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 10),
+    ).eval()
+    network = convert(ann, spec, DataLoader(mnist_split("train", limit=16), batch_size=8))
+    loaded = load_network(save_network(network, tmp_path / "net.pt"))
+    x = mnist_split("eval", limit=4).tensors[0]
+    assert loaded.spec == spec
+    assert torch.equal(loaded(x), network(x))
+
+
 def test_save_network_file_loads_with_weights_only(tmp_path: Path) -> None:
     path = save_network(_network(init="ann"), tmp_path / "net.pt")
     payload = torch.load(path, weights_only=True)
-    assert payload["spec"] == {"type": "ICRate", "fields": {"steps": 6, "threshold": 1.0, "init": "ann", "compensate": True, "input_coding": "analog"}}
+    assert payload["spec"] == {
+        "type": "ICRate",
+        "fields": {
+            "steps": 6,
+            "threshold": 1.0,
+            "init": "ann",
+            "compensate": True,
+            "input_coding": "analog",
+        },
+    }
     assert [s["kind"] for s in payload["stages"]] == ["neuron", "pool", "neuron", "output"]
 
 
