@@ -17,7 +17,7 @@ from snn_encodings.distributed import Collective, Distributed, use_collective
 from snn_encodings.errors import ConversionError
 from snn_encodings.specs.base import Spec
 
-__all__ = ["DEFAULT", "convert"]
+__all__ = ["convert", "DEFAULT"]
 
 DEFAULT: Any = "default"
 """Marker for "the encoding's own default" (e.g. Quartz's 98.5th percentile)."""

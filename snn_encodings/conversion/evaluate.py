@@ -13,7 +13,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from snn_encodings.conversion.network import LayerCounts, SpikingNetwork
-from snn_encodings.conversion.save import load_state
 from snn_encodings.distributed import Collective, Distributed, check_eval_loader, structure_key
 from snn_encodings.errors import ConversionError
 
@@ -60,7 +59,8 @@ def with_steps(network: SpikingNetwork, steps: int) -> SpikingNetwork:
     for stage in clone.stages:
         if stage.neurons is not None:
             fresh = clone.rule.neuron_layer(output=stage.kind == "output")
-            load_state(fresh, stage.neurons.state_dict())
+            for name, buffer in stage.neurons.named_buffers(recurse=False):
+                setattr(fresh, name, buffer.clone())
             stage.neurons = fresh
     return clone.to(network.output_scale.device).eval()
 

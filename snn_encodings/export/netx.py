@@ -1,0 +1,191 @@
+"""Write Loihi netx HDF5 files (lava-dl's ``netx.hdf5.Network`` format).
+
+:func:`netx` is the public entry point: it takes a converted network (or an already integer
+:class:`~snn_encodings.export.layers.IntNetwork`), builds the integer layers its encoding needs
+(:mod:`snn_encodings.export.lowering`), checks that netx loads them and computes the same thing,
+and writes the file atomically. :func:`write_netx` writes an integer network as it is.
+
+What goes in the file: per layer ``type`` (bytes), ``shape`` (CHW), integer ``weight``,
+``weight_rec``, ``bias``, 2-D ``delay``, conv ``stride``/``padding``/``dilation``/``groups``, and
+``neuron/{type=CUBA, vThMant, iDecay, vDecay, refDelay, gradedSpike}``. Our own keys, which netx
+ignores: ``neuron/uInit`` and ``neuron/vInit`` (initial states in x64 units, to apply after
+loading, see :mod:`snn_encodings.export.lava_run`), a JSON ``snn_encodings`` attribute per layer
+(source name, quantisation) and on the root (encoding, steps, latency, clock inputs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snn_encodings.errors import ExportError
+from snn_encodings.export.layers import IntNetwork, Layer, check_network
+from snn_encodings.export.netx_read import _h5py
+
+__all__ = ["ExportReport", "LayerReport", "netx", "write_netx"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerReport:
+    """Quantisation of one layer.
+
+    Attributes:
+        name: the source layer's name.
+        scale: integer units per threshold unit (weights, bias, threshold share it).
+        weight_error: largest absolute rounding error of a weight, in threshold units.
+        bias_error: largest absolute rounding error of the per-step bias, in threshold units.
+        v0_error: largest absolute rounding error of the initial membrane, in threshold units.
+        weight_range: ``(min, max)`` of the integer weights written.
+    """
+
+    name: str
+    scale: float
+    weight_error: float
+    bias_error: float
+    v0_error: float
+    weight_range: tuple[int, int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportReport:
+    """What :func:`netx` wrote.
+
+    Attributes:
+        path: the file.
+        network: the integer network in the file.
+        layers: per synaptic layer of the source network, its quantisation.
+        notes: what the file does differently from the float network, or on hardware.
+    """
+
+    path: Path
+    network: IntNetwork
+    layers: tuple[LayerReport, ...]
+    notes: tuple[str, ...] = ()
+
+
+def netx(model: Any, path: str | os.PathLike[str], **options: Any) -> ExportReport:
+    """Export a converted spiking network to a lava-dl netx HDF5 file.
+
+    Args:
+        model: a :class:`~snn_encodings.export.lowering.FloatNetwork` (a converted network's
+            layers with its spec) or an :class:`~snn_encodings.export.layers.IntNetwork`.
+        path: the file to write (replaced atomically).
+        options: passed to :func:`~snn_encodings.export.lowering.lower` (e.g. ``reset=``).
+    Returns:
+        An :class:`ExportReport` with the per-layer quantisation error.
+    Raises:
+        ExportError: if the model is not a converted network, if netx cannot express a layer
+            (naming it, why, and what to do), if a value does not fit Loihi's integer ranges, or
+            if the file cannot be written. Nothing is left behind on error.
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> from snn_encodings.export.lowering import FloatLayer, FloatNetwork
+        >>> from snn_encodings.specs import ICRate
+        >>> net = FloatNetwork(spec=ICRate(steps=4, input_coding="sigma_delta"), input_shape=(2,),
+        ...     layers=(FloatLayer(kind="dense", name="fc", weight=np.array([[0.5, 0.25]])),))
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     report = netx(net, os.path.join(d, "model.net"))
+        >>> report.layers[0].scale, report.network.layers[1].weight.tolist()
+        (254.0, [[128, 64]])
+    """
+    from snn_encodings.export.lowering import FloatNetwork, lower
+
+    if isinstance(model, IntNetwork):
+        if options:
+            raise ExportError(f"export.netx: options {sorted(options)} apply to converted networks only")
+        write_netx(model, path)
+        return ExportReport(path=Path(path), network=model, layers=())
+    if isinstance(model, FloatNetwork):
+        network, layers, notes = lower(model, **options)
+        write_netx(network, path)
+        return ExportReport(path=Path(path), network=network, layers=layers, notes=notes)
+    from torch import nn
+
+    if isinstance(model, nn.Module):
+        raise ExportError(
+            f"export.netx: got a plain torch module ({type(model).__name__}), not a converted "
+            "spiking network; convert it first with snn_encodings.convert(ann, spec, calibration=...)"
+        )
+    raise ExportError(
+        f"export.netx: cannot export a {type(model).__name__}; pass a converted network "
+        "(FloatNetwork) or an IntNetwork"
+    )
+
+
+def write_netx(network: IntNetwork, path: str | os.PathLike[str]) -> Path:
+    """Write ``network`` to ``path`` as a netx HDF5 file, atomically.
+
+    The file is written to a temporary file in the same folder and moved into place with
+    :func:`os.replace`; on any error the temporary file is removed and ``path`` is untouched.
+
+    Args:
+        network: a valid integer network (checked with :func:`check_network` first).
+        path: destination.
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    Raises:
+        ExportError: for an invalid network or a path that cannot be written.
+    """
+    check_network(network)
+    h5py = _h5py()
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(handle)
+    except OSError as error:
+        raise ExportError(f"export.netx: cannot write {os.fspath(path)!r}: {error.strerror or error}") from error
+    try:
+        with h5py.File(temporary, "w") as file:
+            meta = dict(network.metadata, clock_inputs=network.clock_inputs)
+            file.attrs["snn_encodings"] = json.dumps(meta, sort_keys=True)
+            group = file.create_group("layer")
+            for index, layer in enumerate(network.layers):
+                _write_layer(group.create_group(str(index)), layer)
+        os.replace(temporary, target)
+    except BaseException as error:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        if isinstance(error, OSError):
+            raise ExportError(f"export.netx: cannot write {os.fspath(path)!r}: {error}") from error
+        raise
+    return target
+
+
+def _write_layer(group: Any, layer: Layer) -> None:
+    group.create_dataset("type", (1,), "S10", [layer.kind.encode("ascii")])
+    group.create_dataset("shape", data=np.asarray(layer.shape, dtype=np.int64))
+    group.attrs["snn_encodings"] = json.dumps(dict(layer.metadata, name=layer.name), sort_keys=True)
+    if layer.kind in ("input", "flatten"):
+        return
+    group.create_dataset("weight", data=np.asarray(layer.weight, dtype=np.int32))
+    if layer.weight_rec is not None:
+        group.create_dataset("weight_rec", data=np.asarray(layer.weight_rec, dtype=np.int32))
+    if layer.bias is not None:
+        group.create_dataset("bias", data=np.asarray(layer.bias, dtype=np.int32))
+    if layer.delay is not None:
+        group.create_dataset("delay", data=np.asarray(layer.delay, dtype=np.int32))
+    if layer.kind == "conv":
+        group.create_dataset("stride", data=np.asarray(layer.stride, dtype=np.int64))
+        group.create_dataset("padding", data=np.asarray(layer.padding, dtype=np.int64))
+        group.create_dataset("dilation", data=np.asarray(layer.dilation, dtype=np.int64))
+        group.create_dataset("groups", data=np.int64(layer.groups))
+    neuron = layer.neuron
+    assert neuron is not None  # checked by check_network
+    cuba = group.create_group("neuron")
+    cuba.create_dataset("type", (1,), "S10", [b"CUBA"])
+    cuba.create_dataset("vThMant", data=np.int64(neuron.v_th_mant))
+    cuba.create_dataset("iDecay", data=np.int64(neuron.i_decay))
+    cuba.create_dataset("vDecay", data=np.int64(neuron.v_decay))
+    cuba.create_dataset("refDelay", data=np.int64(1))
+    cuba.create_dataset("gradedSpike", data=False)
+    if neuron.u_init is not None:
+        cuba.create_dataset("uInit", data=np.asarray(neuron.u_init, dtype=np.int64))
+    if neuron.v_init is not None:
+        cuba.create_dataset("vInit", data=np.asarray(neuron.v_init, dtype=np.int64))

@@ -1,0 +1,109 @@
+"""Lossy NIR export of a converted network (``nir`` package), for frameworks that read NIR.
+
+NIR describes neurons as continuous-time ODEs that reset *to* ``v_reset``; it has no reset by
+subtraction, no initial state, no refractory period and no graded spikes, and each importer picks
+its own time step. So this export is best-effort. Every node carries the encoding in its
+``metadata`` (``encoding``, ``spec``, ``steps``, ``v_init``, ``reset``) so that a reader that
+knows snn-encodings can rebuild the exact network; a generic reader loses, per encoding:
+
+- **IC-rate**: the reset by subtraction (``IF`` nodes reset to zero in NIR), the initial membrane
+  (only in ``metadata["v_init"]``) and the clock-free per-step bias semantics (``Affine`` bias is
+  applied every step by most importers, which matches).
+- **Radix** and **Quartz**: not exported (their neurons have no NIR equivalent at all).
+
+Layers: ``Input`` -> (``Flatten`` | ``Affine`` | ``Conv2d`` followed by ``IF``)... -> ``Output``,
+weights in threshold units, ``IF(r=1, v_threshold=threshold, v_reset=0)``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snn_encodings.errors import ExportError
+from snn_encodings.export.lowering import FloatNetwork, _synapses, _v0
+
+__all__ = ["nir"]
+
+
+def nir(model: FloatNetwork, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` as a NIR graph to ``path`` (atomically); see the module docstring for losses.
+
+    Args:
+        model: a converted network (:class:`~snn_encodings.export.lowering.FloatNetwork`).
+        path: destination file.
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    Raises:
+        ExportError: for a non-IC-rate encoding, a layer NIR export does not handle, a missing
+            ``nir`` package, or a path that cannot be written.
+    """
+    try:
+        import nir as nir_lib  # type: ignore[import-untyped]
+    except ImportError as error:
+        raise ExportError('NIR export needs the nir package: pip install "snn-encodings[nir]"') from error
+    if not isinstance(model, FloatNetwork):
+        raise ExportError(f"export.nir: expected a converted network (FloatNetwork), got {type(model).__name__}")
+    spec = model.spec
+    if spec.name != "icrate":
+        raise ExportError(
+            f"export.nir: {type(spec).__name__} has no NIR equivalent (NIR neurons reset to a value "
+            "and have no initial state or time-varying threshold); only IC-rate is exported"
+        )
+    theta = float(spec.threshold)  # type: ignore[attr-defined]
+    shape = tuple(model.input_shape)
+    _synapses(model)  # refuses pooling with the reason
+    common: dict[str, Any] = {"encoding": spec.name, "spec": repr(spec), "steps": spec.steps_per_layer, "reset": "subtract"}
+    nodes: dict[str, Any] = {"input": nir_lib.Input(input_type={"input": np.array(shape)})}
+    edges: list[tuple[str, str]] = []
+    last = "input"
+    current = shape
+    for index, layer in enumerate(model.layers):
+        name = layer.name or f"layer{index}"
+        if layer.kind == "flatten":
+            node = nir_lib.Flatten(input_type={"input": np.array(current)}, start_dim=0, metadata=dict(common))
+            current = (int(np.prod(current)),)
+            nodes[name], last = node, _link(edges, last, name)
+            continue
+        weight = np.asarray(layer.weight, dtype=np.float64)
+        bias = np.zeros(weight.shape[0]) if layer.bias is None else np.asarray(layer.bias, dtype=np.float64)
+        if layer.kind == "dense":
+            node = nir_lib.Affine(weight=weight, bias=bias, metadata=dict(common))
+            current = (weight.shape[0],)
+        else:
+            node = nir_lib.Conv2d(input_shape=current[1:], weight=weight, stride=layer.stride, padding=layer.padding,
+                                  dilation=layer.dilation, groups=layer.groups, bias=bias, metadata=dict(common))
+            current = (weight.shape[0], *[(current[1 + a] + 2 * layer.padding[a] - layer.dilation[a] * (weight.shape[2 + a] - 1) - 1) // layer.stride[a] + 1 for a in (0, 1)])
+        nodes[name], last = node, _link(edges, last, name)
+        v0 = _v0(layer, spec, current)
+        neuron = nir_lib.IF(r=np.ones(current), v_threshold=np.full(current, theta), v_reset=np.zeros(current),
+                            metadata=dict(common, v_init=v0.tolist()))
+        nodes[f"{name}.neuron"], last = neuron, _link(edges, last, f"{name}.neuron")
+    nodes["output"] = nir_lib.Output(output_type={"output": np.array(current)})
+    _link(edges, last, "output")
+    graph = nir_lib.NIRGraph(nodes=nodes, edges=edges, metadata=dict(common), type_check=False)
+    target = Path(path)
+    try:
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(handle)
+    except OSError as error:
+        raise ExportError(f"export.nir: cannot write {os.fspath(path)!r}: {error.strerror or error}") from error
+    try:
+        nir_lib.write(temporary, graph)
+        os.replace(temporary, target)
+    except BaseException as error:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        if isinstance(error, OSError):
+            raise ExportError(f"export.nir: cannot write {os.fspath(path)!r}: {error}") from error
+        raise
+    return target
+
+
+def _link(edges: list[tuple[str, str]], source: str, target: str) -> str:
+    edges.append((source, target))
+    return target
