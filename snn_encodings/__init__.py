@@ -1,7 +1,8 @@
 """snn-encodings: radix, TTFS-Quartz and init-compensated rate spike encodings.
 
 Public API: the neuron specs (``ICRate``, ...), :func:`convert`, :func:`evaluate`,
-:func:`finetune` and :func:`reset`. Framework adapters live in ``snn_encodings.adapters``.
+:func:`finetune`, and the ``export`` subpackage (netx, NIR; imported on first use). Framework
+adapters live in ``snn_encodings.adapters``.
 """
 
 from __future__ import annotations
@@ -29,3 +30,11 @@ __all__ = [
     "finetune",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    if name == "export":
+        import importlib
+
+        return importlib.import_module("snn_encodings.export")
+    raise AttributeError(f"module 'snn_encodings' has no attribute {name!r}")
