@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from snn_encodings.specs import ALL_SPECS, ICRate, Spec
+from snn_encodings.specs import ALL_SPECS, ICRate, Radix, Spec
 
-__all__ = ["ALL_SPECS", "ICRate", "Spec"]
+__all__ = ["ALL_SPECS", "ICRate", "Radix", "Spec"]
 __version__ = "0.1.0"

@@ -9,11 +9,13 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from snn_encodings.specs import ALL_SPECS, ICRate, Spec
+from snn_encodings.specs import ALL_SPECS, ICRate, Radix, Spec
 
 SPEC_EXAMPLES: tuple[Spec, ...] = (
     ICRate(steps=8, init="ann"),
     ICRate(steps=6, init="zero", compensate=False),
+    Radix(steps=4),
+    Radix(steps=3, base=3, mode="paper"),
 )
 """One or more examples per spec class; a test checks every class in ALL_SPECS has one."""
 

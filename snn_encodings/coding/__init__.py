@@ -3,5 +3,13 @@
 from __future__ import annotations
 
 from snn_encodings.coding.icrate import decode_icrate, encode_icrate, sigma_delta
+from snn_encodings.coding.radix import decode_radix, encode_radix, radix_expansion
 
-__all__ = ["decode_icrate", "encode_icrate", "sigma_delta"]
+__all__ = [
+    "decode_icrate",
+    "decode_radix",
+    "encode_icrate",
+    "encode_radix",
+    "radix_expansion",
+    "sigma_delta",
+]

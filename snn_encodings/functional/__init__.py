@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from snn_encodings.functional.icrate import ICRateState, icrate_initial_state, icrate_step
+from snn_encodings.functional.radix import RadixState, radix_initial_state, radix_step, radix_twin
 from snn_encodings.functional.loop import Simulation, simulate
 from snn_encodings.functional.registry import NeuronFunctions, neuron_functions, register_neuron
-from snn_encodings.specs import ICRate
+from snn_encodings.specs import ICRate, Radix
 
 __all__ = [
     "ICRateState",
     "NeuronFunctions",
+    "RadixState",
     "Simulation",
     "icrate_initial_state",
     "icrate_step",
     "neuron_functions",
+    "radix_initial_state",
+    "radix_step",
+    "radix_twin",
     "register_neuron",
     "simulate",
 ]
 
 register_neuron(ICRate, icrate_initial_state, icrate_step)
+register_neuron(Radix, radix_initial_state, radix_step)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from snn_encodings.specs.base import Spec
 from snn_encodings.specs.icrate import ICRate
+from snn_encodings.specs.radix import Radix
 
-__all__ = ["ALL_SPECS", "ICRate", "Spec"]
+__all__ = ["ALL_SPECS", "ICRate", "Radix", "Spec"]
 
-ALL_SPECS: tuple[type[Spec], ...] = (ICRate,)
+ALL_SPECS: tuple[type[Spec], ...] = (ICRate, Radix)
 """Every encoding the library defines; tests and adapters iterate over it."""
