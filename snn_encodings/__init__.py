@@ -1,8 +1,24 @@
-"""snn-encodings: radix, TTFS-Quartz and init-compensated rate spike encodings."""
+"""snn-encodings: radix, TTFS-Quartz and init-compensated rate spike encodings.
+
+Public API: the neuron specs (``ICRate``, ...), :func:`convert`, :func:`evaluate`,
+:func:`finetune` and :func:`reset`. Framework adapters live in ``snn_encodings.adapters``.
+"""
 
 from __future__ import annotations
 
+from snn_encodings.conversion import ClipQuant, Evaluation, SpikingNetwork, convert, evaluate, finetune
 from snn_encodings.specs import ALL_SPECS, ICRate, Radix, Spec
 
-__all__ = ["ALL_SPECS", "ICRate", "Radix", "Spec"]
+__all__ = [
+    "ALL_SPECS",
+    "ClipQuant",
+    "Evaluation",
+    "ICRate",
+    "Radix",
+    "Spec",
+    "SpikingNetwork",
+    "convert",
+    "evaluate",
+    "finetune",
+]
 __version__ = "0.1.0"

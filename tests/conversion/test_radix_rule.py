@@ -15,7 +15,7 @@ def _linear_layer(rule: RadixRule, fan_in: int, fan_out: int, seed: int) -> tupl
     generator = torch.Generator().manual_seed(seed)
     weight = torch.randn((fan_out, fan_in), generator=generator, dtype=torch.float64) * 2 / fan_in**0.5
     bias = torch.randn(fan_out, generator=generator, dtype=torch.float64) * 0.2
-    return rule.quantise_synapse(weight, bias)
+    return rule.quantise_weight(weight), rule.quantise_bias(bias)
 
 
 def _snn_layer(rule: RadixRule, spikes, weight, bias, *, output: bool):

@@ -1,3 +1,9 @@
-"""Per-encoding conversion hooks; importing this package registers every encoding's rule."""
+"""Per-encoding conversion hooks; importing this package registers every rule."""
 
-from snn_encodings.conversion.rules import radix as _radix  # noqa: F401  (registers RadixRule)
+from __future__ import annotations
+
+from snn_encodings.conversion.rules.base import Rule, register_rule, rule_for
+from snn_encodings.conversion.rules.icrate import ICRateRule
+from snn_encodings.conversion.rules.radix import RadixRule
+
+__all__ = ["ICRateRule", "RadixRule", "Rule", "register_rule", "rule_for"]

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from snn_encodings.conversion.twin import clip_quant
 from snn_encodings.errors import ConversionError
 from snn_encodings.specs.base import Spec
 
@@ -37,9 +38,17 @@ class Rule:
         self.spec = spec
 
     # --- ANN twin -------------------------------------------------------------------------
+    def twin_parameters(self) -> tuple[int | None, float, float]:
+        """``(levels, shift, upper)`` of the twin as a :func:`~snn_encodings.conversion.twin.clip_quant`.
+
+        Used by :meth:`twin` and by quantisation-aware fine-tuning (:func:`finetune`).
+        """
+        return None, 0.0, 1.0
+
     def twin(self, z: Tensor) -> Tensor:
         """The activation the SNN reproduces, on normalised pre-activations ``z`` (any shape)."""
-        raise NotImplementedError
+        levels, shift, upper = self.twin_parameters()
+        return clip_quant(z, levels, shift, upper)
 
     def twin_output(self, z: Tensor) -> Tensor:
         """The output layer's value as the SNN decodes it (default: ``z`` unchanged)."""
@@ -49,9 +58,13 @@ class Rule:
         """Default percentile for the activation scales, ``None`` for the maximum."""
         return None
 
-    def quantise_synapse(self, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
-        """Round normalised weights/bias to the encoding's grid (default: unchanged)."""
-        return weight, bias
+    def quantise_synapse(self, synapse: nn.Module) -> None:
+        """Round a built synapse's normalised parameters to the encoding's grid, in place.
+
+        ``synapse`` is a :class:`~snn_encodings.conversion.synapse.Synapse`: its ``ops`` hold the
+        weights (scales folded in), ``gains(i)`` the branch gains and ``bias`` the bias map.
+        Default: unchanged.
+        """
 
     # --- spiking network ------------------------------------------------------------------
     def encode_input(self, x: Tensor) -> Tensor:

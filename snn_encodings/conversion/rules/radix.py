@@ -1,17 +1,21 @@
-"""Conversion hooks of the radix encoding.
+r"""Conversion hooks of the radix encoding.
 
 Exactness: the spiking network runs in float64 and :meth:`RadixRule.quantise_synapse` puts the
-normalised weights and biases on a dyadic grid (integers times :math:`2^{-k}`, ``k =
-spec.weight_bits``) in exact mode. Every current is then a sum of dyadic numbers and every
-membrane an integer combination of them, so all float64 sums are exact whatever their order (as
-long as they need fewer than 53 significant bits: :math:`k` + integer bits of the largest
-membrane :math:`r^T |z|`). The twin snaps :math:`r^T z` to the same grid before its floor
-(:func:`~snn_encodings.functional.radix.snap_to_grid`), which repairs the rounding of an ANN that
-summed in another order; the SNN's decoded outputs then equal the twin's bit for bit.
+normalised weights, branch gains and biases on a dyadic grid (integers times :math:`2^{-k}`,
+``k = spec.weight_bits``) in exact mode. For bases that are powers of two the inputs and
+activations are dyadic too, so every product and sum the SNN and its twin form is exact in
+float64 whatever the summation order, as long as it needs at most 53 significant bits
+(:math:`k` + :math:`T \log_2 r` + the integer bits of :math:`\sum |w|`; about 45 for
+``weight_bits=16``, ``T=8`` and a fan-in of a few thousand). The SNN's decoded outputs then
+equal the twin's bit for bit. For other bases (3, 5, ...) the grid :math:`r^{-T}` is not a
+float grid; the twin snaps :math:`r^T z` to :math:`2^{-k}` before its floor
+(:func:`~snn_encodings.functional.radix.snap_to_grid`), which repairs the ANN's rounding when
+the synapse is plain weights on that grid (no per-channel gain or average pooling left in a
+branch).
 
 Paper mode quantises weights to :math:`T` fractional base-:math:`r` digits (:math:`D = T`, the
-precondition of its exactness) and biases to :math:`2T`; its grids are dyadic, and the
-guarantee holds, only for bases that are powers of two.
+precondition of its exactness) and biases to :math:`2T`; it is exact (with the layer's
+saturation) for bases that are powers of two.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from snn_encodings.coding.radix import decode_radix, encode_radix
 from snn_encodings.conversion.rules.base import Rule, register_rule
 from snn_encodings.errors import SpecError
 from snn_encodings.functional.loop import simulate
-from snn_encodings.functional.radix import RadixState, radix_twin, snap_to_grid
+from snn_encodings.functional.radix import RadixState, radix_twin, radix_twin_parameters, snap_to_grid
 from snn_encodings.specs.radix import Radix
 
 __all__ = ["RadixLayer", "RadixRule"]
@@ -38,11 +42,10 @@ def _power_of_two_exponent(base: int) -> int | None:
 
 
 def _snap_bits(spec: Radix) -> int | None:
-    """Fractional bits of r^T z after quantise_synapse, or None where that grid is not dyadic."""
-    if spec.mode == "exact":
-        return spec.weight_bits
-    exponent = _power_of_two_exponent(spec.base)
-    return None if exponent is None else exponent * spec.steps
+    """Grid bits that repair the twin's rounding of r^T z; None where float64 is already exact."""
+    if _power_of_two_exponent(spec.base) is not None or spec.mode == "paper":
+        return None
+    return spec.weight_bits
 
 
 class RadixLayer(nn.Module):
@@ -156,6 +159,10 @@ class RadixRule(Rule):
         self.spec: Radix = spec
 
     # --- ANN twin -------------------------------------------------------------------------
+    def twin_parameters(self) -> tuple[int | None, float, float]:
+        levels, shift = radix_twin_parameters(self.spec)
+        return levels, shift, 1.0 - 1.0 / levels
+
     def twin(self, z: Tensor) -> Tensor:
         return radix_twin(z, self.spec, snap_bits=_snap_bits(self.spec))
 
@@ -166,17 +173,31 @@ class RadixRule(Rule):
         levels = self.spec.levels
         return snap_to_grid(z * levels, bits) / levels
 
-    def quantise_synapse(self, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    def quantise_weight(self, weight: Tensor) -> Tensor:
+        """Round normalised weights (and branch gains) to :math:`2^{-k}` (exact mode) or
+        :math:`r^{-T}` (paper mode)."""
         spec = self.spec
-        if spec.mode == "exact":
-            scale = float(2**spec.weight_bits)
-            return torch.round(weight * scale) / scale, torch.round(bias * scale) / scale
-        weight_scale = float(spec.base**spec.steps)
-        bias_scale = weight_scale * weight_scale
-        return (
-            torch.round(weight * weight_scale) / weight_scale,
-            torch.round(bias * bias_scale) / bias_scale,
-        )
+        scale = float(2**spec.weight_bits) if spec.mode == "exact" else float(spec.levels)
+        return torch.round(weight * scale) / scale
+
+    def quantise_bias(self, bias: Tensor) -> Tensor:
+        """Round normalised biases to :math:`2^{-k}` (exact mode) or :math:`r^{-2T}` (paper mode)."""
+        spec = self.spec
+        scale = float(2**spec.weight_bits) if spec.mode == "exact" else float(spec.levels) ** 2
+        return torch.round(bias * scale) / scale
+
+    def quantise_synapse(self, synapse: nn.Module) -> None:
+        with torch.no_grad():
+            for module in synapse.modules():
+                if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                    module.weight.copy_(self.quantise_weight(module.weight))
+                    if module.bias is not None:
+                        module.bias.copy_(self.quantise_bias(module.bias))
+            for name, buffer in synapse.named_buffers(recurse=False):
+                if name.startswith(("in_gain_", "out_gain_")):
+                    buffer.copy_(self.quantise_weight(buffer))
+                elif name == "bias":
+                    buffer.copy_(self.quantise_bias(buffer))
 
     # --- spiking network ------------------------------------------------------------------
     def encode_input(self, x: Tensor) -> Tensor:

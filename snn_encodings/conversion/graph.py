@@ -1,0 +1,277 @@
+"""Trace an ANN into the pipeline's graph: spiking layers fed by sums of linear branches.
+
+A converted network is a list of *value* nodes in topological order. Node 0 is the input; every
+later node is an activation (a spiking neuron layer), a max-pooling of an earlier node, or the
+output. The pre-activation of a neuron layer is expanded, by linearity, into a sum of
+*branches* (a chain of bias-free linear ops applied to one earlier value node) plus one bias map.
+Conv/Linear, average pooling, flatten and residual additions all fit that form; BatchNorm is folded
+into the preceding Conv/Linear and Dropout/Identity are removed.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from snn_encodings.conversion.twin import ClipQuant
+from snn_encodings.errors import ConversionError
+
+__all__ = ["Branch", "GraphNode", "trace"]
+
+WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
+LINEAR_MODULES = WEIGHTED + (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten)
+REMOVED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
+MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+@dataclass
+class Branch:
+    """A chain of bias-free linear ``ops`` applied to value node ``source``."""
+
+    source: int
+    ops: list[nn.Module]
+
+
+@dataclass
+class GraphNode:
+    """One value node of the traced network.
+
+    Attributes:
+        kind: ``"neuron"`` (activation), ``"pool"`` (max-pooling) or ``"output"``.
+        name: the ANN's name for it (module path or fx node name), used in messages.
+        branches: the pre-activation's linear branches (neuron and output nodes).
+        bias: the pre-activation's bias map, shape of one sample's features.
+        clip: upper bound of a clipping activation (ReLU6, Hardtanh, ClipQuant), else ``None``.
+        pool: the max-pooling module (pool nodes), whose input is ``branches[0].source``.
+        levels, shift: quantisation of a :class:`ClipQuant` activation, else ``None``/0.
+    """
+
+    kind: str
+    name: str
+    branches: list[Branch] = field(default_factory=list)
+    bias: Tensor | None = None
+    clip: float | None = None
+    pool: nn.Module | None = None
+    levels: int | None = None
+    shift: float = 0.0
+
+
+def _without_bias(module: nn.Module) -> nn.Module:
+    clone = copy.deepcopy(module)
+    if isinstance(clone, WEIGHTED) and clone.bias is not None:
+        clone.bias = None
+    return clone
+
+
+def _activation_clip(module: nn.Module) -> tuple[float | None, int | None, float] | None:
+    """``(clip, levels, shift)`` if ``module`` is a ReLU-like activation, else ``None``."""
+    if type(module) is nn.ReLU:
+        return None, None, 0.0
+    if isinstance(module, nn.ReLU6):
+        return 6.0, None, 0.0
+    if isinstance(module, nn.Hardtanh) and module.min_val == 0.0:
+        return float(module.max_val), None, 0.0
+    if isinstance(module, ClipQuant):
+        return float(module.scale.detach()), module.levels, module.shift
+    return None
+
+
+_SUGGESTIONS = {
+    nn.Sigmoid: "replace it with ReLU (or a clipped ReLU) and fine-tune",
+    nn.Tanh: "replace it with ReLU (or a clipped ReLU) and fine-tune",
+    nn.GELU: "replace it with ReLU and fine-tune",
+    nn.LeakyReLU: "replace it with ReLU and fine-tune",
+    nn.BatchNorm1d: "put BatchNorm directly after a Conv/Linear so it can be folded",
+    nn.BatchNorm2d: "put BatchNorm directly after a Conv/Linear so it can be folded",
+}
+
+
+def _unsupported(name: str, what: str, suggestion: str = "") -> ConversionError:
+    hint = suggestion or "use Conv1d/Conv2d, Linear, BatchNorm, ReLU, AvgPool, MaxPool, Flatten, Dropout or additions"
+    return ConversionError(f"convert: layer {name!r} ({what}) is not supported; {hint}")
+
+
+def _fold_batch_norms(gm: fx.GraphModule) -> None:
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], BATCH_NORMS):
+            continue
+        parent = node.args[0]
+        owner = modules.get(parent.target) if isinstance(parent, fx.Node) and parent.op == "call_module" else None
+        if not isinstance(owner, WEIGHTED) or len(parent.users) != 1:
+            raise _unsupported(node.target, type(modules[node.target]).__name__, _SUGGESTIONS[nn.BatchNorm2d])
+        bn = modules[node.target]
+        fused = fuse_linear_bn_eval(owner, bn) if isinstance(owner, nn.Linear) else fuse_conv_bn_eval(owner, bn)
+        _set_module(gm, parent.target, fused)
+        node.replace_all_uses_with(parent)
+        gm.graph.erase_node(node)
+    gm.recompile()
+
+
+def _set_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
+    *path, last = target.split(".")
+    owner: nn.Module = gm
+    for part in path:
+        owner = getattr(owner, part)
+    setattr(owner, last, module)
+
+
+def _is_add(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target in (operator.add, operator.iadd, torch.add)) or (
+        node.op == "call_method" and node.target in ("add", "add_")
+    )
+
+
+def _is_flatten(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target is torch.flatten) or (
+        node.op == "call_method" and node.target == "flatten"
+    )
+
+
+def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
+    """Trace ``ann`` (never modified) into value nodes; node 0 is the input.
+
+    Args:
+        ann: an ``nn.Sequential`` or any torch.fx-traceable module of supported layers.
+        example: one input batch ``(B, *)`` used to check shapes and compute bias maps.
+    Returns:
+        The value nodes in topological order; the last has kind ``"output"``.
+    Raises:
+        ConversionError: naming the first unsupported layer and what to do.
+    """
+    model = copy.deepcopy(ann).eval()
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as error:  # fx raises many types for untraceable code
+        raise ConversionError(
+            f"convert: the model could not be traced with torch.fx ({type(error).__name__}: {error}); "
+            "write it as nn.Sequential or remove data-dependent control flow"
+        ) from None
+    _fold_batch_norms(gm)
+    modules = dict(gm.named_modules())
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise ConversionError(f"convert: the model must take one input tensor, it takes {len(placeholders)}")
+
+    nodes: list[GraphNode] = [GraphNode(kind="input", name="input")]
+    value_index: dict[fx.Node, int] = {placeholders[0]: 0}
+    linear: dict[fx.Node, tuple[list[Branch], object]] = {}
+    values: dict[fx.Node, Tensor] = {}
+    zeros: dict[fx.Node, Tensor] = {}  # each node's value with every source set to zero
+    deferred_pool: dict[fx.Node, fx.Node] = {}
+
+    def branches_of(node: fx.Node) -> list[Branch]:
+        if node in value_index:
+            return [Branch(value_index[node], [])]
+        return linear[node][0]
+
+    with torch.no_grad():
+        values[placeholders[0]] = example
+        zeros[placeholders[0]] = torch.zeros_like(example[:1])
+        for node in gm.graph.nodes:
+            if node.op == "placeholder":
+                continue
+            if node.op == "output":
+                result = node.args[0]
+                if not isinstance(result, fx.Node) or result in value_index:
+                    raise ConversionError(
+                        "convert: the model must end in a Conv/Linear layer (its logits), "
+                        "not an activation or pooling"
+                    )
+                nodes.append(GraphNode(kind="output", name="output", branches=branches_of(result), bias=zeros[result][0]))
+                return nodes
+            module = modules.get(node.target) if node.op == "call_module" else None
+            name = str(node.target) if node.op == "call_module" else node.name
+            args = [a for a in node.args if isinstance(a, fx.Node)]
+            if isinstance(module, REMOVED) or (node.op == "call_function" and node.target is torch.nn.functional.dropout):
+                _alias(node, args[0], value_index, linear, values)
+                zeros[node] = zeros[args[0]]
+                continue
+            activation = _activation_clip(module) if module is not None else None
+            if node.op == "call_function" and node.target in (torch.relu, torch.nn.functional.relu):
+                activation = (None, None, 0.0)
+            if node.op == "call_method" and node.target == "relu":
+                activation = (None, None, 0.0)
+            if activation is not None:
+                source = args[0]
+                pool_node = deferred_pool.pop(source, None)
+                pre = pool_node.args[0] if pool_node is not None else source
+                if pre in value_index:
+                    raise _unsupported(name, "activation of an activation", "remove the repeated activation")
+                clip, levels, shift = activation
+                nodes.append(GraphNode(kind="neuron", name=name, branches=branches_of(pre), bias=zeros[pre][0], clip=clip, levels=levels, shift=shift))
+                pre_value = values[pre]
+                activated = pre_value.clamp(min=0) if clip is None else pre_value.clamp(0, clip)
+                if pool_node is not None:
+                    value_index[pre] = len(nodes) - 1
+                    pool = copy.deepcopy(modules[pool_node.target])
+                    nodes.append(GraphNode(kind="pool", name=str(pool_node.target), branches=[Branch(len(nodes) - 1, [])], pool=pool))
+                    activated = pool(activated)
+                value_index[node] = len(nodes) - 1
+                values[node] = activated
+                zeros[node] = torch.zeros_like(activated[:1])
+                continue
+            if isinstance(module, MAX_POOLS):
+                source = args[0]
+                if source in value_index:
+                    nodes.append(GraphNode(kind="pool", name=name, branches=[Branch(value_index[source], [])], pool=copy.deepcopy(module)))
+                    value_index[node] = len(nodes) - 1
+                    values[node] = module(values[source])
+                    zeros[node] = torch.zeros_like(values[node][:1])
+                    continue
+                if len(node.users) == 1 and _activation_user(next(iter(node.users)), modules):
+                    deferred_pool[node] = node
+                    continue
+                raise _unsupported(name, type(module).__name__, "max-pool the output of an activation (ReLU)")
+            if isinstance(module, LINEAR_MODULES) or _is_flatten(node):
+                op = module if module is not None else _flatten_module(node)
+                source = args[0]
+                if source in deferred_pool:
+                    raise _unsupported(name, "linear layer after max-pooling of a pre-activation", "apply ReLU before MaxPool")
+                linear[node] = ([Branch(b.source, b.ops + [_without_bias(op)]) for b in branches_of(source)], None)
+                values[node] = op(values[source])
+                zeros[node] = op(zeros[source])
+                continue
+            if _is_add(node):
+                if len(args) != 2 or len(node.args) != 2:
+                    raise _unsupported(name, "addition with a constant", "add two tensors only")
+                if any(a in deferred_pool for a in args):
+                    raise _unsupported(name, "addition after max-pooling of a pre-activation", "apply ReLU before MaxPool")
+                linear[node] = (branches_of(args[0]) + branches_of(args[1]), None)
+                values[node] = values[args[0]] + values[args[1]]
+                zeros[node] = zeros[args[0]] + zeros[args[1]]
+                continue
+            what = type(module).__name__ if module is not None else f"{node.op} {getattr(node.target, '__name__', node.target)}"
+            suggestion = _SUGGESTIONS.get(type(module), "") if module is not None else ""
+            raise _unsupported(name, what, suggestion)
+    raise ConversionError("convert: the traced model has no output")
+
+
+def _activation_user(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return _activation_clip(modules[node.target]) is not None
+    return (node.op == "call_function" and node.target in (torch.relu, torch.nn.functional.relu)) or (
+        node.op == "call_method" and node.target == "relu"
+    )
+
+
+def _flatten_module(node: fx.Node) -> nn.Module:
+    start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+    end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+    if start != 1 or end != -1:
+        raise _unsupported(node.name, f"flatten(start_dim={start}, end_dim={end})", "flatten from dim 1 (keep the batch)")
+    return nn.Flatten()
+
+
+def _alias(node: fx.Node, source: fx.Node, value_index: dict, linear: dict, values: dict) -> None:
+    if source in value_index:
+        value_index[node] = value_index[source]
+    elif source in linear:
+        linear[node] = linear[source]
+    values[node] = values[source]

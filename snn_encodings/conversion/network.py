@@ -1,0 +1,188 @@
+"""The converted spiking network and its ANN twin, evaluated over the same graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from snn_encodings.conversion.rules.base import Rule, rule_for
+from snn_encodings.conversion.synapse import Synapse
+from snn_encodings.errors import ConversionError
+from snn_encodings.specs.base import Spec
+
+__all__ = ["LayerCounts", "SpikingNetwork", "Stage"]
+
+
+class Stage(nn.Module):
+    """One value node of a converted network: a spiking layer, a max-pooling or the output.
+
+    Attributes:
+        kind: ``"neuron"``, ``"pool"`` or ``"output"``.
+        name: the ANN's name of the layer it replaces.
+        synapse: its :class:`Synapse` (neuron and output stages).
+        neurons: the encoding's neuron layer (neuron and output stages).
+        pool: the max-pooling module (pool stages); ``source`` is its input node.
+    """
+
+    def __init__(self, kind: str, name: str, synapse: Synapse | None = None, neurons: nn.Module | None = None, pool: nn.Module | None = None, source: int = 0, shape: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.kind = kind
+        self.name = name
+        self.synapse = synapse
+        self.neurons = neurons
+        self.pool = pool
+        self.source = source
+        self.shape = shape
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, name={self.name!r}, shape={self.shape}"
+
+
+@dataclass
+class LayerCounts:
+    """Per-layer totals accumulated while ``SpikingNetwork.counting`` is on.
+
+    Attributes:
+        name: the layer's name; ``neurons``: neurons per sample; ``spikes``: spikes emitted;
+        ``synaptic_events``: synaptic operations caused by the spikes arriving at the layer;
+        ``samples``: samples seen.
+    """
+
+    name: str
+    neurons: int
+    spikes: float = 0.0
+    synaptic_events: float = 0.0
+    samples: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class SpikingNetwork(nn.Module):
+    """A spiking network converted from an ANN for one encoding ``spec``.
+
+    Calling it on inputs ``(B, *)`` (values in the range the ANN was trained on, e.g. pixels in
+    [0, 1]) encodes them, simulates every layer over the encoding's time window and returns the
+    decoded outputs ``(B, K)`` in the ANN's logit units. :meth:`twin` evaluates the ANN twin on
+    the same graph and weights: the SNN reproduces it (exactly for radix and Quartz).
+
+    Built by :func:`snn_encodings.convert`; not meant to be constructed by hand.
+    """
+
+    def __init__(self, spec: Spec, stages: list[Stage], output_scale: Tensor, input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.spec = spec
+        self.rule: Rule = rule_for(spec)
+        self.stages = nn.ModuleList(stages)
+        self.register_buffer("output_scale", output_scale.clone())
+        self.input_shape = input_shape
+        self.counting = False
+        self.counts: list[LayerCounts] = []
+        self.reset_counts()
+
+    # --- bookkeeping -------------------------------------------------------------------------
+    def reset_counts(self) -> None:
+        """Zero the per-layer spike and synaptic-event counters."""
+        self.counts = [LayerCounts(name="input", neurons=int(torch.tensor(self.input_shape).prod()))]
+        for stage in self.stages:
+            self.counts.append(LayerCounts(name=stage.name, neurons=int(torch.tensor(stage.shape).prod())))
+
+    @property
+    def spiking_depth(self) -> int:
+        """Number of neuron layers on the longest path from input to output (output included)."""
+        depth = [0]
+        for stage in self.stages:
+            if stage.kind == "pool":
+                depth.append(depth[stage.source])
+            else:
+                assert stage.synapse is not None
+                depth.append(1 + max(depth[s] for s in stage.synapse.sources))
+        return depth[-1]
+
+    @property
+    def latency(self) -> int:
+        """Steps from the first input step to the end of the output window."""
+        return self.spiking_depth * self.spec.layer_latency + self.spec.steps_per_layer
+
+    def _check_input(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise ConversionError(f"SpikingNetwork: expected a floating-point tensor, got {type(x).__name__}")
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ConversionError(
+                f"SpikingNetwork: expected inputs of shape (B, {', '.join(map(str, self.input_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
+        if not torch.isfinite(x).all():
+            raise ConversionError("SpikingNetwork: the input contains NaN or inf")
+        return x.to(self.output_scale.dtype)
+
+    # --- spiking simulation --------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        """Simulate the SNN on inputs ``(B, *)``; return decoded outputs ``(B, K)``."""
+        x = self._check_input(x)
+        rule = self.rule
+        sequences = [rule.encode_input(x)]
+        steps = sequences[0].shape[0]
+        self._count(0, sequences[0], None, sequences)
+        output = None
+        for index, stage in enumerate(self.stages, start=1):
+            if stage.kind == "pool":
+                spikes = rule.max_pool(sequences[stage.source], stage.pool)
+            else:
+                synapse, neurons = stage.synapse, stage.neurons
+                currents = synapse.drive(sequences) + rule.bias_currents(synapse.bias, steps).unsqueeze(1)
+                spikes = neurons(currents)
+                if stage.kind == "output":
+                    output = rule.decode_output(spikes, neurons) * _channel(self.output_scale, spikes[0])
+            self._count(index, spikes, stage, sequences)
+            sequences.append(spikes)
+        assert output is not None
+        return output
+
+    def _count(self, index: int, spikes: Tensor, stage: Stage | None, sequences: list[Tensor]) -> None:
+        if not self.counting:
+            return
+        counts = self.counts[index]
+        counts.samples += spikes.shape[1]
+        counts.spikes += float(spikes.detach().abs().sum())
+        if stage is not None and stage.synapse is not None:
+            per_neuron = [seq.detach().abs().sum(0) for seq in sequences]
+            counts.synaptic_events += float(stage.synapse.synaptic_events(per_neuron).sum())
+
+    # --- ANN views -------------------------------------------------------------------------------
+    def twin(self, x: Tensor) -> Tensor:
+        """The ANN twin on inputs ``(B, *)``: what the SNN's decoded outputs reproduce, ``(B, K)``."""
+        x = self._check_input(x)
+        rule = self.rule
+        values = [rule.decode_input(x)]
+        for stage in self.stages:
+            if stage.kind == "pool":
+                values.append(stage.pool(values[stage.source]))
+                continue
+            z = stage.synapse.value(values)
+            if stage.kind == "output":
+                return rule.twin_output(z) * _channel(self.output_scale, z)
+            values.append(rule.twin(z))
+        raise ConversionError("SpikingNetwork: the network has no output stage")
+
+    def activations(self, x: Tensor) -> list[Tensor]:
+        """Twin activations of every value node (normalised units), for inspection."""
+        x = self._check_input(x)
+        values = [self.rule.decode_input(x)]
+        for stage in self.stages:
+            if stage.kind == "pool":
+                values.append(stage.pool(values[stage.source]))
+            elif stage.kind == "output":
+                values.append(self.rule.twin_output(stage.synapse.value(values)))
+            else:
+                values.append(self.rule.twin(stage.synapse.value(values)))
+        return values
+
+    def extra_repr(self) -> str:
+        return f"spec={self.spec!r}, latency={self.latency} steps"
+
+
+def _channel(scale: Tensor, like: Tensor) -> Tensor:
+    if scale.dim() == 0:
+        return scale
+    return scale.view(-1, *([1] * (like.dim() - 2)))

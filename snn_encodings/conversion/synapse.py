@@ -1,0 +1,146 @@
+"""Synapses of a converted network: sums of linear branches with folded normalisation scales."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from snn_encodings.conversion.graph import WEIGHTED, Branch
+from snn_encodings.errors import ConversionError
+
+__all__ = ["Synapse"]
+
+
+def _feature_view(scale: Tensor, features: int) -> Tensor:
+    """Shape a scalar or per-channel scale ``(C,)`` to broadcast over ``features`` trailing dims."""
+    if scale.dim() == 0:
+        return scale
+    return scale.view(-1, *([1] * (features - 1)))
+
+
+class Synapse(nn.Module):
+    r"""The normalised pre-activation of one layer: :math:`z = \sum_b g_b\, \mathrm{ops}_b(g^{in}_b a_{s_b}) + \beta`.
+
+    Normalisation (Rueckauer et al.; Lenz et al. Algorithm 1 in cumulative form) multiplies each
+    source by its scale :math:`\lambda_{s}` and divides the sum by this layer's scale
+    :math:`\lambda`. Where a branch has a Conv/Linear, the scales are folded into its weights
+    (:math:`W \leftarrow W \lambda_{s} / \lambda`); otherwise they stay as the branch's gains.
+    The bias map :math:`\beta = b / \lambda` is held separately, because each encoding injects
+    it differently over time.
+
+    Args:
+        branches: the traced branches (ops without bias).
+        bias: the traced bias map, one sample's feature shape.
+        scales: the scale of every value node so far (scalar or per-channel tensors).
+        scale: this layer's scale :math:`\lambda`.
+        example_shapes: feature shape of every value node so far.
+    """
+
+    def __init__(self, branches: list[Branch], bias: Tensor, scales: list[Tensor], scale: Tensor, example_shapes: list[torch.Size]) -> None:
+        super().__init__()
+        self.sources = [b.source for b in branches]
+        self.ops = nn.ModuleList()
+        in_gains = []
+        out_gains = []
+        for branch in branches:
+            ops = [copy.deepcopy(op) for op in branch.ops]
+            in_gain = scales[branch.source]
+            out_gain = 1.0 / scale
+            weighted = [i for i, op in enumerate(ops) if isinstance(op, WEIGHTED)]
+            if weighted:
+                first, last = weighted[0], weighted[-1]
+                in_gain = self._fold_input(ops, first, in_gain, example_shapes[branch.source])
+                if last == len(ops) - 1 or scale.dim() == 0:
+                    self._fold_output(ops[last], out_gain)
+                    out_gain = torch.ones(())
+            self.ops.append(nn.Sequential(*ops))
+            in_gains.append(_feature_view(in_gain, len(example_shapes[branch.source])))
+            out_gains.append(out_gain)
+        for i, (g_in, g_out) in enumerate(zip(in_gains, out_gains)):
+            self.register_buffer(f"in_gain_{i}", torch.as_tensor(g_in, dtype=torch.float32).clone())
+            self.register_buffer(f"out_gain_{i}", torch.as_tensor(g_out, dtype=torch.float32).clone())
+        features = len(bias.shape)
+        self.register_buffer("bias", (bias / _feature_view(scale, features)).clone())
+
+    @staticmethod
+    def _fold_input(ops: list[nn.Module], first: int, in_gain: Tensor, source_shape: torch.Size) -> Tensor:
+        """Multiply the first weighted op's input columns by the source scale; return the rest."""
+        op = ops[first]
+        full = _feature_view(in_gain, len(source_shape)).expand(source_shape).unsqueeze(0).clone()
+        with torch.no_grad():
+            mapped = nn.Sequential(*ops[:first])(full)[0]
+            if isinstance(op, nn.Linear):
+                if mapped.dim() != 1:
+                    raise ConversionError("convert: a Linear layer must receive flattened (B, N) inputs")
+                op.weight.mul_(mapped.view(1, -1))
+            else:
+                per_channel = mapped.flatten(1)[:, 0]
+                if op.groups != 1 and not torch.all(per_channel == per_channel[0]):
+                    raise ConversionError("convert: per-channel scales need groups=1 convolutions")
+                if op.groups != 1:
+                    op.weight.mul_(per_channel[0])
+                else:
+                    op.weight.mul_(per_channel.view(1, -1, *([1] * (op.weight.dim() - 2))))
+        return torch.ones(())
+
+    @staticmethod
+    def _fold_output(op: nn.Module, out_gain: Tensor) -> None:
+        with torch.no_grad():
+            op.weight.mul_(out_gain.reshape(-1, *([1] * (op.weight.dim() - 1))) if out_gain.dim() else out_gain)
+
+    def gains(self, i: int) -> tuple[Tensor, Tensor]:
+        """The input and output gains of branch ``i``."""
+        return getattr(self, f"in_gain_{i}"), getattr(self, f"out_gain_{i}")
+
+    def value(self, values: list[Tensor]) -> Tensor:
+        """Pre-activation from the value nodes' activations ``(B, *)`` (ANN / twin mode)."""
+        total = self.bias.unsqueeze(0)
+        for i, (source, ops) in enumerate(zip(self.sources, self.ops)):
+            g_in, g_out = self.gains(i)
+            total = total + ops(values[source] * g_in) * _out_view(g_out, total)
+        return total
+
+    def drive(self, sequences: list[Tensor]) -> Tensor:
+        """Bias-free input currents ``(T, B, *)`` from the value nodes' spike trains."""
+        total: Tensor | None = None
+        for i, (source, ops) in enumerate(zip(self.sources, self.ops)):
+            g_in, g_out = self.gains(i)
+            seq = sequences[source]
+            steps, batch = seq.shape[:2]
+            out = ops((seq * g_in).flatten(0, 1)).unflatten(0, (steps, batch))
+            out = out * _out_view(g_out, out[0])
+            total = out if total is None else total + out
+        assert total is not None
+        return total
+
+    def synaptic_events(self, counts: list[Tensor]) -> Tensor:
+        """Synaptic events caused by per-neuron spike counts ``(B, *)`` of the sources.
+
+        Every spike reaching a weighted op counts once per post-synaptic neuron it reaches (its
+        fan-out); average pooling before a weighted op is counted as part of that op's fan-in.
+        Returns one number per sample, ``(B,)``.
+        """
+        total = torch.zeros(counts[0].shape[0], dtype=torch.float64, device=counts[0].device)
+        for source, ops in zip(self.sources, self.ops):
+            x = counts[source].to(torch.float64)
+            for op in ops:
+                if isinstance(op, WEIGHTED):
+                    ones = copy.deepcopy(op).to(torch.float64)
+                    with torch.no_grad():
+                        ones.weight.fill_(1.0)
+                    x = ones(x)
+                elif isinstance(op, (nn.AvgPool1d, nn.AvgPool2d)):
+                    size = op.kernel_size if isinstance(op.kernel_size, tuple) else (op.kernel_size,) * (x.dim() - 2)
+                    x = op(x) * float(torch.tensor(size).prod())
+                else:
+                    x = op(x)
+            total += x.flatten(1).sum(1)
+        return total
+
+
+def _out_view(gain: Tensor, like: Tensor) -> Tensor:
+    if gain.dim() == 0:
+        return gain
+    return gain.view(-1, *([1] * (like.dim() - 2)))

@@ -1,0 +1,88 @@
+"""The quantisation-aware activation of ANN twins, and fine-tuning with it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from snn_encodings.errors import ConversionError
+
+__all__ = ["ClipQuant", "clip_quant"]
+
+
+class _FloorSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.floor(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return grad
+
+
+def clip_quant(z: Tensor, levels: int | None, shift: float = 0.0, upper: float = 1.0) -> Tensor:
+    r"""Clip to :math:`[0, u]` and, with ``levels`` :math:`L`, floor-quantise to the grid :math:`1/L`.
+
+    .. math::
+        h(z) = \mathrm{clip}\left(\frac{\lfloor L z + \text{shift} \rfloor}{L}, 0, u\right)
+
+    The floor has a straight-through gradient (1), so the gradient is 1 inside :math:`[0, u)` and
+    0 outside. ``levels=None`` is the plain clipped ReLU. This is the family of twins of the
+    encodings: radix (:math:`L = r^T`, shift 0, :math:`u = 1 - r^{-T}`), IC-rate
+    (:math:`L = T`, shift :math:`v_0/\theta`, QCFS-style).
+
+    Args:
+        z: normalised pre-activations (threshold units), any shape.
+        levels: number of grid steps per unit, or ``None``.
+        shift: added before the floor, in grid steps.
+        upper: the clip's upper bound :math:`u`.
+    Returns:
+        Activations, shape and dtype of ``z``.
+    Example:
+        >>> clip_quant(torch.tensor([-0.2, 0.3, 0.99, 1.4]), levels=4).tolist()
+        [0.0, 0.25, 0.75, 1.0]
+    """
+    if levels is not None:
+        z = _FloorSTE.apply(z * levels + shift) / levels
+    return z.clamp(0.0, upper)
+
+
+class ClipQuant(nn.Module):
+    r"""A ReLU replacement with a trainable clip bound :math:`\lambda` and optional quantisation.
+
+    .. math::
+        y = \lambda \, h(x / \lambda)
+
+    with :math:`h` = :func:`clip_quant`. Put it where the ANN has a ReLU and fine-tune: the
+    converter then takes :math:`\lambda` as the layer's scale (no calibration needed) and the SNN
+    reproduces the quantised activation (exactly for radix; within the rate bound for IC-rate).
+
+    Args:
+        scale: initial clip bound :math:`\lambda > 0`.
+        levels: grid steps per unit (``None``: plain clip).
+        shift: offset added before the floor, in grid steps.
+        upper: upper clip in units of :math:`\lambda` (e.g. ``1 - 2**-T`` for radix).
+        trainable: learn :math:`\lambda` (PACT/QCFS style).
+    """
+
+    def __init__(self, scale: float = 1.0, levels: int | None = None, shift: float = 0.0, upper: float = 1.0, trainable: bool = True) -> None:
+        super().__init__()
+        if not scale > 0:
+            raise ConversionError(f"ClipQuant.scale must be > 0, got {scale!r}")
+        if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int) or levels < 1):
+            raise ConversionError(f"ClipQuant.levels must be an integer >= 1 or None, got {levels!r}")
+        value = torch.tensor(float(scale))
+        if trainable:
+            self.scale = nn.Parameter(value)
+        else:
+            self.register_buffer("scale", value)
+        self.levels = levels
+        self.shift = float(shift)
+        self.upper = float(upper)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.scale.abs() + 1e-12
+        return clip_quant(x / scale, self.levels, self.shift, self.upper) * scale
+
+    def extra_repr(self) -> str:
+        return f"scale={float(self.scale):.4g}, levels={self.levels}, shift={self.shift}, upper={self.upper}"
