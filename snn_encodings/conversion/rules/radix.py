@@ -8,10 +8,10 @@ float64 whatever the summation order, as long as it needs at most 53 significant
 (:math:`k` + :math:`T \log_2 r` + the integer bits of :math:`\sum |w|`; about 45 for
 ``weight_bits=16``, ``T=8`` and a fan-in of a few thousand). The SNN's decoded outputs then
 equal the twin's bit for bit. For other bases (3, 5, ...) the grid :math:`r^{-T}` is not a
-float grid; the twin snaps :math:`r^T z` to :math:`2^{-k}` before its floor
+float grid; the twin snaps :math:`r^T z` to :math:`2^{-(k+8)}` before its floor
 (:func:`~snn_encodings.functional.radix.snap_to_grid`), which repairs the ANN's rounding when
-the synapse is plain weights on that grid (no per-channel gain or average pooling left in a
-branch).
+every branch is weights on the :math:`2^{-k}` grid, possibly with average pooling over a
+power-of-two number of elements (up to 256); a per-channel gain left in a branch breaks it.
 
 Paper mode quantises weights to :math:`T` fractional base-:math:`r` digits (:math:`D = T`, the
 precondition of its exactness) and biases to :math:`2T`; it is exact (with the layer's
@@ -41,11 +41,15 @@ def _power_of_two_exponent(base: int) -> int | None:
     return exponent if 2**exponent == base else None
 
 
+#: Extra grid bits the snap allows for average pooling (power-of-two sizes up to 256 elements).
+_POOL_BITS = 8
+
+
 def _snap_bits(spec: Radix) -> int | None:
     """Grid bits that repair the twin's rounding of r^T z; None where float64 is already exact."""
     if _power_of_two_exponent(spec.base) is not None or spec.mode == "paper":
         return None
-    return spec.weight_bits
+    return spec.weight_bits + _POOL_BITS
 
 
 class RadixLayer(nn.Module):
