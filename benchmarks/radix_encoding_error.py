@@ -34,13 +34,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import nn
 
-from snn_encodings.conversion.rules.radix import RadixLayer, RadixRule  # noqa: E402
-from snn_encodings.specs import Radix  # noqa: E402
+from snn_encodings.conversion.rules.radix import RadixLayer, RadixRule
+from snn_encodings.specs import Radix
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -97,15 +97,23 @@ def heatmap(x: torch.Tensor, grid: np.ndarray, steps: int) -> list[dict]:
         absolute = (x - decoded).abs().mean(1)
         for threshold, rel, ab in zip(grid, relative.tolist(), absolute.tolist()):
             rows.append(
-                {"leak": round(float(leak), 4), "threshold": round(float(threshold), 4),
-                 "steps": steps, "mean_relative_error": rel, "mean_abs_error": ab}
+                {
+                    "leak": round(float(leak), 4),
+                    "threshold": round(float(threshold), 4),
+                    "steps": steps,
+                    "mean_relative_error": rel,
+                    "mean_abs_error": ab,
+                }
             )
     return rows
 
 
 def steps_needed(x: torch.Tensor, leaks: list[float], target: float, max_steps: int) -> list[dict]:
     thresholds = torch.tensor(
-        sorted(set(np.round(np.arange(0.05, 1.0001, 0.05), 4).tolist()) | {2.0**-k for k in range(1, 11)}),
+        sorted(
+            set(np.round(np.arange(0.05, 1.0001, 0.05), 4).tolist())
+            | {2.0**-k for k in range(1, 11)}
+        ),
         dtype=torch.float64,
     )
     rows = []
@@ -119,8 +127,12 @@ def steps_needed(x: torch.Tensor, leaks: list[float], target: float, max_steps: 
             error = v.mean(1)
             if bool((error <= target).any()):
                 best = int(torch.argmin(error))
-                found = {"leak": leak, "steps": step, "threshold": float(thresholds[best]),
-                         "mean_abs_error": float(error[best])}
+                found = {
+                    "leak": leak,
+                    "steps": step,
+                    "threshold": float(thresholds[best]),
+                    "mean_abs_error": float(error[best]),
+                }
                 break
         if found is None:
             found = {"leak": leak, "steps": None, "threshold": None, "mean_abs_error": None}
@@ -134,10 +146,16 @@ def radix_vs_rate(x: torch.Tensor, max_digits: int) -> list[dict]:
         levels = 2.0**steps
         radix = torch.sqrt(((x - torch.floor(x * levels) / levels) ** 2).mean()).item()
         rate_same = torch.sqrt(((x - torch.floor(x * steps) / steps) ** 2).mean()).item()
-        rows.append({"steps": steps, "radix_rmse": radix, "rate_rmse_same_steps": rate_same,
-                     "rate_steps_same_rmse": int(levels),
-                     "rate_rmse_at_2_pow_steps": radix,  # floor(N x)/N with N = 2^T is the same grid
-                     "analytic_floor_rmse": 1 / (levels * math.sqrt(3))})
+        rows.append(
+            {
+                "steps": steps,
+                "radix_rmse": radix,
+                "rate_rmse_same_steps": rate_same,
+                "rate_steps_same_rmse": int(levels),
+                "rate_rmse_at_2_pow_steps": radix,  # floor(N x)/N with N = 2^T is the same grid
+                "analytic_floor_rmse": 1 / (levels * math.sqrt(3)),
+            }
+        )
     return rows
 
 
@@ -159,10 +177,16 @@ def paper_vs_exact(samples: int, fan_in: int, fan_out: int) -> list[dict]:
                 layer = RadixLayer(spec, output=False, delay=delay, saturate=saturate)
                 got = rule.decode_output(layer(currents), layer)
                 want = rule.twin(nn.functional.linear(rule.decode_input(x), weight, bias))
-                rows.append({"steps": steps, "weight_digits": delay, "saturate": saturate,
-                             "agreement": (got == want).double().mean().item(),
-                             "rmse": torch.sqrt(((got - want) ** 2).mean()).item(),
-                             "max_abs_error": (got - want).abs().max().item()})
+                rows.append(
+                    {
+                        "steps": steps,
+                        "weight_digits": delay,
+                        "saturate": saturate,
+                        "agreement": (got == want).double().mean().item(),
+                        "rmse": torch.sqrt(((got - want) ** 2).mean()).item(),
+                        "max_abs_error": (got - want).abs().max().item(),
+                    }
+                )
     return rows
 
 
@@ -179,7 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     grid_rows = heatmap(x, grid, args.steps)
     target = 2.0**-9  # mean |error| of 8 binary digits (floor): half a least-significant digit
     leaks = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1.0]
-    step_rows = steps_needed(x[: samples // 10], leaks, target, max_steps=256 if args.quick else 1024)
+    step_rows = steps_needed(
+        x[: samples // 10], leaks, target, max_steps=256 if args.quick else 1024
+    )
     rmse_rows = radix_vs_rate(x, 16)
     paper_rows = paper_vs_exact(64 if args.quick else 256, 100, 64)
 
@@ -188,18 +214,34 @@ def main(argv: list[str] | None = None) -> None:
     _write_csv(RESULTS / "radix_paper_vs_exact.csv", paper_rows)
     _atomic_write(
         RESULTS / "radix_encoding_error.json",
-        lambda temp: Path(temp).write_text(json.dumps(
-            {"samples": samples, "heatmap_steps": args.steps, "steps_target_mean_abs_error": target,
-             "heatmap": grid_rows, "steps_vs_leak": step_rows, "radix_vs_rate": rmse_rows,
-             "paper_vs_exact": paper_rows}, indent=1)),
+        lambda temp: Path(temp).write_text(
+            json.dumps(
+                {
+                    "samples": samples,
+                    "heatmap_steps": args.steps,
+                    "steps_target_mean_abs_error": target,
+                    "heatmap": grid_rows,
+                    "steps_vs_leak": step_rows,
+                    "radix_vs_rate": rmse_rows,
+                    "paper_vs_exact": paper_rows,
+                },
+                indent=1,
+            )
+        ),
     )
 
     size = len(grid)
     relative = np.array([r["mean_relative_error"] for r in grid_rows]).reshape(size, size)
     figure, axis = plt.subplots(figsize=(6.5, 5))
     bound = 0.5
-    image = axis.imshow(relative.T, origin="lower", cmap="bwr", vmin=-bound, vmax=bound,
-                        extent=(grid[0] - 0.025, grid[-1] + 0.025, grid[0] - 0.025, grid[-1] + 0.025))
+    image = axis.imshow(
+        relative.T,
+        origin="lower",
+        cmap="bwr",
+        vmin=-bound,
+        vmax=bound,
+        extent=(grid[0] - 0.025, grid[-1] + 0.025, grid[0] - 0.025, grid[-1] + 0.025),
+    )
     axis.plot([0.5], [0.5], "k*", markersize=10)
     axis.annotate("binary setting", (0.5, 0.5), xytext=(0.55, 0.6))
     axis.set_xlabel("leak factor α")
@@ -229,14 +271,23 @@ def main(argv: list[str] | None = None) -> None:
     _save_figure(figure, RESULTS / "radix_vs_rate_rmse.png")
 
     binary = next(r for r in grid_rows if r["leak"] == 0.5 and r["threshold"] == 0.5)
-    white = [(r["leak"], r["threshold"]) for r in grid_rows
-             if abs(r["mean_relative_error"]) <= 1.5 * abs(binary["mean_relative_error"])]
-    print(f"heat map: binary setting mean relative error {binary['mean_relative_error']:.4g}; "
-          f"cells within 1.5x of it (leak, threshold): {white}")
+    white = [
+        (r["leak"], r["threshold"])
+        for r in grid_rows
+        if abs(r["mean_relative_error"]) <= 1.5 * abs(binary["mean_relative_error"])
+    ]
+    print(
+        f"heat map: binary setting mean relative error {binary['mean_relative_error']:.4g}; "
+        f"cells within 1.5x of it (leak, threshold): {white}"
+    )
     print("steps vs leak:", [(r["leak"], r["steps"]) for r in step_rows])
     rate_65536 = rate[int(np.flatnonzero(rate_steps == 65536)[0])]
-    print(f"radix 16 steps RMSE {rmse_rows[-1]['radix_rmse']:.3g}; rate 65536 steps {rate_65536:.3g}")
-    worst = min(r["agreement"] for r in paper_rows if r["saturate"] and r["weight_digits"] >= r["steps"])
+    print(
+        f"radix 16 steps RMSE {rmse_rows[-1]['radix_rmse']:.3g}; rate 65536 steps {rate_65536:.3g}"
+    )
+    worst = min(
+        r["agreement"] for r in paper_rows if r["saturate"] and r["weight_digits"] >= r["steps"]
+    )
     print(f"paper vs exact, D >= T with saturation: worst agreement {worst:.4f}")
     print(f"done in {time.perf_counter() - start:.1f} s; results in {RESULTS}")
 

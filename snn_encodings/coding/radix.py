@@ -31,7 +31,11 @@ def steps_for_precision(precision: float, base: int = 2) -> int:
         >>> steps_for_precision(0.01), steps_for_precision(1 / 256), steps_for_precision(0.01, 3)
         (7, 8, 5)
     """
-    if isinstance(precision, bool) or not isinstance(precision, (int, float)) or not 0 < precision < 1:
+    if (
+        isinstance(precision, bool)
+        or not isinstance(precision, (int, float))
+        or not 0 < precision < 1
+    ):
         raise SpecError(f"steps_for_precision: precision must be in (0, 1), got {precision!r}")
     steps = max(1, math.ceil(math.log(1 / precision) / math.log(base) - 1e-12))
     while float(base) ** -steps > precision:
@@ -39,7 +43,9 @@ def steps_for_precision(precision: float, base: int = 2) -> int:
     return steps
 
 
-def _check_values(x: Tensor, spec: Radix, where: str, overflow: Overflow, precision: float | None) -> Tensor:
+def _check_values(
+    x: Tensor, spec: Radix, where: str, overflow: Overflow, precision: float | None
+) -> Tensor:
     check_finite(x, where)
     if overflow not in ("saturate", "raise"):
         raise SpecError(f"{where}: overflow must be 'saturate' or 'raise', got {overflow!r}")
@@ -48,12 +54,11 @@ def _check_values(x: Tensor, spec: Radix, where: str, overflow: Overflow, precis
             f"{where}: values must be >= 0, got a minimum of {x.min().item():.6g}; radix codes "
             f"carry values in [0, 1)"
         )
-    if (x >= 1).any():
-        if overflow == "raise":
-            raise SpecError(
-                f"{where}: values must be < 1, got a maximum of {x.max().item():.6g}; rescale "
-                f"the input or pass overflow='saturate'"
-            )
+    if overflow == "raise" and (x >= 1).any():
+        raise SpecError(
+            f"{where}: values must be < 1, got a maximum of {x.max().item():.6g}; rescale "
+            f"the input or pass overflow='saturate'"
+        )
     if precision is not None:
         needed = steps_for_precision(precision, spec.base)
         if spec.steps < needed:
@@ -100,7 +105,9 @@ def expansion_weights(steps: int, base: int, leak: float, threshold: float) -> T
     return threshold * leak ** torch.arange(steps, dtype=torch.float64)
 
 
-def radix_expansion(x: Tensor, *, steps: int, base: int = 2, leak: float, threshold: float) -> Tensor:
+def radix_expansion(
+    x: Tensor, *, steps: int, base: int = 2, leak: float, threshold: float
+) -> Tensor:
     r"""The paper's encoder neuron for any leak :math:`\alpha` and normalised threshold
     :math:`\theta_n` (a reconstruction of Wang et al., Section IV-B), MSB first.
 
@@ -144,7 +151,9 @@ def radix_expansion(x: Tensor, *, steps: int, base: int = 2, leak: float, thresh
 
 def _unary(digits: Tensor, substeps: int, dtype: torch.dtype) -> Tensor:
     # digits (T, *) ints -> spikes (T * substeps, *): digit d = d ones in its slot
-    slots = torch.arange(substeps, device=digits.device).view(1, substeps, *([1] * (digits.dim() - 1)))
+    slots = torch.arange(substeps, device=digits.device).view(
+        1, substeps, *([1] * (digits.dim() - 1))
+    )
     spikes = (slots < digits.unsqueeze(1)).to(dtype)
     return spikes.reshape(digits.shape[0] * substeps, *digits.shape[1:])
 
@@ -197,7 +206,9 @@ def encode_radix(
         return spikes
     n = quantise_radix(x, spec)
     powers = torch.tensor(
-        [spec.base ** (spec.steps - 1 - j) for j in range(spec.steps)], dtype=torch.int64, device=x.device
+        [spec.base ** (spec.steps - 1 - j) for j in range(spec.steps)],
+        dtype=torch.int64,
+        device=x.device,
     ).view(-1, *([1] * x.dim()))
     digits = torch.div(n.unsqueeze(0), powers, rounding_mode="floor") % spec.base
     if spec.mode == "paper":
@@ -234,7 +245,9 @@ def decode_radix(spikes: Tensor, spec: Radix) -> Tensor:
         digits = digits.flip(0)
     view = (-1, *([1] * (digits.dim() - 1)))
     if not spec.is_radix_setting:
-        weights = expansion_weights(spec.steps, spec.base, spec.leak_factor, spec.normalised_threshold)
+        weights = expansion_weights(
+            spec.steps, spec.base, spec.leak_factor, spec.normalised_threshold
+        )
         return (digits * weights.to(digits.device).view(view)).sum(0).to(spikes.dtype)
     powers = torch.tensor(
         [float(spec.base ** (spec.steps - 1 - j)) for j in range(spec.steps)],

@@ -38,7 +38,9 @@ class RadixState(NamedTuple):
     k: Tensor
 
 
-def radix_initial_state(spec: Radix, like: Tensor, *, v0: float | Tensor | None = None) -> RadixState:
+def radix_initial_state(
+    spec: Radix, like: Tensor, *, v0: float | Tensor | None = None
+) -> RadixState:
     r"""Create the initial state: membranes at ``v0`` (default 0), counter at 0.
 
     Args:
@@ -53,7 +55,9 @@ def radix_initial_state(spec: Radix, like: Tensor, *, v0: float | Tensor | None 
     """
     zeros = torch.zeros_like(like)
     v = zeros if v0 is None else zeros + torch.as_tensor(v0, dtype=like.dtype, device=like.device)
-    return RadixState(v=v, acc=zeros, k=torch.zeros(like.shape, dtype=torch.int64, device=like.device))
+    return RadixState(
+        v=v, acc=zeros, k=torch.zeros(like.shape, dtype=torch.int64, device=like.device)
+    )
 
 
 def _require_radix_setting(spec: Radix, where: str) -> None:

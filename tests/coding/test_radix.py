@@ -74,7 +74,9 @@ def test_radix_round_trip_is_exact_on_the_grid(spec: Radix, seed: int) -> None:
     values=st.lists(st.floats(0, 1, exclude_max=True, allow_nan=False), min_size=1, max_size=8),
     dtype=st.sampled_from([torch.float32, torch.float64]),
 )
-def test_radix_encode_floors_to_the_grid(spec: Radix, values: list[float], dtype: torch.dtype) -> None:
+def test_radix_encode_floors_to_the_grid(
+    spec: Radix, values: list[float], dtype: torch.dtype
+) -> None:
     x = torch.tensor(values, dtype=dtype)
     decoded = decode_radix(encode_radix(x, spec), spec)
     assert torch.all(decoded <= x)

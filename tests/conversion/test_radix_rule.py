@@ -11,16 +11,22 @@ from snn_encodings.errors import SpecError
 from snn_encodings.specs import Radix
 
 
-def _linear_layer(rule: RadixRule, fan_in: int, fan_out: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _linear_layer(
+    rule: RadixRule, fan_in: int, fan_out: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    weight = torch.randn((fan_out, fan_in), generator=generator, dtype=torch.float64) * 2 / fan_in**0.5
+    weight = (
+        torch.randn((fan_out, fan_in), generator=generator, dtype=torch.float64) * 2 / fan_in**0.5
+    )
     bias = torch.randn(fan_out, generator=generator, dtype=torch.float64) * 0.2
     return rule.quantise_weight(weight), rule.quantise_bias(bias)
 
 
 def _snn_layer(rule: RadixRule, spikes, weight, bias, *, output: bool):
     window = rule.spec.steps_per_layer
-    currents = torch.einsum("tbi,oi->tbo", spikes, weight) + rule.bias_currents(bias, window)[:, None]
+    currents = (
+        torch.einsum("tbi,oi->tbo", spikes, weight) + rule.bias_currents(bias, window)[:, None]
+    )
     layer = rule.neuron_layer(output=output)
     out = layer(currents)
     return out, rule.decode_output(out, layer)

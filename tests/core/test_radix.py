@@ -74,7 +74,14 @@ def test_radix_exact_step_matches_hand_trace() -> None:
     for current in [1.0, 0.0, 1.0, 0.0, 0.0, 0.0]:
         spikes, state = radix_step(torch.tensor([current]), state, spec)
         trace.append((int(spikes), state.v.item(), state.acc.item()))
-    assert trace == [(0, 0.0, 1.0), (0, 0.0, 2.0), (0, 5.0, 0.0), (1, 1.0, 0.0), (0, 1.0, 0.0), (1, 0.0, 0.0)]
+    assert trace == [
+        (0, 0.0, 1.0),
+        (0, 0.0, 2.0),
+        (0, 5.0, 0.0),
+        (1, 1.0, 0.0),
+        (0, 1.0, 0.0),
+        (1, 0.0, 0.0),
+    ]
 
 
 @pytest.mark.parametrize("base", [2, 3, 4])

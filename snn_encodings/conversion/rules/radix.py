@@ -30,7 +30,12 @@ from snn_encodings.coding.radix import decode_radix, encode_radix
 from snn_encodings.conversion.rules.base import Rule, register_rule
 from snn_encodings.errors import SpecError
 from snn_encodings.functional.loop import simulate
-from snn_encodings.functional.radix import RadixState, radix_twin, radix_twin_parameters, snap_to_grid
+from snn_encodings.functional.radix import (
+    RadixState,
+    radix_twin,
+    radix_twin_parameters,
+    snap_to_grid,
+)
 from snn_encodings.specs.radix import Radix
 
 __all__ = ["RadixLayer", "RadixRule"]
@@ -82,7 +87,9 @@ class RadixLayer(nn.Module):
         [1.0, 0.0, 1.0]
     """
 
-    def __init__(self, spec: Radix, *, output: bool, delay: int | None = None, saturate: bool = True) -> None:
+    def __init__(
+        self, spec: Radix, *, output: bool, delay: int | None = None, saturate: bool = True
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.output = output
@@ -121,7 +128,11 @@ class RadixLayer(nn.Module):
     def _paper(self, currents: Tensor) -> Tensor:
         spec = self.spec
         scaled = currents * float(spec.base**self.delay)
-        pad = torch.zeros((self.delay * spec.substeps, *currents.shape[1:]), dtype=currents.dtype, device=currents.device)
+        pad = torch.zeros(
+            (self.delay * spec.substeps, *currents.shape[1:]),
+            dtype=currents.dtype,
+            device=currents.device,
+        )
         run = simulate(spec, torch.cat([scaled, pad]))
         self.last_state = run.state
         spikes = run.spikes[self.delay * spec.substeps :]
