@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from snn_encodings.coding.icrate import decode_icrate, encode_icrate
@@ -115,9 +114,21 @@ class ICRateRule(Rule):
         with torch.no_grad():
             for layer in layers:
                 network(x)
-                residual = layer.last_state.v
-                per_channel = residual.transpose(0, 1).reshape(residual.shape[1], -1).mean(1)
-                layer.v0 = per_channel.clamp(0, self.spec.threshold).to(layer.v0.dtype)
+                layer.v0 = mean_residual(layer.last_state.v, self.spec.threshold).to(layer.v0.dtype)
+
+
+def mean_residual(v: Tensor, threshold: float) -> Tensor:
+    """Per-channel mean of the non-negative residual membranes ``v`` ``(B, C, *)``, shape ``(C,)``.
+
+    Neurons driven below zero carry no rate information and are left out; a channel with no
+    such neuron gets :math:`\theta/2`.
+    """
+    rows = v.transpose(0, 1).reshape(v.shape[1], -1)
+    mask = rows >= 0
+    count = mask.sum(1)
+    total = torch.where(mask, rows, torch.zeros_like(rows)).sum(1)
+    mean = torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, threshold / 2))
+    return mean.clamp(0, threshold)
 
 
 register_rule(ICRate, ICRateRule)

@@ -1,0 +1,275 @@
+"""Our own CuPy multi-step kernels for the SpikingJelly nodes, with their torch glue.
+
+The CUDA sources live next to this file (``<encoding>.cu``) and are compiled at first use with
+NVRTC through ``cupy.RawModule``. Each kernel runs one thread per neuron and loops over the
+``T`` steps of a time-first ``[T, N]`` block. The core torch step function is the reference: a
+kernel is only used where a test compares it with :func:`snn_encodings.functional.simulate`
+spike for spike.
+
+Nothing here imports cupy at module import time, so the package imports on machines without
+CUDA; :func:`require_cupy` raises a clear error when a kernel is asked for there.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from typing import Any
+
+import numpy
+import torch
+from torch import Tensor
+
+from snn_encodings.errors import SpecError
+from snn_encodings.specs import ICRate
+from snn_encodings.specs.base import Spec
+
+__all__ = [
+    "COMPILE_OPTIONS",
+    "KERNEL_SOURCES",
+    "SURROGATE_KINDS",
+    "compile_ptx",
+    "has_kernel",
+    "icrate_multi_step",
+    "multi_step",
+    "require_cupy",
+    "source",
+    "surrogate_kind",
+]
+
+KERNEL_SOURCES: dict[type[Spec], str] = {ICRate: "icrate.cu"}
+"""Spec class -> CUDA source file of its multi-step kernels."""
+
+COMPILE_OPTIONS: tuple[str, ...] = ("-fmad=false",)
+"""NVRTC options: no FMA contraction and no fast-math, so results equal torch's elementwise ops."""
+
+SURROGATE_KINDS: dict[str, int] = {"Sigmoid": 0, "ATan": 1}
+"""SpikingJelly surrogate class name -> the kernel's surrogate derivative code (2 = none)."""
+
+_SUFFIX = {torch.float16: "f16", torch.float32: "f32", torch.float64: "f64"}
+_THREADS = 256
+_modules: dict[tuple[str, int], Any] = {}
+
+
+def source(name: str) -> str:
+    """Return the CUDA source text of the kernel file ``name`` (e.g. ``"icrate.cu"``)."""
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def has_kernel(spec: Spec) -> bool:
+    """Whether ``spec``'s encoding has a CuPy multi-step kernel."""
+    return type(spec) in KERNEL_SOURCES
+
+
+def compile_ptx(name: str, arch: str = "compute_90") -> str:
+    """Compile the kernel file ``name`` to PTX with NVRTC; needs no GPU (a source check).
+
+    Raises:
+        RuntimeError: with NVRTC's log when the source does not compile, or when the NVRTC
+            library is missing (``pip install nvidia-cuda-nvrtc-cu12``).
+    """
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+    except ImportError as error:
+        raise RuntimeError('compile_ptx needs cupy: pip install "snn-encodings[cupy]"') from error
+    program = nvrtc.createProgram(source(name), name, [], [])
+    try:
+        nvrtc.compileProgram(program, [f"-arch={arch}", *COMPILE_OPTIONS])
+    except nvrtc.NVRTCError as error:
+        log = nvrtc.getProgramLog(program)
+        raise RuntimeError(f"kernels/{name} does not compile with NVRTC:\n{log}") from error
+    ptx = nvrtc.getPTX(program)
+    return ptx.decode() if isinstance(ptx, bytes) else str(ptx)
+
+
+def require_cupy() -> Any:
+    """Return the ``cupy`` module if it is installed and sees a CUDA GPU.
+
+    Raises:
+        RuntimeError: naming what to install or do otherwise.
+    """
+    try:
+        import cupy
+    except ImportError as error:
+        raise RuntimeError(
+            "backend='cupy' needs CuPy and a CUDA GPU: pip install \"snn-encodings[cupy]\" "
+            "(cupy-cuda12x), or use backend='torch'"
+        ) from error
+    if not cupy.cuda.is_available() or not torch.cuda.is_available():
+        raise RuntimeError(
+            "backend='cupy' needs a CUDA GPU visible to both CuPy and torch (none found here); "
+            "use backend='torch' on this machine"
+        )
+    return cupy
+
+
+def surrogate_kind(surrogate: object) -> tuple[int, float]:
+    """Map a SpikingJelly surrogate (or ``None``) to the kernel's ``(kind, alpha)``.
+
+    Raises:
+        SpecError: for a surrogate the kernels do not implement.
+    """
+    if surrogate is None:
+        return 2, 0.0
+    kind = SURROGATE_KINDS.get(type(surrogate).__name__)
+    alpha = getattr(surrogate, "alpha", None)
+    if kind is None or not isinstance(alpha, (int, float)):
+        names = ", ".join(f"surrogate.{n}" for n in SURROGATE_KINDS)
+        raise SpecError(
+            f"backend='cupy' implements the surrogates {names} and None, got "
+            f"{type(surrogate).__name__}; use one of those or backend='torch'"
+        )
+    return kind, float(alpha)
+
+
+def _function(cupy: Any, file: str, name: str, device: int) -> Any:
+    key = (file, device)
+    if key not in _modules:
+        with cupy.cuda.Device(device):
+            _modules[key] = cupy.RawModule(code=source(file), options=COMPILE_OPTIONS)
+    return _modules[key].get_function(name)
+
+
+def _launch(
+    cupy: Any, file: str, name: str, reference: Tensor, n: int, args: tuple[Any, ...]
+) -> None:
+    device = reference.device.index if reference.device.index is not None else 0
+    kernel = _function(cupy, file, name, device)
+    stream = torch.cuda.current_stream(reference.device).cuda_stream
+    blocks = math.ceil(n / _THREADS) if n else 0
+    if blocks == 0:
+        return
+    packed = tuple(cupy.from_dlpack(a) if isinstance(a, Tensor) else a for a in args)
+    with cupy.cuda.Device(device), cupy.cuda.ExternalStream(stream):
+        kernel((blocks,), (_THREADS,), packed)
+
+
+def _scalar(value: float, dtype: torch.dtype) -> Any:
+    return numpy.float64(value) if dtype == torch.float64 else numpy.float32(value)
+
+
+class _ICRateKernel(torch.autograd.Function):
+    """``(x_seq [T, N], v_init [N]) -> (spikes [T, N], v_seq [T, N])`` on the CuPy kernels."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x_seq: Tensor, v_init: Tensor, theta: float, kind: int, alpha: float
+    ) -> tuple[Tensor, Tensor]:
+        cupy = require_cupy()
+        steps, n = x_seq.shape
+        suffix = _SUFFIX[x_seq.dtype]
+        store_h = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        spikes = torch.empty_like(x_seq)
+        v_seq = torch.empty_like(x_seq)
+        h_seq = torch.empty_like(x_seq) if store_h else v_seq
+        _launch(
+            cupy,
+            "icrate.cu",
+            f"icrate_forward_{suffix}",
+            x_seq,
+            n,
+            (
+                x_seq,
+                v_init,
+                spikes,
+                v_seq,
+                h_seq,
+                numpy.int32(int(store_h)),
+                _scalar(theta, x_seq.dtype),
+                numpy.int32(steps),
+                numpy.int64(n),
+            ),
+        )
+        if store_h:
+            ctx.save_for_backward(h_seq)
+        ctx.theta, ctx.kind, ctx.alpha = theta, kind, alpha
+        return spikes, v_seq
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_spikes: Tensor | None, grad_v_seq: Tensor | None
+    ) -> tuple[Tensor, Tensor, None, None, None]:
+        cupy = require_cupy()
+        (h_seq,) = ctx.saved_tensors
+        steps, n = h_seq.shape
+        grad_spikes = torch.zeros_like(h_seq) if grad_spikes is None else grad_spikes.contiguous()
+        grad_v_seq = torch.zeros_like(h_seq) if grad_v_seq is None else grad_v_seq.contiguous()
+        grad_x = torch.empty_like(h_seq)
+        grad_v_init = torch.empty_like(h_seq[0])
+        _launch(
+            cupy,
+            "icrate.cu",
+            f"icrate_backward_{_SUFFIX[h_seq.dtype]}",
+            h_seq,
+            n,
+            (
+                grad_spikes,
+                grad_v_seq,
+                h_seq,
+                grad_x,
+                grad_v_init,
+                _scalar(ctx.theta, h_seq.dtype),
+                numpy.int32(ctx.kind),
+                _scalar(ctx.alpha, h_seq.dtype),
+                numpy.int32(steps),
+                numpy.int64(n),
+            ),
+        )
+        return grad_x, grad_v_init, None, None, None
+
+
+def icrate_multi_step(
+    currents: Tensor, v: Tensor, threshold: float, surrogate: object = None
+) -> tuple[Tensor, Tensor]:
+    """Run IC-rate neurons over ``currents`` ``(T, B, *)`` from membrane ``v`` ``(B, *)``.
+
+    The CuPy counterpart of :func:`snn_encodings.functional.simulate` for an
+    :class:`~snn_encodings.specs.ICRate` spec (reference: ``icrate_step``).
+
+    Returns:
+        ``(spikes, membranes)``, both ``(T, B, *)``: spikes in ``{0, 1}`` and the membrane after
+        every step, equal to the torch reference (spikes exactly; membranes exactly too, since
+        the kernel mirrors each rounding of the torch ops).
+    Raises:
+        SpecError: for CPU tensors, unsupported dtypes, mismatched shapes or surrogates.
+        RuntimeError: when CuPy or a GPU is missing.
+    """
+    if not currents.is_cuda or not v.is_cuda:
+        raise SpecError(
+            "backend='cupy' needs CUDA tensors, got currents on "
+            f"{currents.device}; move the module and its input to the GPU or use backend='torch'"
+        )
+    if currents.dtype not in _SUFFIX:
+        raise SpecError(
+            f"backend='cupy' supports float16, float32 and float64, got {currents.dtype}; "
+            "cast the input or use backend='torch'"
+        )
+    if currents.dim() < 2 or tuple(currents.shape[1:]) != tuple(v.shape):
+        raise SpecError(
+            f"backend='cupy': currents {tuple(currents.shape)} must be (T, *state shape) with "
+            f"state shape {tuple(v.shape)}"
+        )
+    kind, alpha = surrogate_kind(surrogate)
+    steps = currents.shape[0]
+    x_seq = currents.reshape(steps, -1).contiguous()
+    v_init = v.to(currents.dtype).reshape(-1).contiguous()
+    spikes, v_seq = _ICRateKernel.apply(x_seq, v_init, float(threshold), kind, alpha)
+    return spikes.reshape(currents.shape), v_seq.reshape(currents.shape)
+
+
+def multi_step(
+    spec: Spec, currents: Tensor, state: tuple[Any, ...], surrogate: object = None
+) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
+    """Run ``spec``'s kernel over ``currents`` ``(T, B, *)`` from the core state tuple ``state``.
+
+    Returns:
+        ``(spikes, final_state, membranes)``: spikes and membranes ``(T, B, *)``, and the final
+        state as a tuple in the order of the encoding's ``State`` fields.
+    Raises:
+        SpecError: if the encoding has no kernel, or for bad tensors (see
+            :func:`icrate_multi_step`).
+    """
+    if isinstance(spec, ICRate):
+        spikes, membranes = icrate_multi_step(currents, state[0], spec.threshold, surrogate)
+        return spikes, (membranes[-1],), membranes
+    raise SpecError(f"backend='cupy' has no kernel for {type(spec).__name__}")

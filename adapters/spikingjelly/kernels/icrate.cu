@@ -1,0 +1,131 @@
+// Multi-step IC-rate neurons (integrate-and-fire, reset by subtraction): one thread per neuron,
+// looping over the T time steps of a time-first [T, N] block.
+//
+// The forward mirrors snn_encodings.functional.icrate.icrate_step operation by operation, with
+// the result of every operation rounded to the storage type, as torch's elementwise kernels do:
+//   h = v + x;  s = [h - theta >= 0];  v = h - theta * s
+// so spikes and membranes equal the torch reference exactly for float32/float64 and float16
+// (float16 values are computed in float32 and rounded after every operation). The source
+// must be compiled without FMA contraction (-fmad=false) and without fast-math.
+//
+// The backward is surrogate-gradient backpropagation through time with the reset detached
+// (as in the core step): dL/dh_t = g_s[t] * sg'(h_t - theta) + g_v[t] + dL/dh_{t+1},
+// dL/dx_t = dL/dh_t, dL/dv_init = dL/dh_0. sg' is the derivative of SpikingJelly's Sigmoid
+// (kind 0) or ATan (kind 1) surrogate with parameter alpha; kind 2 (no surrogate) lets only the
+// membrane path carry gradient. h_seq (pre-reset membranes) is written only when store_h != 0;
+// otherwise the pointer is never touched.
+//
+// No headers are included: float16 is handled as raw 16-bit values with PTX conversions, so
+// the source compiles with bare NVRTC.
+
+typedef unsigned short half_bits;
+
+__device__ __forceinline__ float load(const float v) { return v; }
+__device__ __forceinline__ double load(const double v) { return v; }
+__device__ __forceinline__ float load(const half_bits v) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v));
+    return f;
+}
+
+template <typename S> struct Storage;
+template <> struct Storage<float> {
+    typedef float compute;
+    static __device__ __forceinline__ float store(const float v) { return v; }
+    static __device__ __forceinline__ float round(const float v) { return v; }
+};
+template <> struct Storage<double> {
+    typedef double compute;
+    static __device__ __forceinline__ double store(const double v) { return v; }
+    static __device__ __forceinline__ double round(const double v) { return v; }
+};
+template <> struct Storage<half_bits> {
+    typedef float compute;
+    static __device__ __forceinline__ half_bits store(const float v) {
+        half_bits h;
+        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+        return h;
+    }
+    static __device__ __forceinline__ float round(const float v) { return load(store(v)); }
+};
+
+template <typename S>
+__device__ void icrate_forward(
+    const S* __restrict__ x_seq, const S* __restrict__ v_init,
+    S* __restrict__ spike_seq, S* __restrict__ v_seq, S* __restrict__ h_seq, const int store_h,
+    const typename Storage<S>::compute theta, const int steps, const long long n)
+{
+    typedef typename Storage<S>::compute C;
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    C v = load(v_init[i]);
+    for (int t = 0; t < steps; ++t) {
+        const long long k = (long long)t * n + i;
+        const C h = Storage<S>::round(v + load(x_seq[k]));
+        const C gap = Storage<S>::round(h - theta);
+        const C s = gap >= (C)0 ? (C)1 : (C)0;
+        const C drop = Storage<S>::round(theta * s);
+        v = Storage<S>::round(h - drop);
+        spike_seq[k] = Storage<S>::store(s);
+        v_seq[k] = Storage<S>::store(v);
+        if (store_h) h_seq[k] = Storage<S>::store(h);
+    }
+}
+
+__device__ __forceinline__ float surrogate_grad(const float x, const int kind, const float alpha) {
+    if (kind == 2) return 0.0f;
+    if (kind == 0) {
+        const float sg = 1.0f / (1.0f + expf(-alpha * x));
+        return (1.0f - sg) * sg * alpha;
+    }
+    const float a = 0.5f * alpha;
+    const float ax = 3.14159265358979323846f * a * x;
+    return a / (1.0f + ax * ax);
+}
+
+__device__ __forceinline__ double surrogate_grad(const double x, const int kind, const double alpha) {
+    if (kind == 2) return 0.0;
+    if (kind == 0) {
+        const double sg = 1.0 / (1.0 + exp(-alpha * x));
+        return (1.0 - sg) * sg * alpha;
+    }
+    const double a = 0.5 * alpha;
+    const double ax = 3.14159265358979323846 * a * x;
+    return a / (1.0 + ax * ax);
+}
+
+template <typename S>
+__device__ void icrate_backward(
+    const S* __restrict__ grad_spike_seq, const S* __restrict__ grad_v_seq,
+    const S* __restrict__ h_seq, S* __restrict__ grad_x_seq, S* __restrict__ grad_v_init,
+    const typename Storage<S>::compute theta, const int kind,
+    const typename Storage<S>::compute alpha, const int steps, const long long n)
+{
+    typedef typename Storage<S>::compute C;
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    C grad_h = (C)0;
+    for (int t = steps - 1; t >= 0; --t) {
+        const long long k = (long long)t * n + i;
+        const C gap = Storage<S>::round(load(h_seq[k]) - theta);
+        grad_h = grad_h + load(grad_v_seq[k]) + load(grad_spike_seq[k]) * surrogate_grad(gap, kind, alpha);
+        grad_x_seq[k] = Storage<S>::store(grad_h);
+    }
+    grad_v_init[i] = Storage<S>::store(grad_h);
+}
+
+#define ICRATE_KERNELS(SUFFIX, S, C)                                                              \
+extern "C" __global__ void icrate_forward_##SUFFIX(                                               \
+    const S* x_seq, const S* v_init, S* spike_seq, S* v_seq, S* h_seq, const int store_h,         \
+    const C theta, const int steps, const long long n)                                            \
+{ icrate_forward<S>(x_seq, v_init, spike_seq, v_seq, h_seq, store_h, theta, steps, n); }          \
+extern "C" __global__ void icrate_backward_##SUFFIX(                                              \
+    const S* grad_spike_seq, const S* grad_v_seq, const S* h_seq, S* grad_x_seq,                 \
+    S* grad_v_init, const C theta, const int kind, const C alpha, const int steps,               \
+    const long long n)                                                                            \
+{ icrate_backward<S>(grad_spike_seq, grad_v_seq, h_seq, grad_x_seq, grad_v_init, theta, kind,    \
+                     alpha, steps, n); }
+
+ICRATE_KERNELS(f16, half_bits, float)
+ICRATE_KERNELS(f32, float, float)
+ICRATE_KERNELS(f64, double, double)

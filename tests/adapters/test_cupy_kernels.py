@@ -1,0 +1,139 @@
+"""Our CuPy kernels: the sources compile with NVRTC (no GPU needed); on a GPU they equal the
+core torch step spike for spike (tests marked ``cuda``, skipped without one)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from conftest import require
+
+from snn_encodings.errors import SpecError
+from snn_encodings.specs import ICRate
+from snn_encodings.testing import assert_same_trace, run_core
+
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _kernels():
+    require("spikingjelly")
+    from snn_encodings.adapters.spikingjelly import kernels
+
+    return kernels
+
+
+def test_kernel_sources_are_shipped_for_every_kernel_spec() -> None:
+    kernels = _kernels()
+    for name in kernels.KERNEL_SOURCES.values():
+        assert 'extern "C" __global__' in kernels.source(name)
+
+
+def test_kernel_sources_compile_with_nvrtc() -> None:
+    kernels = _kernels()
+    require("cupy_backends.cuda.libs.nvrtc")
+    try:
+        ptx = kernels.compile_ptx("icrate.cu")
+    except RuntimeError as error:
+        if "libnvrtc" in str(error) or "NVRTC library" in str(error):
+            pytest.skip(f"the NVRTC library is not installed: {error}")
+        raise
+    entries = set(re.findall(r"\.entry\s+(\w+)", ptx))
+    assert entries == {
+        f"icrate_{kind}_{dtype}"
+        for kind in ("forward", "backward")
+        for dtype in ("f16", "f32", "f64")
+    }
+    forward_bodies = [
+        body for body in ptx.split(".entry")[1:] if body.lstrip().startswith("icrate_forward")
+    ]
+    assert len(forward_bodies) == 3
+    assert not any("fma" in body for body in forward_bodies), "forward kernels must not use FMA"
+
+
+def test_surrogate_kind_maps_spikingjelly_surrogates() -> None:
+    kernels = _kernels()
+    from spikingjelly.activation_based import surrogate
+
+    assert kernels.surrogate_kind(surrogate.Sigmoid(alpha=3.0)) == (0, 3.0)
+    assert kernels.surrogate_kind(surrogate.ATan()) == (1, 2.0)
+    assert kernels.surrogate_kind(None) == (2, 0.0)
+    with pytest.raises(SpecError, match="surrogate.Sigmoid, surrogate.ATan"):
+        kernels.surrogate_kind(surrogate.PiecewiseQuadratic())
+
+
+def test_icrate_kernel_rejects_cpu_tensors() -> None:
+    kernels = _kernels()
+    with pytest.raises(SpecError, match="needs CUDA tensors"):
+        kernels.icrate_multi_step(torch.zeros(3, 2), torch.zeros(2), 1.0)
+
+
+def test_multi_step_rejects_specs_without_kernel() -> None:
+    kernels = _kernels()
+    with pytest.raises(SpecError, match="has no kernel"):
+        kernels.multi_step(object(), torch.zeros(3, 2), (torch.zeros(2),))  # type: ignore[arg-type]
+
+
+def test_require_cupy_without_gpu_names_the_fix() -> None:
+    kernels = _kernels()
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="backend='torch'"):
+        kernels.require_cupy()
+
+
+@pytest.mark.cuda
+@GPU
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [(1,), (3, 5), (4, 3, 8, 8), (257, 129)], ids=str)
+def test_icrate_kernel_matches_torch_step_on_gpu(spec, shape, dtype, make_currents) -> None:
+    kernels = _kernels()
+    require("cupy")
+    if not isinstance(spec, ICRate):
+        pytest.skip("no kernel for this spec")
+    currents = make_currents(shape, steps=spec.steps + 5, dtype=dtype).cuda()
+    want = run_core(spec, currents)
+    v = torch.full(shape, spec.default_v0, dtype=dtype, device="cuda")
+    got = kernels.icrate_multi_step(currents, v, spec.threshold)
+    assert_same_trace(got, want)
+
+
+@pytest.mark.cuda
+@GPU
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+def test_icrate_kernel_gradient_matches_torch_on_gpu(dtype, make_currents) -> None:
+    kernels = _kernels()
+    require("cupy")
+    from spikingjelly.activation_based import surrogate
+
+    from snn_encodings.functional import simulate
+
+    spec = ICRate(steps=16)
+    for sg in (surrogate.Sigmoid(), surrogate.ATan(), None):
+        currents = make_currents((8, 33), steps=16, dtype=dtype).cuda().requires_grad_(True)
+        weights = torch.rand_like(currents)
+        v = torch.full((8, 33), 0.5, dtype=dtype, device="cuda")
+        spikes, membranes = kernels.icrate_multi_step(currents, v, 1.0, sg)
+        (grad,) = torch.autograd.grad((spikes * weights).sum() + membranes[-1].sum(), currents)
+        out = simulate(spec, currents, record=True, surrogate=sg)
+        loss = (out.spikes * weights).sum() + out.state.v.sum()
+        (want,) = torch.autograd.grad(loss, currents)
+        tolerance = 1e-2 if dtype == torch.float16 else 1e-5
+        assert torch.allclose(grad.float(), want.float(), atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.cuda
+@GPU
+def test_icrate_node_cupy_backend_matches_single_steps_on_gpu(make_currents) -> None:
+    require("cupy")
+    from snn_encodings.adapters.spikingjelly import ICRateNode
+    from spikingjelly.activation_based import functional
+
+    spec = ICRate(steps=12)
+    currents = make_currents((16, 3, 4), steps=12).cuda()
+    node = ICRateNode(spec, step_mode="m", backend="cupy", store_v_seq=True)
+    spikes = node(currents)
+    assert_same_trace((spikes, node.v_seq), run_core(spec, currents))
+    functional.reset_net(node)
+    spikes = node(currents[:, :5])
+    assert torch.equal(spikes, run_core(spec, currents[:, :5]).spikes)
