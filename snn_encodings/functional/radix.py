@@ -163,7 +163,8 @@ def radix_step(
     )
     threshold = table[digit]
     acc = torch.where(sub_step == 0, state.acc * base, state.acc) + current
-    spikes = spike(state.v - threshold, surrogate)
+    # relative to the digit's threshold: same sign, surrogate sees O(1) values at every digit
+    spikes = spike((state.v - threshold) / threshold, surrogate)
     v = state.v - threshold * spikes.detach()
     window_end = position == window - 1
     v = torch.where(window_end, acc, v)
