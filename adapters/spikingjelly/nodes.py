@@ -19,12 +19,12 @@ from torch import Tensor, nn
 
 from snn_encodings.errors import SpecError
 from snn_encodings.functional import neuron_functions, simulate
-from snn_encodings.specs import ICRate
+from snn_encodings.specs import ICRate, Radix
 from snn_encodings.specs.base import Spec
 
 from . import kernels
 
-__all__ = ["NEURONS", "EncodingNode", "ICRateNode"]
+__all__ = ["NEURONS", "EncodingNode", "ICRateNode", "RadixNode"]
 
 Backend = Literal["torch", "cupy"]
 StepMode = Literal["s", "m"]
@@ -207,7 +207,13 @@ class ICRateNode(EncodingNode):
     spec_type = ICRate
 
 
+class RadixNode(EncodingNode):
+    """Radix node (core ``radix_step``)."""
+
+    spec_type = Radix
+
+
 NEURONS: Mapping[type[Spec], type[EncodingNode]] = {
-    cls.spec_type: cls for cls in (ICRateNode,) if cls.spec_type is not None
+    cls.spec_type: cls for cls in (ICRateNode, RadixNode) if cls.spec_type is not None
 }
 """Spec class -> its SpikingJelly node class."""
