@@ -34,12 +34,13 @@ from snn_encodings.conversion import convert as core_convert
 from snn_encodings.conversion.convert import DEFAULT
 from snn_encodings.errors import ExportError, SpecError
 from snn_encodings.functional import neuron_functions, simulate
-from snn_encodings.specs import ICRate, Radix, Spec
+from snn_encodings.specs import ICRate, Quartz, Radix, Spec
 
 __all__ = [
     "NEURONS",
     "EncodingNeuron",
     "ICRateNeuron",
+    "QuartzNeuron",
     "RadixNeuron",
     "SnnTorchNetwork",
     "convert",
@@ -280,6 +281,10 @@ class ICRateNeuron(EncodingNeuron, spec=ICRate):
 
 class RadixNeuron(EncodingNeuron, spec=Radix):
     """snnTorch neuron of the radix encoding; runs :func:`~snn_encodings.functional.radix_step`."""
+
+
+class QuartzNeuron(EncodingNeuron, spec=Quartz):
+    """snnTorch neuron of the Quartz encoding; runs :func:`~snn_encodings.functional.quartz_step`."""
 
 
 def neuron_for(spec: Spec, **options: Any) -> EncodingNeuron:

@@ -6,14 +6,22 @@ Public API: the neuron specs (``ICRate``, ...), :func:`convert`, :func:`evaluate
 
 from __future__ import annotations
 
-from snn_encodings.conversion import ClipQuant, Evaluation, SpikingNetwork, convert, evaluate, finetune
-from snn_encodings.specs import ALL_SPECS, ICRate, Radix, Spec
+from snn_encodings.conversion import (
+    ClipQuant,
+    Evaluation,
+    SpikingNetwork,
+    convert,
+    evaluate,
+    finetune,
+)
+from snn_encodings.specs import ALL_SPECS, ICRate, Quartz, Radix, Spec
 
 __all__ = [
     "ALL_SPECS",
     "ClipQuant",
     "Evaluation",
     "ICRate",
+    "Quartz",
     "Radix",
     "Spec",
     "SpikingNetwork",

@@ -62,30 +62,30 @@ def _parse_value(raw: str, hint: object, where: str) -> object:
     return raw
 
 
-def demo_specs(steps: Sequence[int], encodings: Sequence[str]) -> list[tuple[str, Spec]]:
-    """The demo's conversions: every available encoding and variant at each step count."""
+def demo_specs(steps: Sequence[int], encodings: Sequence[str], t_max: Sequence[int] = (8, 16), radix_steps: Sequence[int] = (4, 6)) -> list[tuple[str, Spec]]:
+    """The demo's conversions: every available encoding and variant.
+
+    IC-rate: each initialisation with and without compensation at each of ``steps``; Quartz:
+    each ``t_max``; radix: exact and paper mode at each of ``radix_steps``.
+    """
+    classes = {cls.__name__.lower(): cls for cls in ALL_SPECS}
     specs: list[tuple[str, Spec]] = []
     for name in encodings:
+        if name not in classes:
+            raise SnnEncodingsError(f"unknown encoding {name!r}; available: {sorted(classes)}")
+        cls = classes[name]
         if name == "icrate":
             for t in steps:
                 for init in ("zero", "ann", "data"):
                     for compensate in (False, True):
                         label = f"icrate init={init}{' +comp' if compensate else ''}"
                         specs.append((label, ICRate(steps=t, init=init, compensate=compensate)))
-        else:
-            specs.extend(_other_specs(name, steps))
+        elif name == "quartz":
+            specs.extend((f"quartz t_max={t}", cls(t_max=t)) for t in t_max)
+        elif name == "radix":
+            for t in radix_steps:
+                specs.extend((f"radix {mode}", cls(steps=t, mode=mode)) for mode in ("exact", "paper"))
     return specs
-
-
-def _other_specs(name: str, steps: Sequence[int]) -> list[tuple[str, Spec]]:
-    classes = {cls.__name__.lower(): cls for cls in ALL_SPECS}
-    if name not in classes:
-        raise SnnEncodingsError(f"unknown encoding {name!r}; available: {sorted(classes)}")
-    cls = classes[name]
-    demo = getattr(cls, "demo_specs", None)
-    if demo is None:
-        raise SnnEncodingsError(f"{cls.__name__} defines no demo_specs")
-    return list(demo(steps))
 
 
 def load_model(path: str, architecture: str | None, trust_file: bool) -> nn.Module:
@@ -154,7 +154,7 @@ def _demo(args: argparse.Namespace) -> int:
     calibration, evaluation = _loaders(args)
     ann_result = evaluate(ann, evaluation, progress=False)
     rows: list[list[object]] = [[f"ANN ({args.architecture})", "-", "-", f"{100 * ann_result.accuracy:.2f}", "-", "-"]]
-    for label, spec in demo_specs(args.steps, args.encodings):
+    for label, spec in demo_specs(args.steps, args.encodings, args.t_max, args.radix_steps):
         network = convert(ann, spec, calibration, device=args.device)
         rows.append(_result_row(label, network, evaluation, progress=not args.quiet))
         if not args.quiet:
@@ -190,7 +190,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[common], help="train a small CNN on MNIST, convert it with every encoding, print a table")
     demo.add_argument("--architecture", default="convnet", choices=sorted(ARCHITECTURES))
     demo.add_argument("--epochs", type=int, default=8)
-    demo.add_argument("--steps", type=int, nargs="+", default=[8, 32], help="time steps (IC-rate) / steps per layer")
+    demo.add_argument("--steps", type=int, nargs="+", default=[8, 32], help="IC-rate time steps")
+    demo.add_argument("--t-max", type=int, nargs="+", default=[8, 16], help="Quartz steps per layer")
+    demo.add_argument("--radix-steps", type=int, nargs="+", default=[4, 6], help="radix digits (steps per layer)")
     names = [cls.__name__.lower() for cls in ALL_SPECS]
     demo.add_argument("--encodings", nargs="+", default=names, choices=names)
     demo.set_defaults(run=_demo)

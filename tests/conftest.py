@@ -9,13 +9,15 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from snn_encodings.specs import ALL_SPECS, ICRate, Radix, Spec
+from snn_encodings.specs import ALL_SPECS, ICRate, Quartz, Radix, Spec
 
 SPEC_EXAMPLES: tuple[Spec, ...] = (
     ICRate(steps=8, init="ann"),
     ICRate(steps=6, init="zero", compensate=False),
     Radix(steps=4),
     Radix(steps=3, base=3, mode="paper"),
+    Quartz(t_max=4),
+    Quartz(t_max=3, rounding="floor", analytic=True),
 )
 """One or more examples per spec class; a test checks every class in ALL_SPECS has one."""
 
@@ -55,3 +57,35 @@ def make_currents() -> Callable[..., torch.Tensor]:
 
     return make
 
+
+
+@pytest.fixture(scope="session")
+def mnist_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Weights cache shared by the session (``SNN_ENCODINGS_CACHE`` if set, else a temp dir)."""
+    path = os.environ.get("SNN_ENCODINGS_CACHE") or str(tmp_path_factory.mktemp("cache"))
+    os.environ["SNN_ENCODINGS_CACHE"] = path
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_ann(mnist_cache: str) -> torch.nn.Module:
+    """The demo's convnet trained on the shipped training split (read-only: never modify)."""
+    from snn_encodings.models import train_mnist
+
+    return train_mnist("convnet", epochs=8, progress=False)
+
+
+@pytest.fixture(scope="session")
+def mnist_eval() -> torch.utils.data.TensorDataset:
+    """The 2 000-image evaluation split."""
+    from snn_encodings.data import mnist_split
+
+    return mnist_split("eval")
+
+
+@pytest.fixture(scope="session")
+def mnist_calibration() -> torch.utils.data.TensorDataset:
+    """1 000 images of the training split, for calibration."""
+    from snn_encodings.data import mnist_split
+
+    return mnist_split("train", limit=1000)

@@ -19,12 +19,12 @@ from torch import Tensor, nn
 
 from snn_encodings.errors import SpecError
 from snn_encodings.functional import neuron_functions, simulate
-from snn_encodings.specs import ICRate, Radix
+from snn_encodings.specs import ICRate, Quartz, Radix
 from snn_encodings.specs.base import Spec
 
 from . import kernels
 
-__all__ = ["NEURONS", "EncodingNode", "ICRateNode", "RadixNode"]
+__all__ = ["NEURONS", "EncodingNode", "ICRateNode", "QuartzNode", "RadixNode"]
 
 Backend = Literal["torch", "cupy"]
 StepMode = Literal["s", "m"]
@@ -213,7 +213,13 @@ class RadixNode(EncodingNode):
     spec_type = Radix
 
 
+class QuartzNode(EncodingNode):
+    """Quartz time-to-first-spike node (core ``quartz_step``)."""
+
+    spec_type = Quartz
+
+
 NEURONS: Mapping[type[Spec], type[EncodingNode]] = {
-    cls.spec_type: cls for cls in (ICRateNode, RadixNode) if cls.spec_type is not None
+    cls.spec_type: cls for cls in (ICRateNode, RadixNode, QuartzNode) if cls.spec_type is not None
 }
 """Spec class -> its SpikingJelly node class."""

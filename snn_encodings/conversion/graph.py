@@ -134,6 +134,13 @@ def _is_flatten(node: fx.Node) -> bool:
     )
 
 
+class _Tracer(fx.Tracer):
+    """torch.fx tracer that keeps :class:`ClipQuant` activations as leaves."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, ClipQuant) or super().is_leaf_module(m, module_qualified_name)
+
+
 def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
     """Trace ``ann`` (never modified) into value nodes; node 0 is the input.
 
@@ -147,7 +154,7 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
     """
     model = copy.deepcopy(ann).eval()
     try:
-        gm = fx.symbolic_trace(model)
+        gm = fx.GraphModule(model, _Tracer().trace(model))
     except Exception as error:  # fx raises many types for untraceable code
         raise ConversionError(
             f"convert: the model could not be traced with torch.fx ({type(error).__name__}: {error}); "

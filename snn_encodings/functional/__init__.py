@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 from snn_encodings.functional.icrate import ICRateState, icrate_initial_state, icrate_step
-from snn_encodings.functional.radix import RadixState, radix_initial_state, radix_step, radix_twin
 from snn_encodings.functional.loop import Simulation, simulate
+from snn_encodings.functional.quartz import (
+    QuartzState,
+    quartz_first_spikes,
+    quartz_initial_state,
+    quartz_step,
+)
+from snn_encodings.functional.radix import RadixState, radix_initial_state, radix_step, radix_twin
 from snn_encodings.functional.registry import NeuronFunctions, neuron_functions, register_neuron
-from snn_encodings.specs import ICRate, Radix
+from snn_encodings.specs import ICRate, Quartz, Radix
 
 __all__ = [
     "ICRateState",
     "NeuronFunctions",
+    "QuartzState",
     "RadixState",
     "Simulation",
     "icrate_initial_state",
     "icrate_step",
     "neuron_functions",
+    "quartz_first_spikes",
+    "quartz_initial_state",
+    "quartz_step",
     "radix_initial_state",
     "radix_step",
     "radix_twin",
@@ -25,3 +35,4 @@ __all__ = [
 
 register_neuron(ICRate, icrate_initial_state, icrate_step)
 register_neuron(Radix, radix_initial_state, radix_step)
+register_neuron(Quartz, quartz_initial_state, quartz_step)

@@ -53,9 +53,10 @@ class ICRateRule(Rule):
       deeper layers the input is a spike train, so the SNN matches the twin only within the rate
       bound (the benchmark measures it).
     - Bias: added every step. Input: analog current or sigma-delta spikes.
-    - Max-pooling: the gate passes, at each step, the spike of the input with the highest
-      cumulative count (ties prefer a unit spiking now). Its output count is then exactly the
-      maximum of the input counts at every step, i.e. the value-domain max of the rates.
+    - Max-pooling: the gate passes, at each step, the spike of an input whose count before this
+      step is the window's highest (ties prefer a unit spiking now). The output therefore spikes
+      exactly when the window's maximum count grows, so its count equals the maximum of the
+      input counts at every step: the value-domain max of the rates.
     - ``init="data"``: :meth:`finalize` measures the mean residual membrane per channel on
       calibration data, layer by layer (IC-SNN Algorithm 2, reconstructed).
     """
@@ -93,7 +94,7 @@ class ICRateRule(Rule):
 
     def max_pool(self, spikes: Tensor, pool: nn.Module) -> Tensor:
         steps, batch = spikes.shape[:2]
-        key = 2 * spikes.cumsum(0) + spikes
+        key = 2 * (spikes.cumsum(0) - spikes) + spikes
         pooled = pool(key.flatten(0, 1)).unflatten(0, (steps, batch))
         return torch.remainder(pooled, 2)
 

@@ -1,0 +1,553 @@
+r"""Norse adapter: every encoding as a Norse cell (one step) and layer (time-first sequence).
+
+The modules follow Norse 1.1's conventions. They subclass ``norse.torch.module.snn.SNNCell`` and
+``SNN``, take ``forward(input_tensor, state=None) -> (output, state)``, keep no hidden state
+(``state=None`` means the encoding's initial state) and work in ``norse.torch.SequentialState``
+and under ``norse.torch.Lift``. The bases run the core step function of the spec
+(:func:`snn_encodings.functional.neuron_functions`); the maths is documented there.
+
+- :class:`EncodingCell` / :class:`EncodingLayer` accept any registered spec;
+  ``ICRateCell``/``ICRateLayer`` (and one pair per encoding, see :data:`NEURONS`) accept only
+  their own spec class.
+- :func:`convert` turns a trained ANN into a Norse model through the core converter.
+- :func:`to_nir` refuses networks holding our neurons, naming why NIR cannot express them
+  (see :data:`NIR_LIMITS`), and hands other networks to ``norse.torch.to_nir``.
+
+Example:
+    >>> import torch
+    >>> from snn_encodings import ICRate
+    >>> layer = ICRateLayer(ICRate(steps=4, init="zero"))
+    >>> spikes, state = layer(torch.full((4, 1, 2), 0.5))
+    >>> spikes[:, 0, 0].tolist(), state.v[0].tolist()
+    ([0.0, 1.0, 0.0, 1.0], [0.0, 0.0])
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, NamedTuple, cast
+
+import torch
+from torch import Tensor, nn
+
+import snn_encodings
+from snn_encodings.conversion import Rule, SpikingNetwork
+from snn_encodings.conversion.calibrate import iterate_inputs
+from snn_encodings.conversion.synapse import Synapse
+from snn_encodings.errors import ConversionError, ExportError, SpecError
+from snn_encodings.functional import neuron_functions
+from snn_encodings.functional.surrogate import Surrogate
+from snn_encodings.specs import ICRate, Spec
+
+try:
+    from norse.torch import SequentialState
+    from norse.torch import to_nir as _norse_to_nir
+    from norse.torch.functional.threshold import threshold as _norse_threshold
+    from norse.torch.module.snn import SNN, SNNCell
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        'snn_encodings.adapters.norse needs Norse: pip install "snn-encodings[norse]"'
+    ) from error
+
+__all__ = [
+    "NEURONS",
+    "NIR_LIMITS",
+    "EncodingCell",
+    "EncodingLayer",
+    "EncodingParameters",
+    "ICRateCell",
+    "ICRateLayer",
+    "convert",
+    "from_spiking_network",
+    "to_nir",
+]
+
+
+class EncodingParameters(NamedTuple):
+    """Norse-style parameters of an encoding's neurons (the ``p`` of a cell or layer).
+
+    Attributes:
+        spec: the encoding's spec (frozen; all of the neuron's maths follows from it).
+        v0: initial membrane override (threshold units), a tensor broadcastable to ``(B, *)``,
+            or ``None`` for the spec's own initial state.
+        threshold: threshold override for steps that accept one, or ``None`` for the spec's.
+        method: Norse surrogate name for ``norse.torch.functional.threshold.threshold``
+            (``"super"``, ``"triangle"``, ...), or ``None`` for no surrogate gradient.
+        alpha: the surrogate's sharpness, as in Norse's ``LIFParameters.alpha``.
+    """
+
+    spec: Spec
+    v0: Tensor | None = None
+    threshold: Tensor | None = None
+    method: str | None = "super"
+    alpha: float = 100.0
+
+    @property
+    def surrogate(self) -> Surrogate | None:
+        """The core ``surrogate=`` built from Norse's ``threshold(x, method, alpha)``."""
+        if self.method is None:
+            return None
+        method, alpha = self.method, self.alpha
+        return lambda x: _norse_threshold(x, method, alpha)
+
+    def overrides(self, like: Tensor) -> dict[str, Tensor]:
+        """Keyword overrides for the core step, cast to ``like``'s dtype."""
+        if self.threshold is None:
+            return {}
+        return {"threshold": self.threshold.to(like.dtype)}
+
+
+def _norse_step(current: Tensor, state: Any, p: EncodingParameters, dt: float) -> Any:
+    """Norse activation ``(input, state, p, dt)`` running the core step (steps count time, so
+    Norse's ``dt`` is not used)."""
+    return neuron_functions(p.spec).step(
+        current, state, p.spec, surrogate=p.surrogate, **p.overrides(current)
+    )
+
+
+class _EncodingModule:
+    """What cells and layers share: parameter registration, initial state and input checks."""
+
+    spec_type: ClassVar[type[Spec] | None] = None
+    _time_first: ClassVar[bool] = False
+    spec: Spec
+    v0: Tensor | None
+    threshold: Tensor | None
+    method: str | None
+    alpha: float
+
+    def _make_parameters(
+        self,
+        spec: Spec,
+        *,
+        v0: float | Tensor | None,
+        threshold: float | Tensor | None,
+        learn_v0: bool,
+        learn_threshold: bool,
+        method: str | None,
+        alpha: float,
+    ) -> EncodingParameters:
+        name = type(self).__name__
+        if self.spec_type is not None and type(spec) is not self.spec_type:
+            raise TypeError(
+                f"{name} expects a {self.spec_type.__name__} spec, got {type(spec).__name__}; "
+                f"use NEURONS[type(spec)] to pick the module for a spec"
+            )
+        functions = neuron_functions(spec)  # TypeError for an unregistered spec
+        if (threshold is not None or learn_threshold) and "threshold" not in inspect.signature(
+            functions.step
+        ).parameters:
+            raise TypeError(f"{name}: the {type(spec).__name__} step has no threshold override")
+        if method is not None:
+            try:
+                _norse_threshold(torch.zeros(1), method, alpha)
+            except ValueError as error:
+                raise SpecError(
+                    f"{name}: method={method!r} is not a Norse threshold: {error}"
+                ) from None
+        if learn_v0 and v0 is None:
+            v0 = functions.initial_state(spec, torch.zeros(()))[0]
+        if learn_threshold and threshold is None:
+            threshold = spec.threshold  # type: ignore[attr-defined]
+        return EncodingParameters(
+            spec,
+            _as_tensor(v0, learn_v0),
+            _as_tensor(threshold, learn_threshold),
+            method,
+            float(alpha),
+        )
+
+    # Norse's bases keep ``p`` as a plain attribute, which ``.to()`` and ``state_dict`` miss.
+    # Here ``p`` is rebuilt on every access from tensors registered on the module.
+    @property
+    def p(self) -> EncodingParameters:
+        return EncodingParameters(self.spec, self.v0, self.threshold, self.method, self.alpha)
+
+    @p.setter
+    def p(self, value: EncodingParameters) -> None:
+        if not isinstance(value, EncodingParameters):
+            raise TypeError(
+                f"{type(self).__name__}.p must be EncodingParameters, got {type(value).__name__}"
+            )
+        module: nn.Module = self  # type: ignore[assignment]
+        for field in ("v0", "threshold"):
+            tensor = getattr(value, field)
+            if field in module._parameters or field in module._buffers:
+                delattr(module, field)
+            if isinstance(tensor, nn.Parameter):
+                module.register_parameter(field, tensor)
+            else:
+                module.register_buffer(field, tensor)
+        self.spec = value.spec
+        self.method = value.method
+        self.alpha = value.alpha
+
+    def extra_repr(self) -> str:
+        learnable = [name for name, _ in self.named_parameters(recurse=False)]  # type: ignore[attr-defined]
+        text = f"spec={self.spec!r}, method={self.method!r}, alpha={self.alpha}"
+        return text + (f", learnable={learnable}" if learnable else "")
+
+    def initial_state(self, input_tensor: Tensor) -> Any:
+        """The encoding's initial state for ``input_tensor`` (``(B, *)`` for a cell, ``(T, B, *)``
+        for a layer); used by Norse's bases when ``state`` is ``None``."""
+        like = input_tensor[0] if self._time_first else input_tensor
+        return neuron_functions(self.spec).initial_state(self.spec, like, v0=self.v0)
+
+    def _check(self, input_tensor: Tensor, state: Any) -> None:
+        name = type(self).__name__
+        if not isinstance(input_tensor, Tensor):
+            raise TypeError(f"{name}: input must be a tensor, got {type(input_tensor).__name__}")
+        if self._time_first and (input_tensor.dim() < 2 or input_tensor.shape[0] == 0):
+            raise SpecError(
+                f"{name}: input must be time-first (T, B, *) with T >= 1, got shape "
+                f"{tuple(input_tensor.shape)}; use {name.replace('Layer', 'Cell')} for one step"
+            )
+        if state is None:
+            return
+        expected = type(neuron_functions(self.spec).initial_state(self.spec, torch.zeros(())))
+        if not isinstance(state, expected):
+            raise TypeError(
+                f"{name}: state must be a {expected.__name__} (or None to start fresh), "
+                f"got {type(state).__name__}"
+            )
+        shape = tuple(input_tensor.shape[1:] if self._time_first else input_tensor.shape)
+        for field, value in zip(state._fields, state):
+            if tuple(value.shape) != shape:
+                raise SpecError(
+                    f"{name}: state.{field} has shape {tuple(value.shape)} but the input needs "
+                    f"{shape}; pass state=None when the input shape changes (a state recorded "
+                    f"with record_states=True is stacked over time)"
+                )
+
+
+def _as_tensor(value: float | Tensor | None, learnable: bool) -> Tensor | None:
+    if value is None:
+        return None
+    if isinstance(value, Tensor) and value.is_floating_point():
+        tensor = value.detach().clone()
+    else:
+        tensor = torch.as_tensor(value, dtype=torch.get_default_dtype())
+    return nn.Parameter(tensor) if learnable else tensor
+
+
+class EncodingCell(_EncodingModule, SNNCell):
+    r"""One time step of an encoding's neurons, as a Norse cell (``SNNCell``).
+
+    Runs the core step of ``spec`` (see :func:`snn_encodings.functional.neuron_functions`);
+    spikes are exact :math:`\{0, 1\}`, Norse's surrogate only shapes the gradient.
+
+    Args:
+        spec: the encoding's spec; any registered spec (subclasses accept only their own).
+        v0: initial membrane in threshold units (scalar or tensor broadcastable to ``(B, *)``,
+            e.g. per channel ``(C, 1, 1)``); ``None`` uses the spec's initial state.
+        threshold: threshold override (a tensor for per-neuron values), if the step has one.
+        learn_v0: register ``v0`` as a trainable ``nn.Parameter`` (else a buffer).
+        learn_threshold: register ``threshold`` as a trainable ``nn.Parameter``.
+        method: Norse surrogate name (``threshold(x, method, alpha)``), ``None`` for none.
+        alpha: the surrogate's sharpness.
+
+    Inputs: ``input_tensor`` ``(B, *)`` currents in threshold units; ``state`` from a previous
+    call or ``None``. Outputs: ``(spikes, state)``, spikes ``(B, *)`` in the input's dtype.
+
+    Raises:
+        TypeError: for a spec of the wrong type, or a state of another encoding.
+        SpecError: for a state whose fields are not shaped like the input.
+    """
+
+    def __init__(
+        self,
+        spec: Spec,
+        *,
+        v0: float | Tensor | None = None,
+        threshold: float | Tensor | None = None,
+        learn_v0: bool = False,
+        learn_threshold: bool = False,
+        method: str | None = "super",
+        alpha: float = 100.0,
+    ) -> None:
+        p = self._make_parameters(
+            spec,
+            v0=v0,
+            threshold=threshold,
+            learn_v0=learn_v0,
+            learn_threshold=learn_threshold,
+            method=method,
+            alpha=alpha,
+        )
+        super().__init__(activation=_norse_step, state_fallback=self.initial_state, p=p)
+
+    def forward(self, input_tensor: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        self._check(input_tensor, state)
+        return super().forward(input_tensor, state)
+
+
+class EncodingLayer(_EncodingModule, SNN):
+    r"""An encoding's neurons over a time-first sequence, as a Norse layer (``SNN``).
+
+    Equivalent to looping the matching :class:`EncodingCell` over dim 0. Arguments as for
+    :class:`EncodingCell`, plus ``record_states`` (as in Norse's ``LIF``): return the state
+    after every step, each field stacked to ``(T, B, *)``, instead of the final state.
+
+    Inputs: ``input_tensor`` ``(T, B, *)``; ``state`` ``(B, *)`` fields or ``None``.
+    Outputs: ``(spikes, state)``, spikes ``(T, B, *)``.
+    """
+
+    _time_first = True
+
+    def __init__(
+        self,
+        spec: Spec,
+        *,
+        v0: float | Tensor | None = None,
+        threshold: float | Tensor | None = None,
+        learn_v0: bool = False,
+        learn_threshold: bool = False,
+        method: str | None = "super",
+        alpha: float = 100.0,
+        record_states: bool = False,
+    ) -> None:
+        p = self._make_parameters(
+            spec,
+            v0=v0,
+            threshold=threshold,
+            learn_v0=learn_v0,
+            learn_threshold=learn_threshold,
+            method=method,
+            alpha=alpha,
+        )
+        super().__init__(
+            activation=_norse_step,
+            state_fallback=self.initial_state,
+            p=p,
+            record_states=record_states,
+        )
+
+    def forward(self, input_tensor: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        self._check(input_tensor, state)
+        return super().forward(input_tensor, state)
+
+
+class ICRateCell(EncodingCell):
+    """IC-rate neurons, one step: :func:`snn_encodings.functional.icrate_step`."""
+
+    spec_type = ICRate
+
+
+class ICRateLayer(EncodingLayer):
+    """IC-rate neurons over time: :func:`snn_encodings.functional.icrate_step` looped."""
+
+    spec_type = ICRate
+
+
+NEURONS: Mapping[type[Spec], tuple[type[EncodingCell], type[EncodingLayer]]] = {
+    ICRate: (ICRateCell, ICRateLayer),
+}
+"""Spec class -> (cell class, layer class)."""
+
+
+# --- conversion ------------------------------------------------------------------------------
+CHECK_SAMPLES = 8
+"""Calibration inputs on which :func:`convert` checks the Norse model against the core one."""
+
+
+class _Encode(nn.Module):
+    """Network input ``(B, *)`` -> first-layer input ``(T, B, *)`` (the encoding's encoder)."""
+
+    def __init__(self, rule: Rule, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.rule = rule
+        self.dtype = dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.rule.encode_input(x.to(self.dtype))
+
+
+class _Synapse(nn.Module):
+    """Spikes ``(T, B, *)`` -> currents ``(T, B, *)``: a converted layer's weights and bias."""
+
+    synapse: Synapse
+
+    def __init__(self, synapse: Synapse, rule: Rule) -> None:
+        super().__init__()
+        self.synapse = synapse
+        self.rule = rule
+
+    def forward(self, spikes: Tensor) -> Tensor:
+        source = self.synapse.sources[0]
+        bias = self.rule.bias_currents(cast(Tensor, self.synapse.bias), spikes.shape[0])
+        bias = bias.unsqueeze(1)
+        return self.synapse.drive({source: spikes}) + bias  # type: ignore[arg-type]
+
+
+class _MaxPool(nn.Module):
+    """Max-pooling of spike trains ``(T, B, C, *)`` as the encoding defines it."""
+
+    def __init__(self, pool: nn.Module, rule: Rule) -> None:
+        super().__init__()
+        self.pool = pool
+        self.rule = rule
+
+    def forward(self, spikes: Tensor) -> Tensor:
+        return self.rule.max_pool(spikes, self.pool)
+
+
+class _Readout(nn.Module):
+    """The output layer: currents ``(T, B, K)`` -> ``(values (B, K), state)``.
+
+    Runs ``layer`` (an :class:`EncodingLayer`) and hands its spikes and final state to the
+    encoding's decoder, which reads them from the core neuron module ``neurons``.
+    """
+
+    neurons: nn.Module
+    scale: Tensor
+
+    def __init__(self, layer: EncodingLayer, neurons: nn.Module, rule: Rule, scale: Tensor) -> None:
+        super().__init__()
+        self.layer = layer
+        self.neurons = neurons
+        self.rule = rule
+        self.register_buffer("scale", scale.clone())
+
+    def forward(self, input_tensor: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        spikes, state = self.layer(input_tensor, state)
+        self.neurons.last_state = state
+        values = self.rule.decode_output(spikes, self.neurons)
+        scale = (
+            self.scale if self.scale.dim() == 0 else self.scale.view(-1, *[1] * (values.dim() - 2))
+        )
+        return values * scale, state
+
+
+def _norse_layer(spec: Spec, stage: Any, options: dict[str, Any]) -> EncodingLayer:
+    layer_type = NEURONS.get(type(spec), (EncodingCell, EncodingLayer))[1]
+    v0 = getattr(stage.neurons, "v0", None)
+    if isinstance(v0, Tensor) and v0.dim() == 1:
+        v0 = v0.view(-1, *[1] * (len(stage.shape) - 1))
+    return layer_type(spec, v0=v0, **options)
+
+
+def from_spiking_network(
+    network: SpikingNetwork, *, method: str | None = "super", alpha: float = 100.0
+) -> Any:
+    """Turn a converted :class:`~snn_encodings.SpikingNetwork` into a Norse model.
+
+    The model is a ``norse.torch.SequentialState`` over the whole time window: the encoder,
+    then per layer its weights (copies of the network's synapse modules) and an
+    :class:`EncodingLayer` holding the layer's initial membrane, max-pooling stages, and a
+    readout that decodes the output layer. ``model(x)`` with ``x`` ``(B, *)`` returns
+    ``(outputs (B, K), states)``; the outputs equal ``network(x)``.
+
+    Args:
+        network: from :func:`snn_encodings.convert`.
+        method, alpha: Norse surrogate for the layers (only gradients depend on it).
+    Raises:
+        ConversionError: if the network is not a chain (a layer adds several branches):
+            Norse's ``SequentialState`` runs chains only; use ``network`` itself then.
+    """
+    if not isinstance(network, SpikingNetwork):
+        raise TypeError(
+            f"from_spiking_network: expected a SpikingNetwork, got {type(network).__name__}"
+        )
+    network = copy.deepcopy(network)
+    rule = network.rule
+    scale = cast(Tensor, network.output_scale)
+    stages = cast(list[Any], list(network.stages))
+    options = {"method": method, "alpha": alpha}
+    modules: list[nn.Module] = [_Encode(rule, scale.dtype)]
+    for index, stage in enumerate(stages, start=1):
+        sources = [stage.source] if stage.kind == "pool" else list(stage.synapse.sources)
+        if sources != [index - 1]:
+            raise ConversionError(
+                f"adapters.norse: layer {stage.name!r} takes inputs from nodes {sources}, not "
+                f"only the previous layer; Norse's SequentialState runs chains only, so run "
+                f"the SpikingNetwork itself"
+            )
+        if stage.kind == "pool":
+            modules.append(_MaxPool(stage.pool, rule))
+            continue
+        modules.append(_Synapse(stage.synapse, rule))
+        layer = _norse_layer(network.spec, stage, options)
+        if stage.kind == "output":
+            modules.append(_Readout(layer, stage.neurons, rule, scale))
+        else:
+            modules.append(layer)
+    return SequentialState(*modules).to(scale.device)
+
+
+def convert(
+    ann: nn.Module,
+    spec: Spec,
+    calibration: Iterable[Any],
+    *,
+    method: str | None = "super",
+    alpha: float = 100.0,
+    **options: Any,
+) -> Any:
+    """Convert a trained ANN for ``spec`` into a Norse model.
+
+    Runs :func:`snn_encodings.convert` (all of its ``options``: ``percentile``,
+    ``per_channel``, ``device``), hands the result to :func:`from_spiking_network`, and checks
+    on the first ``CHECK_SAMPLES`` calibration inputs that both give the same outputs.
+
+    Returns:
+        A ``norse.torch.SequentialState``: ``model(x)`` -> ``(outputs (B, K), states)``.
+    Raises:
+        ConversionError: as :func:`snn_encodings.convert` and :func:`from_spiking_network`.
+        TypeError: if ``spec`` is not a neuron spec.
+    """
+    network = snn_encodings.convert(ann, spec, calibration, **options)
+    model = from_spiking_network(network, method=method, alpha=alpha)
+    x = next(iter(iterate_inputs(calibration, "adapters.norse.convert")))[:CHECK_SAMPLES]
+    x = x.to(cast(Tensor, network.output_scale).device)
+    with torch.no_grad():
+        same = torch.equal(model(x)[0], network(x))
+    if not same:
+        raise ConversionError(
+            f"adapters.norse.convert: the Norse model's outputs differ from the core "
+            f"SpikingNetwork's for {type(spec).__name__}; its neuron layers do more than the "
+            f"core step, so use snn_encodings.convert's network instead"
+        )
+    return model
+
+
+NIR_LIMITS: Mapping[str, str] = {
+    "ICRate": (
+        "its neurons reset by subtraction and start from an initial membrane v0, while NIR's "
+        "IF/LIF nodes reset to v_reset and have no initial state, so spike counts would change"
+    ),
+    "Radix": (
+        "its neurons are bit-serial accumulators: they fire on the membrane's least significant "
+        "digit, subtract on a spike and leak by exactly 1/base per step; NIR's neurons are "
+        "continuous-time ODEs (each importer picks dt) that reset to v_reset"
+    ),
+    "Quartz": (
+        "its neurons integrate a persistent ramp over fixed phases and fire at most once per "
+        "window; NIR has no phases, no refractoriness and no fire-once neuron"
+    ),
+}
+"""Spec class name -> why NIR (1.0) cannot express the encoding's neuron faithfully."""
+
+_NIR_GENERIC = "NIR's neuron nodes reset to v_reset and carry no initial state or time counter"
+
+
+def to_nir(module: nn.Module, sample_data: Tensor, **options: Any) -> Any:
+    """Export ``module`` with ``norse.torch.to_nir``, refusing our neurons.
+
+    Norse's exporter silently turns modules it does not know into empty nodes, which would
+    export a network with our neurons as a broken graph; this function raises instead.
+
+    Raises:
+        ExportError: if ``module`` holds an :class:`EncodingCell` or :class:`EncodingLayer`,
+            naming the layer and why NIR cannot express its neuron.
+    """
+    for name, child in module.named_modules():
+        if isinstance(child, (EncodingCell, EncodingLayer)):
+            reason = NIR_LIMITS.get(type(child.spec).__name__, _NIR_GENERIC)
+            raise ExportError(
+                f"to_nir: layer {name or '<root>'!r} ({type(child).__name__}) cannot be "
+                f"exported to NIR: {reason}; export to Loihi with snn_encodings.export.netx "
+                f"instead, or keep the model in Norse"
+            )
+    return _norse_to_nir(module, sample_data, **options)

@@ -1,0 +1,235 @@
+"""Conversion hooks of the Quartz encoding, and its neuron layer module."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from snn_encodings.coding.quartz import decode_quartz, encode_quartz, quantise_quartz
+from snn_encodings.conversion.rules.base import Rule, register_rule
+from snn_encodings.errors import ConversionError
+from snn_encodings.functional.loop import simulate
+from snn_encodings.functional.quartz import QuartzState, quartz_first_spikes
+from snn_encodings.specs.quartz import Quartz
+
+__all__ = ["QuartzLayer", "QuartzRule", "quartz_bias_levels", "quartz_twin_levels"]
+
+
+def quartz_twin_levels(z: Tensor, spec: Quartz) -> Tensor:
+    r"""The integer level :math:`\hat n` a Quartz neuron with pre-activation ``z`` fires at.
+
+    .. math::
+        u = \mathrm{snap}_{2^{-q}}(Kz), \qquad \hat n = q(u)
+
+    with :math:`q(u) = \lfloor u + 1/2\rfloor` (``"round"``) or :math:`\lfloor u\rfloor`
+    (``"floor"``): the neuron's membrane at the readout is :math:`u + 1` and it fires
+    :math:`K - \hat n` steps later. After :meth:`QuartzRule.quantise_synapse` the exact
+    :math:`Kz = \sum_j w_j n_j + K b` is a multiple of :math:`2^{-q}` (``weight_frac_bits``),
+    so snapping the float ``z`` (which carries the rounding error of :math:`x = n/K`) back to
+    that grid recovers it exactly, and a tie :math:`u = m + 1/2` goes the neuron's way.
+    No clipping.
+    """
+    grid = float(2**spec.weight_frac_bits)
+    u = torch.round(z * spec.t_max * grid) / grid
+    return torch.floor(u + 0.5) if spec.rounding == "round" else torch.floor(u)
+
+
+def quartz_bias_levels(bias: Tensor, spec: Quartz) -> Tensor:
+    r"""Bias level :math:`n_b = \mathrm{clip}(\mathrm{round}(Kb), -2K, 2K)` (integer-valued).
+
+    The bias is one spike of weight :math:`\mathrm{sign}(n_b)` at step :math:`2K - |n_b|`
+    (an input of value :math:`|b|` on a weight of :math:`\pm 1`, as in Quartz-on-Loihi's bias
+    relay neurons), so :math:`|b| \le 2` keeps it inside the window.
+    """
+    k = spec.t_max
+    return torch.round(bias * k).clamp(-2 * k, 2 * k)
+
+
+class QuartzLayer(nn.Module):
+    r"""A layer of Quartz neurons over one window: currents ``(T, B, *)`` -> spikes ``(T, B, *)``.
+
+    Runs :func:`~snn_encodings.functional.quartz.quartz_step` through ``simulate`` (or the
+    loop-free :func:`~snn_encodings.functional.quartz.quartz_first_spikes` with
+    ``spec.analytic``; the spikes are equal) and shifts the spikes :math:`K` steps earlier so
+    they sit on the next layer's input times. A spike in the first :math:`K + 1` steps (only
+    possible with inputs above 1) is placed at step 0, the largest value, 2.
+
+    Counters, accumulated over forward calls until :meth:`reset_counters`:
+    ``neurons`` (neurons times samples), ``spikes``, ``early_spikes`` (spikes during the encode
+    phase, before the readout step :math:`2K`: the neuron crossed threshold while inputs were
+    still arriving, Lenz et al. Sec. 6.2; its value then differs from the ANN twin).
+    ``last_early`` is the bool mask ``(B, *)`` of early spikes in the last call.
+
+    Args:
+        spec: encoding parameters.
+        rectify: use the rectifier (hidden layers) or not (the output layer).
+    """
+
+    def __init__(self, spec: Quartz, *, rectify: bool = True) -> None:
+        super().__init__()
+        self.spec = spec
+        self.rectify = rectify
+        self.last_state: QuartzState | None = None
+        self.last_early: Tensor | None = None
+        self.reset_counters()
+
+    def reset_counters(self) -> None:
+        """Zero ``neurons``, ``spikes`` and ``early_spikes``."""
+        self.neurons = 0
+        self.spikes = 0
+        self.early_spikes = 0
+
+    @property
+    def early_fraction(self) -> float:
+        """Fraction of neurons that fired during the encode phase (0 before any call)."""
+        return self.early_spikes / self.neurons if self.neurons else 0.0
+
+    def forward(self, currents: Tensor) -> Tensor:
+        spec = self.spec
+        if currents.shape[0] != spec.steps_per_layer:
+            raise ConversionError(
+                f"QuartzLayer: expected {spec.steps_per_layer} steps (4 * t_max), got "
+                f"{currents.shape[0]}; build the network with the same spec"
+            )
+        if spec.analytic:
+            raw, state = quartz_first_spikes(currents, spec, rectify=self.rectify)
+        else:
+            run = simulate(spec, currents, rectify=self.rectify)
+            raw, state = run.spikes, run.state
+        self.last_state = state
+        self.last_early = raw[: spec.read_step].any(dim=0)
+        self.neurons += raw[0].numel()
+        self.spikes += int(raw.sum().item())
+        self.early_spikes += int(raw[: spec.read_step].sum().item())
+        k = spec.layer_latency
+        out = torch.zeros_like(raw)
+        out[: raw.shape[0] - k] = raw[k:]
+        out[0] = raw[: k + 1].sum(dim=0)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"t_max={self.spec.t_max}, rectify={self.rectify}, analytic={self.spec.analytic}"
+
+
+class QuartzRule(Rule):
+    r"""Conversion hooks of Quartz (Lenz et al. 2023), exact against its ANN twin.
+
+    **Exactness.** The network runs in float64; :meth:`quantise_synapse` rounds weights to
+    multiples of :math:`2^{-q}` and biases to the grid :math:`1/K`. Every current and membrane
+    is then a sum of multiples of :math:`2^{-q}` far below :math:`2^{53 - q}`, exact in any
+    summation order, and the twin recovers the exact :math:`Kz` by snapping (see
+    :func:`quartz_twin_levels`). The decoded output equals :meth:`twin` / :meth:`twin_output`
+    bit for bit unless a neuron fires early (``QuartzLayer.early_spikes``); average pooling
+    stays exact for power-of-two window sizes.
+    """
+
+    dtype = torch.float64
+    supports_max_pool = True
+
+    def __init__(self, spec: Quartz) -> None:
+        if not isinstance(spec, Quartz):
+            raise TypeError(f"QuartzRule needs a Quartz spec, got {type(spec).__name__}")
+        if spec.float_first_layer:
+            raise ConversionError(
+                "convert: Quartz(float_first_layer=True) is not supported by the conversion "
+                "pipeline yet; convert with float_first_layer=False (inputs in [0, 1])"
+            )
+        super().__init__(spec)
+        self.spec: Quartz = spec
+
+    def twin(self, z: Tensor) -> Tensor:
+        r"""Hidden activation: :math:`\mathrm{clip}(\hat n, 0, K)/K` (ReLU on the grid)."""
+        k = self.spec.t_max
+        return quartz_twin_levels(z, self.spec).clamp(0, k) / k
+
+    def twin_output(self, z: Tensor) -> Tensor:
+        r"""Output value: :math:`\mathrm{clip}(\hat n, -K, K)/K`; :math:`-1` means silent."""
+        k = self.spec.t_max
+        return quartz_twin_levels(z, self.spec).clamp(-k, k) / k
+
+    def calibration_percentile(self) -> float | None:
+        return self.spec.percentile
+
+    def twin_parameters(self) -> tuple[int | None, float, float]:
+        """``(K, 1/2 or 0, 1)``: the twin as a ``clip_quant`` (for fine-tuning)."""
+        return self.spec.t_max, 0.5 if self.spec.rounding == "round" else 0.0, 1.0
+
+    def quantise_values(self, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Weights to multiples of :math:`2^{-q}`; biases to :math:`1/K`, clipped to :math:`[-2, 2]`.
+
+        The authors round biases to :math:`1/T_{max}` too (``quantize_parameters``), so the
+        bias spike lands on a step; their weights stay float (Loihi: 8 bits).
+        """
+        grid = float(2**self.spec.weight_frac_bits)
+        weight = torch.round(weight * grid) / grid
+        return weight, quartz_bias_levels(bias, self.spec) / self.spec.t_max
+
+    def quantise_synapse(self, synapse: nn.Module) -> None:
+        """Move ``synapse`` to float64 and put its weights, gains and bias on the grids.
+
+        Weights of every Conv/Linear op and the branch gains go to multiples of
+        :math:`2^{-q}`, the bias to :math:`1/K` (:meth:`quantise_values`), so that currents
+        are exact sums (see the class docstring).
+        """
+        synapse.to(torch.float64)
+        grid = float(2**self.spec.weight_frac_bits)
+        with torch.no_grad():
+            for module in synapse.modules():
+                if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                    module.weight.copy_(torch.round(module.weight * grid) / grid)
+                    if module.bias is not None:
+                        raise ConversionError(
+                            "QuartzRule.quantise_synapse: branch ops must be bias-free; the "
+                            "bias belongs to the synapse"
+                        )
+            for name, buffer in synapse.named_buffers():
+                if name.startswith(("in_gain_", "out_gain_")):
+                    buffer.copy_(torch.round(buffer * grid) / grid)
+            bias = getattr(synapse, "bias", None)
+            if isinstance(bias, Tensor):
+                bias.copy_(quartz_bias_levels(bias, self.spec) / self.spec.t_max)
+
+    def encode_input(self, x: Tensor) -> Tensor:
+        return encode_quartz(x, self.spec)
+
+    def decode_input(self, x: Tensor) -> Tensor:
+        return quantise_quartz(x, self.spec)
+
+    def bias_currents(self, bias: Tensor, steps: int) -> Tensor:
+        r"""One spike of weight :math:`\mathrm{sign}(n_b)` at step :math:`2K - |n_b|`, ``(T, *)``.
+
+        It adds :math:`n_b` to the membrane at the readout (the readout cancels its weight).
+        """
+        spec = self.spec
+        if steps != spec.steps_per_layer:
+            raise ConversionError(
+                f"QuartzRule.bias_currents: the window has {spec.steps_per_layer} steps, got {steps}"
+            )
+        levels = quartz_bias_levels(bias, spec)
+        times = (2 * spec.t_max - levels.abs()).to(torch.int64)
+        currents = torch.zeros((steps, *bias.shape), dtype=bias.dtype, device=bias.device)
+        currents.scatter_(0, times.unsqueeze(0), torch.sign(levels).unsqueeze(0))
+        return currents
+
+    def neuron_layer(self, output: bool) -> nn.Module:
+        """Hidden layers rectify (they replace ReLUs); the output layer does not."""
+        return QuartzLayer(self.spec, rectify=not output)
+
+    def decode_output(self, spikes: Tensor, layer: nn.Module) -> Tensor:
+        return decode_quartz(spikes, self.spec)
+
+    def max_pool(self, spikes: Tensor, pool: nn.Module) -> Tensor:
+        r"""Earliest spike wins: pool the has-fired trains, then keep each window's first step.
+
+        With one spike per neuron, :math:`F_t = \sum_{s \le t} s_s \in \{0, 1\}`; max-pooling
+        :math:`F` and differencing in time gives one spike at the earliest input spike, whose
+        value is the maximum (values decrease with time).
+        """
+        fired = torch.cumsum(spikes, dim=0).clamp(max=1)
+        steps, batch = spikes.shape[:2]
+        pooled = pool(fired.flatten(0, 1))
+        pooled = pooled.unflatten(0, (steps, batch))
+        return torch.diff(pooled, dim=0, prepend=torch.zeros_like(pooled[:1]))
+
+
+register_rule(Quartz, QuartzRule)

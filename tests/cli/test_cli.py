@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from snn_encodings.cli import load_model, main, parse_spec
+from snn_encodings.errors import SnnEncodingsError, SpecError
+from snn_encodings.models import build
+from snn_encodings.specs import ICRate
+
+
+def test_parse_spec_reads_typed_fields() -> None:
+    assert parse_spec("icrate:steps=16,init=data,compensate=false") == ICRate(steps=16, init="data", compensate=False)
+    assert parse_spec("ICRate") == ICRate()
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "fragment"),
+    [
+        ("nope:steps=3", SnnEncodingsError, "unknown encoding"),
+        ("icrate:foo=3", SnnEncodingsError, "no field 'foo'"),
+        ("icrate:steps=x", SnnEncodingsError, "must be an integer"),
+        ("icrate:steps=0", SpecError, "ICRate.steps"),
+    ],
+)
+def test_parse_spec_rejects_bad_text(text: str, error: type[Exception], fragment: str) -> None:
+    with pytest.raises(error, match=fragment):
+        parse_spec(text)
+
+
+def test_load_model_reads_state_dict_and_refuses_pickles(tmp_path: Path) -> None:
+    model = build("mlp")
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    loaded = load_model(str(tmp_path / "w.pt"), "mlp", trust_file=False)
+    assert torch.equal(loaded[1].weight, model[1].weight)
+    with pytest.raises(SnnEncodingsError, match="--architecture"):
+        load_model(str(tmp_path / "w.pt"), None, trust_file=False)
+    with pytest.raises(SnnEncodingsError, match="does not match"):
+        load_model(str(tmp_path / "w.pt"), "lenet", trust_file=False)
+    torch.save(model, tmp_path / "m.pt")
+    with pytest.raises(SnnEncodingsError, match="--trust-file"):
+        load_model(str(tmp_path / "m.pt"), None, trust_file=False)
+    assert isinstance(load_model(str(tmp_path / "m.pt"), None, trust_file=True), torch.nn.Module)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SnnEncodingsError, match="cannot load"):
+        load_model(str(tmp_path / "bad.pt"), "mlp", trust_file=False)
+
+
+def test_demo_prints_a_row_per_variant(capsys: pytest.CaptureFixture[str], mnist_cache: str) -> None:
+    code = main(["demo", "--architecture", "mlp", "--epochs", "1", "--steps", "4", "--encodings", "icrate", "--eval-limit", "100", "--calibration-limit", "200", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "ANN (mlp)" in out and out.count("icrate init=") == 6
+
+
+def test_evaluate_command_reports_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(["evaluate", str(tmp_path / "missing.pt"), "--spec", "icrate"])
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
