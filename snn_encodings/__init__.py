@@ -15,7 +15,7 @@ from snn_encodings.conversion import (
     evaluate,
     finetune,
 )
-from snn_encodings.specs import ALL_SPECS, ICRate, Quartz, Spec
+from snn_encodings.specs import ALL_SPECS, ICRate, Quartz, Radix, Spec
 
 __all__ = [
     "ALL_SPECS",
@@ -23,6 +23,7 @@ __all__ = [
     "Evaluation",
     "ICRate",
     "Quartz",
+    "Radix",
     "Spec",
     "SpikingNetwork",
     "convert",
