@@ -112,17 +112,25 @@ def convert_and_count(quick: bool, t_max: int) -> dict[str, object]:
     ops = quartz_operations(snn.synaptic_events_per_sample, neurons, spec)
     twin = snn_encodings.evaluate(network, evaluation, twin=True, progress=False)
     original = snn_encodings.evaluate(ann, evaluation, progress=False)
-    outputs, references = [], []
+    outputs, references, early_images = [], [], []
     with torch.no_grad():
         for x, _ in evaluation:
             outputs.append(network(x))
             references.append(network.twin(x))
+            # last_early: which neurons of each layer fired during the encode phase in that call
+            masks = [layer.last_early.flatten(1).any(1) for layer in layers]
+            early_images.append(torch.stack(masks).any(0))
     out, reference = torch.cat(outputs), torch.cat(references)
-    identical = int((out == reference).all(1).sum())
+    same = (out == reference).all(1)
+    clean = ~torch.cat(early_images)
+    identical, clean_identical = int(same.sum()), int((same & clean).sum())
     samples = len(evaluation.dataset)
     print(f"Quartz(t_max={t_max}) on {samples} MNIST evaluation images:")
     print(f"  ANN {original.accuracy:.4f}, ANN twin {twin.accuracy:.4f}, SNN {snn.accuracy:.4f}")
-    print(f"  SNN outputs == twin outputs on {identical}/{samples} images")
+    print(
+        f"  SNN outputs == twin outputs on {identical}/{samples} images; on the "
+        f"{int(clean.sum())} images without an early spike: {clean_identical}"
+    )
     print(f"  early spikes: {100 * early:.3f}% of neurons")
     print(
         f"  per image: {snn.spikes_per_sample:.0f} spikes, sigma = {ops.synops:.0f} synaptic ops, "
@@ -135,6 +143,8 @@ def convert_and_count(quick: bool, t_max: int) -> dict[str, object]:
         "snn_accuracy": snn.accuracy,
         "early_fraction": early,
         "identical": identical,
+        "clean": int(clean.sum()),
+        "clean_identical": clean_identical,
         "samples": samples,
         "ops": ops,
         "outputs": out,

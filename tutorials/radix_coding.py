@@ -212,7 +212,9 @@ def plot(timing: dict[str, torch.Tensor], steps: int, path: Path) -> None:
     fired = torch.nonzero(timing["spikes"]).flatten()
     output.vlines(fired, 0.6, 1.4, color="C3", linewidth=2)
     for w, value in enumerate(timing["decoded"]):
-        output.text((w + 1) * window + 0.1 * window, 1.5, f"= {float(value):g}", fontsize=8)
+        digits = bits(timing["spikes"][(w + 1) * window : (w + 2) * window])
+        label = f"'{digits}' = {float(value):g} = floor_T(clip(z))"
+        output.text((w + 1) * window + 0.1 * window, 1.5, label, fontsize=8)
     output.set_yticks([1], ["output"])
     output.set_ylim(0.4, 2.0)
     output.set_xlabel("time step")

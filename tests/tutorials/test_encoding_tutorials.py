@@ -78,3 +78,4 @@ def test_quartz_tutorial_reports_early_spikes_and_operations(
     assert 0.0 <= mnist["early_fraction"] < 0.5
     assert mnist["snn_accuracy"] > 0.5
     assert 0 < mnist["identical"] <= mnist["samples"]
+    assert mnist["clean_identical"] == mnist["clean"] > 0  # exact wherever nothing fired early
