@@ -38,6 +38,7 @@ from snn_encodings.specs import ICRate, Quartz, Spec
 
 __all__ = [
     "NEURONS",
+    "NOT_RATE_TRAINABLE",
     "EncodingNeuron",
     "ICRateNeuron",
     "QuartzNeuron",
@@ -77,7 +78,10 @@ class EncodingNeuron(snntorch.Leaky):
       silently restarts from zero instead).
     - **Gradients.** ``spike_grad`` (default ``snntorch.surrogate.atan()``) is passed to the core
       step as ``surrogate=``: the spikes stay exact (:math:`H(v - \theta)`, with :math:`\ge`),
-      the surrogate provides the gradient. ``surrogate_disable=True`` gives no spike gradient.
+      the surrogate provides the gradient (a NaN its derivative gives far from threshold, as
+      ``snntorch.surrogate.sigmoid`` does in float32, counts as 0, its limit).
+      ``surrogate_disable=True`` gives no spike gradient. Encodings listed in
+      :data:`NOT_RATE_TRAINABLE` need a loss on what their spikes encode, not on spike counts.
       ``learn_threshold=True`` makes ``threshold`` an ``nn.Parameter`` passed to the step as
       ``threshold=`` (only for encodings whose step accepts that override).
     - **Fixed.** The neuron does not leak (no ``beta``), and ``reset_mechanism``,
@@ -280,6 +284,22 @@ class ICRateNeuron(EncodingNeuron, spec=ICRate):
 
 class QuartzNeuron(EncodingNeuron, spec=Quartz):
     """snnTorch neuron of the Quartz encoding; runs :func:`~snn_encodings.functional.quartz_step`."""
+
+
+NOT_RATE_TRAINABLE: Mapping[type[Spec], str] = MappingProxyType(
+    {
+        Quartz: (
+            "a Quartz neuron fires exactly once per window (the rectifier fires every neuron "
+            "still silent at step 3K), so its spike count is constant and a loss on spike "
+            "counts or rates has no gradient; put the loss on the value its spike time encodes "
+            "(a spike at step t of the window reads (3K - t)/K), or fine-tune the ANN twin "
+            "with snn_encodings.finetune"
+        ),
+    }
+)
+"""Spec class -> why snnTorch's usual spike-count (rate) losses cannot train its neuron, and
+what to train on instead. The surrogate gradients of these neurons are still defined and
+finite; only the rate readout is constant."""
 
 
 def neuron_for(spec: Spec, **options: Any) -> EncodingNeuron:
