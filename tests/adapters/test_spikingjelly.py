@@ -46,6 +46,12 @@ def test_spikingjelly_neurons_cover_all_specs() -> None:
     assert not missing, f"add SpikingJelly nodes for {missing}"
 
 
+def test_spikingjelly_exports_every_node() -> None:
+    adapter = _adapter()
+    for cls in adapter.NEURONS.values():
+        assert cls.__name__ in adapter.__all__ and getattr(adapter, cls.__name__) is cls
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_spikingjelly_single_step_matches_core(spec, shape, dtype, make_currents) -> None:
