@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from snn_encodings.conversion.twin import clip_quant
 from snn_encodings.errors import ConversionError
 from snn_encodings.functional.loop import simulate
+from snn_encodings.functional.surrogate import Surrogate
 from snn_encodings.specs.base import Spec
 
 __all__ = ["NeuronLayer", "Rule", "register_rule", "rule_for"]
@@ -44,6 +45,8 @@ class NeuronLayer(nn.Module):
     Attributes:
         spec: the encoding's spec.
         output: whether this is the output layer.
+        surrogate: gradient stand-in handed to the steps of :meth:`run` (``None``: no spike
+            gradient), e.g. to train the converted network; spikes stay exact.
         last_state: the encoding's state after the last call (``None`` before).
     """
 
@@ -51,6 +54,7 @@ class NeuronLayer(nn.Module):
         super().__init__()
         self.spec = spec
         self.output = output
+        self.surrogate: Surrogate | None = None
         self.last_state: Any = None
 
     @property
@@ -74,7 +78,11 @@ class NeuronLayer(nn.Module):
     def run(self, currents: Tensor) -> tuple[Tensor, Any]:
         """The step loop: ``(spikes, final_state)`` of ``simulate`` over ``currents``."""
         out = simulate(
-            self.step_spec, currents, v0=self.initial_v(currents[0]), **self.step_options
+            self.step_spec,
+            currents,
+            v0=self.initial_v(currents[0]),
+            surrogate=self.surrogate,
+            **self.step_options,
         )
         return out.spikes, out.state
 

@@ -104,7 +104,9 @@ class QuartzLayer(NeuronLayer):
         return currents
 
     def run(self, currents: Tensor) -> tuple[Tensor, Any]:
-        if self.spec.analytic:
+        """``quartz_first_spikes`` with ``spec.analytic`` (no gradient path, so only without
+        a ``surrogate``), else the step loop."""
+        if self.spec.analytic and self.surrogate is None:
             return quartz_first_spikes(currents, self.spec, rectify=self.rectify)
         return super().run(currents)
 
