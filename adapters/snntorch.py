@@ -34,7 +34,7 @@ from snn_encodings.conversion import convert as core_convert
 from snn_encodings.conversion.convert import DEFAULT
 from snn_encodings.errors import ExportError, SpecError
 from snn_encodings.functional import neuron_functions, simulate
-from snn_encodings.specs import ICRate, Quartz, Spec
+from snn_encodings.specs import ICRate, Quartz, Radix, Spec
 
 __all__ = [
     "NEURONS",
@@ -42,6 +42,7 @@ __all__ = [
     "EncodingNeuron",
     "ICRateNeuron",
     "QuartzNeuron",
+    "RadixNeuron",
     "SnnTorchNetwork",
     "convert",
     "encode",
@@ -140,7 +141,7 @@ class EncodingNeuron(snntorch.Leaky):
             )
         super().__init__(
             beta=1.0,
-            threshold=float(getattr(spec, "threshold", 1.0)),
+            threshold=float(getattr(spec, "threshold", None) or 1.0),
             spike_grad=spike_grad,
             surrogate_disable=surrogate_disable,
             init_hidden=init_hidden,
@@ -280,6 +281,10 @@ class ICRateNeuron(EncodingNeuron, spec=ICRate):
         >>> neuron.reset_mem().tolist()                      # back to v0, not 0
         [0.5]
     """
+
+
+class RadixNeuron(EncodingNeuron, spec=Radix):
+    """snnTorch neuron of the radix encoding; runs :func:`~snn_encodings.functional.radix_step`."""
 
 
 class QuartzNeuron(EncodingNeuron, spec=Quartz):

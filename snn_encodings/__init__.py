@@ -1,7 +1,8 @@
 """snn-encodings: radix, TTFS-Quartz and init-compensated rate spike encodings.
 
 Public API: the neuron specs (``ICRate``, ...), :func:`convert`, :func:`evaluate`,
-:func:`finetune` and :func:`reset`. Framework adapters live in ``snn_encodings.adapters``.
+:func:`finetune`, and the ``export`` subpackage (netx, NIR; imported on first use). Framework
+adapters live in ``snn_encodings.adapters``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from snn_encodings.conversion import (
     evaluate,
     finetune,
 )
-from snn_encodings.specs import ALL_SPECS, ICRate, Quartz, Spec
+from snn_encodings.specs import ALL_SPECS, ICRate, Quartz, Radix, Spec
 
 __all__ = [
     "ALL_SPECS",
@@ -22,6 +23,7 @@ __all__ = [
     "Evaluation",
     "ICRate",
     "Quartz",
+    "Radix",
     "Spec",
     "SpikingNetwork",
     "convert",
@@ -29,3 +31,11 @@ __all__ = [
     "finetune",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    if name == "export":
+        import importlib
+
+        return importlib.import_module("snn_encodings.export")
+    raise AttributeError(f"module 'snn_encodings' has no attribute {name!r}")

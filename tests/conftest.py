@@ -9,11 +9,13 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from snn_encodings.specs import ALL_SPECS, ICRate, Quartz, Spec
+from snn_encodings.specs import ALL_SPECS, ICRate, Quartz, Radix, Spec
 
 SPEC_EXAMPLES: tuple[Spec, ...] = (
     ICRate(steps=8, init="ann"),
     ICRate(steps=6, init="zero", compensate=False),
+    Radix(steps=4),
+    Radix(steps=3, base=3, mode="paper"),
     Quartz(t_max=4),
     Quartz(t_max=3, rounding="floor", analytic=True),
 )

@@ -19,12 +19,12 @@ from torch import Tensor, nn
 
 from snn_encodings.errors import SpecError
 from snn_encodings.functional import neuron_functions, simulate
-from snn_encodings.specs import ICRate, Quartz
+from snn_encodings.specs import ICRate, Quartz, Radix
 from snn_encodings.specs.base import Spec
 
 from . import kernels
 
-__all__ = ["NEURONS", "EncodingNode", "ICRateNode", "QuartzNode"]
+__all__ = ["NEURONS", "EncodingNode", "ICRateNode", "QuartzNode", "RadixNode"]
 
 Backend = Literal["torch", "cupy"]
 StepMode = Literal["s", "m"]
@@ -208,6 +208,12 @@ class ICRateNode(EncodingNode):
     spec_type = ICRate
 
 
+class RadixNode(EncodingNode):
+    """Radix node (core ``radix_step``)."""
+
+    spec_type = Radix
+
+
 class QuartzNode(EncodingNode):
     """Quartz time-to-first-spike node (core ``quartz_step``); ``backend='cupy'`` runs the
     forward-only ``quartz.cu`` kernel (inference)."""
@@ -216,6 +222,6 @@ class QuartzNode(EncodingNode):
 
 
 NEURONS: Mapping[type[Spec], type[EncodingNode]] = {
-    cls.spec_type: cls for cls in (ICRateNode, QuartzNode) if cls.spec_type is not None
+    cls.spec_type: cls for cls in (ICRateNode, RadixNode, QuartzNode) if cls.spec_type is not None
 }
 """Spec class -> its SpikingJelly node class."""

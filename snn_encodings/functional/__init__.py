@@ -10,13 +10,15 @@ from snn_encodings.functional.quartz import (
     quartz_initial_state,
     quartz_step,
 )
+from snn_encodings.functional.radix import RadixState, radix_initial_state, radix_step, radix_twin
 from snn_encodings.functional.registry import NeuronFunctions, neuron_functions, register_neuron
-from snn_encodings.specs import ICRate, Quartz
+from snn_encodings.specs import ICRate, Quartz, Radix
 
 __all__ = [
     "ICRateState",
     "NeuronFunctions",
     "QuartzState",
+    "RadixState",
     "Simulation",
     "icrate_initial_state",
     "icrate_step",
@@ -24,9 +26,13 @@ __all__ = [
     "quartz_first_spikes",
     "quartz_initial_state",
     "quartz_step",
+    "radix_initial_state",
+    "radix_step",
+    "radix_twin",
     "register_neuron",
     "simulate",
 ]
 
 register_neuron(ICRate, icrate_initial_state, icrate_step)
+register_neuron(Radix, radix_initial_state, radix_step)
 register_neuron(Quartz, quartz_initial_state, quartz_step)

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from snn_encodings.coding.radix import (
+    decode_radix,
+    encode_radix,
+    quantise_radix,
+    radix_expansion,
+    steps_for_precision,
+)
+from snn_encodings.errors import SpecError
+from snn_encodings.functional.radix import radix_twin
+from snn_encodings.specs import Radix
+
+_SPECS = st.builds(
+    Radix,
+    steps=st.integers(1, 8),
+    base=st.sampled_from([2, 3, 4]),
+    mode=st.sampled_from(["exact", "paper"]),
+)
+
+
+def _string(spikes: torch.Tensor) -> str:
+    return "".join(str(int(s)) for s in spikes.flatten())
+
+
+def test_radix_encoder_binary_setting_gives_seed_example() -> None:
+    # Section IV-B: 0.78125 at leak 1/2, normalised threshold 1/2 is '11001000', error 0
+    x = torch.tensor([0.78125], dtype=torch.float64)
+    exact = Radix(steps=8, leak=0.5, threshold=0.5)
+    assert _string(encode_radix(x, exact)) == "11001000"
+    paper = Radix(steps=8, mode="paper")
+    assert _string(encode_radix(x, paper).flip(0)) == "11001000"  # LSB first in time
+    assert decode_radix(encode_radix(x, paper), paper).item() == 0.78125
+    assert _string(radix_expansion(x, steps=8, leak=0.5, threshold=0.5)) == "11001000"
+
+
+def test_radix_expansion_other_setting_underestimates() -> None:
+    spec = Radix(steps=4, leak=0.3, threshold=0.6)
+    x = torch.tensor([0.78125], dtype=torch.float64)
+    spikes = encode_radix(x, spec)
+    assert _string(spikes) == "1100"
+    assert decode_radix(spikes, spec).item() < 0.78125
+
+
+def test_radix_expansion_at_leak_one_is_rate_coding() -> None:
+    x = torch.tensor([0.375, 0.9], dtype=torch.float64)
+    spikes = radix_expansion(x, steps=10, leak=1.0, threshold=0.125)
+    assert spikes.sum(0).tolist() == [3.0, 7.0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(spec=_SPECS, seed=st.integers(0, 2**16))
+def test_radix_round_trip_is_exact_on_the_grid(spec: Radix, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, spec.levels, (3, 5), generator=generator)
+    values = codes.to(torch.float64) / spec.levels
+    spikes = encode_radix(values, spec)
+    assert spikes.shape == (spec.steps_per_layer, 3, 5)
+    assert set(spikes.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(decode_radix(spikes, spec), values)
+    assert torch.equal(quantise_radix(values, spec), codes)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    spec=_SPECS,
+    values=st.lists(st.floats(0, 1, exclude_max=True, allow_nan=False), min_size=1, max_size=8),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_radix_encode_floors_to_the_grid(
+    spec: Radix, values: list[float], dtype: torch.dtype
+) -> None:
+    x = torch.tensor(values, dtype=dtype)
+    decoded = decode_radix(encode_radix(x, spec), spec)
+    assert torch.all(decoded <= x)
+    assert torch.all(x.to(torch.float64) - decoded.to(torch.float64) < spec.resolution + 1e-6)
+    assert torch.equal(decode_radix(encode_radix(decoded, spec), spec), decoded)
+    assert torch.equal(decoded, radix_twin(x, spec)) or spec.base == 3 or dtype == torch.float32
+
+
+def test_radix_encoder_saturates_or_raises_at_one() -> None:
+    spec = Radix(steps=3)
+    x = torch.tensor([1.0, 7.0])
+    assert decode_radix(encode_radix(x, spec), spec).tolist() == [0.875, 0.875]
+    with pytest.raises(SpecError, match="must be < 1"):
+        encode_radix(x, spec, overflow="raise")
+    with pytest.raises(SpecError, match="overflow must be"):
+        encode_radix(x, spec, overflow="wrap")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("x", "fragment"),
+    [
+        (torch.tensor([0.5, math.nan]), "NaN"),
+        (torch.tensor([0.5, -0.1]), "must be >= 0"),
+        (torch.tensor([1, 0]), "floating-point"),
+    ],
+)
+def test_radix_encoder_rejects_bad_values(x, fragment) -> None:
+    with pytest.raises(SpecError, match=fragment):
+        encode_radix(x, Radix(steps=3))
+
+
+def test_radix_encoder_rejects_too_few_steps_for_precision() -> None:
+    with pytest.raises(SpecError, match="use steps >= 7"):
+        encode_radix(torch.tensor([0.5]), Radix(steps=4), precision=0.01)
+    assert encode_radix(torch.tensor([0.5]), Radix(steps=7), precision=0.01).shape == (7, 1)
+    assert steps_for_precision(2**-16) == 16
+
+
+def test_radix_decoder_rejects_wrong_window() -> None:
+    with pytest.raises(SpecError, match="expected 6 time steps"):
+        decode_radix(torch.zeros(3, 2), Radix(steps=3, base=3))
+
+
+def test_radix_base_three_sends_digits_as_spike_counts() -> None:
+    spec = Radix(steps=2, base=3)
+    spikes = encode_radix(torch.tensor([7 / 9], dtype=torch.float64), spec)  # digits 2, 1
+    assert spikes.flatten().tolist() == [1.0, 1.0, 1.0, 0.0]
