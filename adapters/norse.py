@@ -41,7 +41,7 @@ from snn_encodings.conversion.synapse import Synapse
 from snn_encodings.errors import ConversionError, ExportError, SpecError
 from snn_encodings.functional import neuron_functions
 from snn_encodings.functional.surrogate import Surrogate
-from snn_encodings.specs import ICRate, Quartz, Spec
+from snn_encodings.specs import ICRate, Quartz, Radix, Spec
 
 try:
     from norse.torch import SequentialState
@@ -63,6 +63,8 @@ __all__ = [
     "ICRateLayer",
     "QuartzCell",
     "QuartzLayer",
+    "RadixCell",
+    "RadixLayer",
     "convert",
     "from_spiking_network",
     "to_nir",
@@ -395,9 +397,28 @@ class QuartzLayer(EncodingLayer):
     spec_type = Quartz
 
 
+class RadixCell(EncodingCell):
+    """Radix neurons, one step: :func:`snn_encodings.functional.radix_step` (``spec.mode``
+    selects the exact or the paper neuron; the state's counter ``k`` places the step in the
+    digit schedule)."""
+
+    spec_type = Radix
+
+
+class RadixLayer(EncodingLayer):
+    """Radix neurons over time: :func:`snn_encodings.functional.radix_step` looped.
+
+    The raw step loop; a converted network's layer also pads, slices and saturates its window
+    (:func:`from_spiking_network` applies the core layer's hooks).
+    """
+
+    spec_type = Radix
+
+
 NEURONS: Mapping[type[Spec], tuple[type[EncodingCell], type[EncodingLayer]]] = {
     ICRate: (ICRateCell, ICRateLayer),
     Quartz: (QuartzCell, QuartzLayer),
+    Radix: (RadixCell, RadixLayer),
 }
 """Spec class -> (cell class, layer class)."""
 

@@ -144,7 +144,11 @@ def test_norse_surrogate_keeps_spikes_exact(adapter, spec, method, make_currents
     assert torch.equal(spikes.detach(), run_core(spec, currents.detach()).spikes)
     if method in ("super", "triangle"):
         spikes.sum().backward()
-        assert currents.grad is not None and currents.grad.abs().sum() > 0
+        assert currents.grad is not None and torch.isfinite(currents.grad).all()
+        # the triangle's support is |x| < 1/alpha: a neuron whose drive stays outside it (e.g.
+        # the paper radix neuron, whose drive is often an integer) rightly gets no gradient
+        if method == "super":
+            assert currents.grad.abs().sum() > 0
 
 
 def test_norse_icrate_training_step_reduces_loss(adapter):

@@ -385,3 +385,11 @@ def test_spikingjelly_icrate_recipe_agrees_with_core_converter_on_mnist() -> Non
         ann_prediction = ann(x).argmax(1)
     assert (ours == core).float().mean() >= 0.95
     assert (ours == ann_prediction).float().mean() >= 0.95
+
+
+def test_spikingjelly_cupy_backend_names_the_encodings_with_kernels() -> None:
+    adapter = _adapter()
+    from snn_encodings.specs import Radix
+
+    with pytest.raises(ValueError, match=r"no kernel for Radix \(kernels: ICRate, Quartz\)"):
+        adapter.RadixNode(Radix(steps=4), backend="cupy")
