@@ -73,7 +73,8 @@ class EncodingNeuron(snntorch.Leaky):
       ``snntorch.utils.reset(net)`` and :func:`reset` restore the initial membrane (e.g. IC-rate's
       :math:`v_0`, not zero) and every other state field. Passing or assigning an all-zero or
       empty ``mem`` likewise means "start fresh"; passing back the ``mem`` the neuron returned
-      continues the run; any other tensor replaces the membrane and keeps the other fields.
+      (or a view of it, e.g. ``mem.detach()``) continues the run; any other tensor replaces the
+      membrane and keeps the other fields.
     - **Shapes.** After a reset the next input may have any shape. A different shape in the
       middle of a run raises :class:`~snn_encodings.errors.SpecError` (``snntorch.Leaky``
       silently restarts from zero instead).
@@ -201,11 +202,21 @@ class EncodingNeuron(snntorch.Leaky):
         state = self._state
         if state is not None and value is state.v:
             return
-        if state is not None and value.shape == state.v.shape and torch.equal(value, state.v):
+        if (
+            state is not None
+            and value.shape == state.v.shape
+            and value.numel() > 0
+            and value.data_ptr() == state.v.data_ptr()
+        ):
+            # the returned membrane seen through a view, e.g. ``mem.detach()``: continue
             self._state = state._replace(v=value)
         elif value.numel() == 0 or not bool(value.any()):
+            # a new all-zero tensor (snnTorch's reset_hidden assigns zeros_like(mem)): start
+            # fresh, even when the current membrane happens to be zero
             self._state = None if value.numel() == 0 else self._initial_state(value.detach())
             self._fresh = True
+        elif state is not None and value.shape == state.v.shape and torch.equal(value, state.v):
+            self._state = state._replace(v=value)
         else:
             if state is None or state.v.shape != value.shape:
                 state = self._initial_state(value.detach())
@@ -299,6 +310,14 @@ NOT_RATE_TRAINABLE: Mapping[type[Spec], str] = MappingProxyType(
             "counts or rates has no gradient; put the loss on the value its spike time encodes "
             "(a spike at step t of the window reads (3K - t)/K), or fine-tune the ANN twin "
             "with snn_encodings.finetune"
+        ),
+        Radix: (
+            "radix neurons emit the base-r digits of their value, so the spike count is a digit "
+            "sum, not monotonic in the value, and the exact neuron emits a window's value in the "
+            "next window (pipelined), so a rate loss over one window has no gradient (exact "
+            "mode) or one that does not follow the value (paper mode); put the loss on the "
+            "value the digits encode (coding.decode_radix), or fine-tune the ANN twin with "
+            "snn_encodings.finetune"
         ),
     }
 )

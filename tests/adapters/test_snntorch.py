@@ -258,13 +258,25 @@ def test_snntorch_surrogate_gradient_trains(snt, spec) -> None:
     assert min(losses[-5:]) < 0.7 * losses[0]
 
 
-def test_snntorch_not_rate_trainable_specs_get_no_rate_gradient(snt, spec) -> None:
+def test_snntorch_quartz_and_exact_radix_get_no_rate_gradient(snt, spec) -> None:
     import snntorch.surrogate
 
-    if type(spec) not in snt.NOT_RATE_TRAINABLE:
-        pytest.skip("trains on spike rates")
+    if type(spec) not in snt.NOT_RATE_TRAINABLE or getattr(spec, "mode", "exact") != "exact":
+        pytest.skip("a rate loss has a gradient here")
     losses, _ = _train(snt, spec, spike_grad=snntorch.surrogate.fast_sigmoid(slope=5))
     assert losses[-1] == losses[0]
+
+
+def test_snntorch_detached_membrane_continues_and_new_zeros_restart(snt) -> None:
+    from snn_encodings.specs import Quartz
+
+    neuron = snt.QuartzNeuron(Quartz(t_max=2))
+    spk, mem = neuron(torch.full((3,), 5.0))
+    assert spk.tolist() == [1.0] * 3 and mem.tolist() == [0.0] * 3
+    _, mem = neuron(torch.zeros(3), mem.detach())
+    assert neuron.state.t.tolist() == [2] * 3 and neuron.state.fired.all()
+    neuron(torch.zeros(3), torch.zeros(3))
+    assert neuron.state.t.tolist() == [1] * 3 and not neuron.state.fired.any()
 
 
 def test_snntorch_quartz_trains_on_first_spike_values(snt, spec) -> None:
