@@ -136,6 +136,10 @@ def _snn_row(method: str, variant: str, network: se.SpikingNetwork, evaluation: 
         omega = quartz_operations(result.synaptic_events_per_sample, neurons, network.spec).total
     first = _icrate_first_correct(network, evaluation) if type(network.spec).__name__ == "ICRate" else None
     agreement = _twin_agreement(network, evaluation) if method in ("radix", "quartz") else None
+    if method == "quartz":
+        layers = [stage.neurons for stage in network.stages if hasattr(stage.neurons, "early_spikes")]
+        early = sum(layer.early_spikes for layer in layers) / max(sum(layer.neurons for layer in layers), 1)
+        variant = f"{variant}, early spikes {100 * early:.2f}%"
     return Row(method, variant, result.steps, result.latency, result.accuracy, agreement, result.spikes_per_sample, result.synaptic_events_per_sample, omega, first, seconds, seconds / (ann_seconds * steps_for_ratio))
 
 
@@ -168,16 +172,25 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(_snn_row("icrate", variant, network, evaluation, ann_seconds, t))
                 print(rows[-1], file=sys.stderr)
     if "Quartz" in SPEC_CLASSES:
+        quartz = SPEC_CLASSES["Quartz"]
         for t_max in ([4, 16] if quick else [2, 4, 8, 16, 32, 64]):
-            network = se.convert(ann, SPEC_CLASSES["Quartz"](t_max=t_max), calibration)
-            rows.append(_snn_row("quartz", f"t_max={t_max}", network, evaluation, ann_seconds, 1))
-            print(rows[-1], file=sys.stderr)
+            for analytic in (False, True):
+                network = se.convert(ann, quartz(t_max=t_max, analytic=analytic), calibration)
+                variant = "analytic path" if analytic else "step simulation"
+                rows.append(_snn_row("quartz", variant, network, evaluation, ann_seconds, 1))
+                print(rows[-1], file=sys.stderr)
     if "Radix" in SPEC_CLASSES:
+        radix = SPEC_CLASSES["Radix"]
+        training = DataLoader(mnist_split("train", limit=1000 if quick else None), batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
         for t in ([4] if quick else [3, 4, 6, 8]):
             for mode in ("exact", "paper"):
-                network = se.convert(ann, SPEC_CLASSES["Radix"](steps=t, mode=mode), calibration)
+                network = se.convert(ann, radix(steps=t, mode=mode), calibration)
                 rows.append(_snn_row("radix", mode, network, evaluation, ann_seconds, 1))
                 print(rows[-1], file=sys.stderr)
+            tuned = se.finetune(ann, radix(steps=t), training, epochs=1, progress=False)
+            network = se.convert(tuned, radix(steps=t), calibration)
+            rows.append(_snn_row("radix", "exact, fine-tuned twin", network, evaluation, ann_seconds, 1))
+            print(rows[-1], file=sys.stderr)
 
     overhead = _adapter_overhead(ann, calibration, evaluation)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -109,7 +109,13 @@ class Synapse(nn.Module):
             g_in, g_out = self.gains(i)
             seq = sequences[source]
             steps, batch = seq.shape[:2]
-            out = ops((seq * g_in).flatten(0, 1)).unflatten(0, (steps, batch))
+            # event-driven: only time steps that carry input are pushed through the ops
+            active = seq.reshape(steps, -1).ne(0).any(1).nonzero().flatten()
+            if len(active) == steps:
+                out = ops((seq * g_in).flatten(0, 1)).unflatten(0, (steps, batch))
+            else:
+                picked = ops((seq[active] * g_in).flatten(0, 1)).unflatten(0, (len(active), batch))
+                out = picked.new_zeros((steps, *picked.shape[1:])).index_copy(0, active, picked)
             out = out * _out_view(g_out, out[0])
             total = out if total is None else total + out
         assert total is not None
