@@ -11,6 +11,8 @@ layer, so the file, the fixed-point model and the float network see the same eve
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -40,7 +42,8 @@ def float_network(network: SpikingNetwork) -> FloatNetwork:
         raise ExportError(f"export.netx: expected a converted SpikingNetwork, got {type(network).__name__}")
     layers: list[FloatLayer] = []
     shapes: list[tuple[int, ...]] = [tuple(network.input_shape)]
-    for index, stage in enumerate(network.stages, start=1):
+    for index, module in enumerate(network.stages, start=1):
+        stage = cast(Stage, module)
         where = f"export.netx: layer {stage.name!r}"
         if stage.kind == "pool":
             raise ExportError(
@@ -49,7 +52,7 @@ def float_network(network: SpikingNetwork) -> FloatNetwork:
                 "convolutions instead (snn_encodings.models 'convnet' has no pooling)"
             )
         layers.extend(_stage_layers(stage, index, shapes, where))
-        shapes.append(tuple(stage.shape))
+        shapes.append(tuple(int(n) for n in stage.shape))
     spec = network.spec
     compensated = spec.name == "icrate" and bool(getattr(spec, "compensate", False))
     return FloatNetwork(
@@ -57,7 +60,7 @@ def float_network(network: SpikingNetwork) -> FloatNetwork:
         input_shape=tuple(network.input_shape),
         layers=tuple(layers),
         readout="membrane" if compensated else "spikes",
-        output_scale=network.output_scale.detach().to("cpu", torch.float64).numpy().copy(),
+        output_scale=cast(Tensor, network.output_scale).detach().to("cpu", torch.float64).numpy().copy(),
     )
 
 
@@ -76,7 +79,7 @@ def _stage_layers(stage: Stage, index: int, shapes: list[tuple[int, ...]], where
             f"{where}: reads value node {synapse.sources[0]}, not the layer just before it; netx "
             "networks are sequential chains without skip connections"
         )
-    ops = list(synapse.ops[0])
+    ops = list(cast(nn.Sequential, synapse.ops[0]))
     weighted = [i for i, op in enumerate(ops) if isinstance(op, (nn.Linear, nn.Conv2d))]
     for op in ops:
         if isinstance(op, (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
@@ -93,7 +96,7 @@ def _stage_layers(stage: Stage, index: int, shapes: list[tuple[int, ...]], where
     op = ops[-1]
     source_shape = shapes[index - 1]
     g_in, g_out = (g.detach().to("cpu", torch.float64) for g in synapse.gains(0))
-    weight = op.weight.detach().to("cpu", torch.float64).clone()
+    weight = cast(Tensor, op.weight).detach().to("cpu", torch.float64).clone()
     if isinstance(op, nn.Linear):
         columns = (torch.zeros(source_shape, dtype=torch.float64) + g_in).reshape(-1)
         weight = weight * columns.view(1, -1)
@@ -108,16 +111,16 @@ def _stage_layers(stage: Stage, index: int, shapes: list[tuple[int, ...]], where
             raise ExportError(f"{where}: per-channel input gains need groups=1 convolutions")
         weight = weight * (gain[0] if op.groups != 1 else gain.view(1, -1, 1, 1))
     weight = weight * (g_out.reshape(-1, *([1] * (weight.dim() - 1))) if g_out.dim() else g_out)
-    bias = synapse.bias.detach().to("cpu", torch.float64)
+    bias = cast(Tensor, synapse.bias).detach().to("cpu", torch.float64)
     if isinstance(op, nn.Conv2d):
         flat = bias.flatten(1)
         if not torch.all(flat == flat[:, :1]):
             raise ExportError(f"{where}: its bias varies within a channel; netx conv biases are per channel")
         bias = flat[:, 0]
     v0 = getattr(stage.neurons, "v0", None)
-    geometry = {}
+    geometry: dict[str, Any] = {}
     if isinstance(op, nn.Conv2d):
-        geometry = {"stride": _pair(op.stride), "padding": _pair(op.padding), "dilation": _pair(op.dilation), "groups": int(op.groups)}
+        geometry = {"stride": _pair(op.stride), "padding": _pair(cast(tuple[int, ...], op.padding)), "dilation": _pair(op.dilation), "groups": int(op.groups)}
     layers.append(FloatLayer(
         kind="dense" if isinstance(op, nn.Linear) else "conv",
         name=stage.name,

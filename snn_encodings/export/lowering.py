@@ -57,7 +57,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -65,7 +65,7 @@ from snn_encodings.errors import ExportError
 from snn_encodings.export.layers import BIAS_RANGE, VTH_MAX, Cuba, IntNetwork, Layer
 from snn_encodings.specs.base import Spec
 
-__all__ = ["QUARTZ_REASON", "FloatLayer", "FloatNetwork", "decode_output", "lower", "run_float", "unroll_convolutions"]
+__all__ = ["QUARTZ_REASON", "RADIX_REASON", "FloatLayer", "FloatNetwork", "decode_output", "lower", "run_float", "unroll_convolutions"]
 
 _W = 254
 """Largest weight magnitude used (netx's mixed-sign range is [-256, 254])."""
@@ -143,14 +143,7 @@ def lower(
     """
     name = network.spec.name
     if name == "radix":
-        raise ExportError(
-            "export.netx: radix cannot be exported to netx: its bit-serial output needs reset by "
-            "subtraction plus doubling of the membrane (or a time-varying threshold), while Lava's "
-            "CUBA neuron only decays, resets to zero at a fixed threshold and cannot send graded "
-            "spikes from a file. The nearest faithful construction, iDecay=4096 vDecay=2048 with "
-            "LSB-first inputs, integrates radix inputs but does not emit radix spikes; export the "
-            "network with the IC-rate encoding instead"
-        )
+        raise ExportError(RADIX_REASON)
     if name == "quartz":
         raise ExportError(QUARTZ_REASON)
     if name != "icrate":
@@ -166,13 +159,24 @@ def lower(
         after = _synapse_count(network)
         if after != before:
             notes = (
-                f"convolutions unrolled to dense layers: {after:,} synapses instead of "
-                f"{before:,} conv weights ({after / max(before, 1):.0f}x the synaptic memory, "
-                "and a dense_rec self-connection matrix per layer)",
+                (
+                    f"convolutions unrolled to dense layers: {after:,} synapses instead of "
+                    f"{before:,} conv weights ({after / max(before, 1):.0f}x the synaptic memory, "
+                    "and a dense_rec self-connection matrix per layer)"
+                ),
             )
     int_network, reports, lowered = _lower_icrate(network, reset)
     return int_network, reports, notes + lowered
 
+
+RADIX_REASON = (
+    "export.netx: radix cannot be exported to netx: its bit-serial output needs reset by "
+    "subtraction plus doubling of the membrane (or a time-varying threshold), while Lava's "
+    "CUBA neuron only decays, resets to zero at a fixed threshold and cannot send graded "
+    "spikes from a file. The nearest faithful construction, iDecay=4096 vDecay=2048 with "
+    "LSB-first inputs, integrates radix inputs but does not emit radix spikes; export the "
+    "network with the IC-rate encoding instead"
+)
 
 QUARTZ_REASON = (
     "export.netx: Quartz cannot be exported faithfully to netx. Its ramp (iDecay=0, vDecay=0), "
@@ -423,7 +427,7 @@ def _icrate_zero(network: FloatNetwork, shape: tuple[int, ...], layers: list[Flo
         v0 = _v0(layer, network.spec, out_shape)
         v0_int = np.rint(v0 * s).astype(np.int64)
         bias_map = b_int if layer.kind == "dense" else b_int.reshape(-1, 1, 1) * np.ones(out_shape, dtype=np.int64)
-        geometry = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups}
+        geometry: dict[str, Any] = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups}
         if readout:
             # the integrator sums the bias on every step; the k steps before its first input
             # are cancelled exactly through the initial membrane (it never resets)

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from torch.utils.data import DataLoader, TensorDataset
 
 import snn_encodings as se
 from snn_encodings.export.converted import encode_inputs
 from snn_encodings.export.fixed_point import run_fixed_point
-from snn_encodings.export.lowering import decode_output
-from snn_encodings.export.lowering import FloatLayer, FloatNetwork
+from snn_encodings.export.lowering import FloatLayer, FloatNetwork, decode_output
 from snn_encodings.export.netx import netx, write_netx
 from snn_encodings.export.netx_read import read_netx
 from snn_encodings.specs import ICRate
