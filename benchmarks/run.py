@@ -179,19 +179,121 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(_snn_row("radix", mode, network, evaluation, ann_seconds, 1))
                 print(rows[-1], file=sys.stderr)
 
+    overhead = _adapter_overhead(ann, calibration, evaluation)
     args.out.mkdir(parents=True, exist_ok=True)
-    _write(args.out, rows, quick)
+    _write(args.out, rows, overhead, quick)
+    _plot(args.out, rows)
+    print((args.out / "results.md").read_text())
     return 0
 
 
-def _write(out: Path, rows: list[Row], quick: bool) -> None:
+def _adapter_overhead(ann: nn.Module, calibration: DataLoader, evaluation: DataLoader) -> list[dict[str, Any]]:
+    """Time each adapter's converted model against the core SNN on the same images (IC-rate, T=8)."""
+    spec = se.ICRate(steps=8)
+    core = se.convert(ann, spec, calibration)
+    images = torch.cat([x for x, _ in evaluation])
+
+    def timed(model: Any) -> tuple[torch.Tensor, float]:
+        with torch.no_grad():
+            return _timed(lambda: model(images))
+
+    core_out, core_seconds = timed(core)
+    results = [{"framework": "core", "seconds": core_seconds, "ratio": 1.0, "same_predictions": True}]
+    candidates = []
+    try:
+        from snn_encodings.adapters import snntorch as st_adapter
+
+        model = st_adapter.convert(ann, spec, calibration)
+        candidates.append(("snntorch", lambda x: model.predict(x)))
+    except ImportError:
+        pass
+    try:
+        from snn_encodings.adapters import norse as norse_adapter
+
+        norse_model = norse_adapter.convert(ann, spec, calibration)
+        candidates.append(("norse", lambda x: norse_model(x)[0].argmax(1)))
+    except ImportError:
+        pass
+    for name, predict in candidates:
+        predictions, seconds = timed(predict)
+        same = bool(torch.equal(predictions, core_out.argmax(1)))
+        results.append({"framework": name, "seconds": seconds, "ratio": seconds / core_seconds, "same_predictions": same})
+    return results
+
+
+def _write(out: Path, rows: list[Row], overhead: list[dict[str, Any]], quick: bool) -> None:
     records = [asdict(r) for r in rows]
     with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(records[0]))
         writer.writeheader()
         writer.writerows(records)
     meta = {"quick": quick, "torch": torch.__version__, "machine": platform.machine(), "processor": platform.processor(), "threads": torch.get_num_threads()}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": records}, indent=1))
+    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": records, "adapter_overhead": overhead}, indent=1))
+    (out / "results.md").write_text(_markdown(rows, overhead))
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _markdown(rows: list[Row], overhead: list[dict[str, Any]]) -> str:
+    ann = rows[0].accuracy
+    lines = [
+        "| method | variant | steps | latency | accuracy % | twin agree % | spikes/img | syn.ops/img | Omega/img | first correct step | time / (ANN x T) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.method} | {r.variant} | {r.steps} | {_fmt(r.latency, 'd')} | {100 * r.accuracy:.2f} | "
+            f"{_fmt(None if r.twin_agreement is None else 100 * r.twin_agreement, '.1f')} | {_fmt(r.spikes_per_image, ',.0f')} | "
+            f"{_fmt(r.synops_per_image, ',.0f')} | {_fmt(r.omega_per_image, ',.0f')} | {_fmt(r.first_correct_step, '.2f')} | {_fmt(r.ann_ratio, '.2f')} |"
+        )
+    lines += ["", "Fewest steps within 1 point of the ANN, per method and variant:", "", "| method | variant | steps | accuracy % | syn.ops/img |", "|---|---|---|---|---|"]
+    best: dict[tuple[str, str], Row] = {}
+    for r in rows[1:]:
+        if r.accuracy >= ann - 0.01 and ((r.method, r.variant) not in best or r.steps < best[(r.method, r.variant)].steps):
+            best[(r.method, r.variant)] = r
+    for (method, variant), r in best.items():
+        lines.append(f"| {method} | {variant} | {r.steps} | {100 * r.accuracy:.2f} | {_fmt(r.synops_per_image, ',.0f')} |")
+    lines += ["", "Adapter overhead (IC-rate, T=8, same images, time relative to the core SNN):", "", "| framework | seconds | ratio | same predictions |", "|---|---|---|---|"]
+    for o in overhead:
+        lines.append(f"| {o['framework']} | {o['seconds']:.2f} | {o['ratio']:.2f} | {o['same_predictions']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(out: Path, rows: list[Row]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plots", file=sys.stderr)
+        return
+    groups: dict[str, list[Row]] = {}
+    for r in rows[1:]:
+        groups.setdefault(f"{r.method} {r.variant}", []).append(r)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    colours = plt.get_cmap("tab20")
+    for index, (label, members) in enumerate(groups.items()):
+        members = sorted(members, key=lambda r: r.steps)
+        style = {"marker": "o", "color": colours(index % 20), "label": label}
+        left.plot([r.latency for r in members], [100 * r.accuracy for r in members], **style)
+        ops = [(r.synops_per_image, 100 * r.accuracy) for r in members if r.synops_per_image]
+        if ops:
+            right.plot(*zip(*ops), **style)
+    for axis in (left, right):
+        axis.axhline(100 * rows[0].accuracy, color="k", linestyle="--", linewidth=1, label="ANN")
+        axis.set_ylabel("accuracy (%)")
+        axis.set_ylim(max(0, 100 * rows[0].accuracy - 15), 100)
+        axis.set_xscale("log")
+    left.set_xlabel("latency (time steps)")
+    right.set_xlabel("synaptic operations per image")
+    left.legend(fontsize=7, ncol=2)
+    fig.suptitle("MNIST evaluation split: accuracy vs latency and vs operations")
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

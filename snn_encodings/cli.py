@@ -1,4 +1,8 @@
-"""Command line: ``snn-encodings demo | convert | evaluate``. Parsing and printing only."""
+"""Command line: ``snn-encodings demo | convert | evaluate``. Parsing and printing only.
+
+Under ``torchrun`` the commands calibrate and evaluate on every process's shard and merge the
+results (:mod:`snn_encodings.distributed`); only rank 0 prints and writes files.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from snn_encodings.conversion import SpikingNetwork, convert, evaluate
+from snn_encodings.conversion import SpikingNetwork, convert, evaluate, save_network
 from snn_encodings.data.mnist import mnist_split
+from snn_encodings.distributed import (
+    broadcast_module,
+    init_from_env,
+    is_main_process,
+    main_process_first,
+    shard_loader,
+)
 from snn_encodings.errors import SnnEncodingsError
 from snn_encodings.models import ARCHITECTURES, build, train_mnist
 from snn_encodings.specs import ALL_SPECS, ICRate, Spec
@@ -119,8 +130,8 @@ def load_model(path: str, architecture: str | None, trust_file: bool) -> nn.Modu
 
 
 def _loaders(args: argparse.Namespace) -> tuple[DataLoader, DataLoader]:
-    calibration = DataLoader(mnist_split("train", args.data_dir, limit=args.calibration_limit), batch_size=250)
-    evaluation = DataLoader(mnist_split("eval", args.data_dir, limit=args.eval_limit), batch_size=250)
+    calibration = shard_loader(mnist_split("train", args.data_dir, limit=args.calibration_limit), 250)
+    evaluation = shard_loader(mnist_split("eval", args.data_dir, limit=args.eval_limit), 250)
     return calibration, evaluation
 
 
@@ -136,8 +147,8 @@ def _table(rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-def _result_row(label: str, network: SpikingNetwork, loader: DataLoader, progress: bool) -> list[object]:
-    result = evaluate(network, loader, progress=progress)
+def _result_row(label: str, network: SpikingNetwork, loader: DataLoader, progress: bool, distributed: bool) -> list[object]:
+    result = evaluate(network, loader, progress=progress, distributed=distributed)
     return [
         label,
         result.steps,
@@ -150,17 +161,20 @@ def _result_row(label: str, network: SpikingNetwork, loader: DataLoader, progres
 
 def _demo(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    ann = train_mnist(args.architecture, epochs=args.epochs, data_dir=args.data_dir, progress=not args.quiet).to(args.device)
+    with main_process_first():
+        ann = train_mnist(args.architecture, epochs=args.epochs, data_dir=args.data_dir, progress=not args.quiet and is_main_process())
+    ann = broadcast_module(ann).to(args.device)
     calibration, evaluation = _loaders(args)
-    ann_result = evaluate(ann, evaluation, progress=False)
+    ann_result = evaluate(ann, evaluation, progress=False, distributed=args.distributed)
     rows: list[list[object]] = [[f"ANN ({args.architecture})", "-", "-", f"{100 * ann_result.accuracy:.2f}", "-", "-"]]
     for label, spec in demo_specs(args.steps, args.encodings, args.t_max, args.radix_steps):
-        network = convert(ann, spec, calibration, device=args.device)
-        rows.append(_result_row(label, network, evaluation, progress=not args.quiet))
-        if not args.quiet:
+        network = convert(ann, spec, calibration, device=args.device, distributed=args.distributed)
+        rows.append(_result_row(label, network, evaluation, not args.quiet, args.distributed))
+        if not args.quiet and is_main_process():
             print(_row(rows[-1], [len(str(c)) for c in rows[-1]]), file=sys.stderr)
-    print(f"MNIST evaluation split: {ann_result.samples} images")
-    print(_table(rows))
+    if is_main_process():
+        print(f"MNIST evaluation split: {ann_result.samples} images")
+        print(_table(rows))
     return 0
 
 
@@ -168,12 +182,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     ann = load_model(args.model, args.architecture, args.trust_file).to(args.device)
     calibration, evaluation = _loaders(args)
     rows: list[list[object]] = []
-    ann_result = evaluate(ann, evaluation, progress=False)
+    ann_result = evaluate(ann, evaluation, progress=False, distributed=args.distributed)
     rows.append(["ANN", "-", "-", f"{100 * ann_result.accuracy:.2f}", "-", "-"])
     for text in args.spec:
-        network = convert(ann, parse_spec(text), calibration, device=args.device)
-        rows.append(_result_row(text, network, evaluation, progress=not args.quiet))
-    print(_table(rows))
+        network = convert(ann, parse_spec(text), calibration, device=args.device, distributed=args.distributed)
+        rows.append(_result_row(text, network, evaluation, not args.quiet, args.distributed))
+    if is_main_process():
+        print(_table(rows))
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    ann = load_model(args.model, args.architecture, args.trust_file).to(args.device)
+    calibration, _ = _loaders(args)
+    network = convert(ann, parse_spec(args.spec), calibration, device=args.device, distributed=args.distributed)
+    if is_main_process():
+        print(f"wrote {save_network(network, args.output)}")
     return 0
 
 
@@ -203,14 +227,27 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--architecture", default=None, choices=sorted(ARCHITECTURES))
     ev.add_argument("--trust-file", action="store_true", help="allow pickled modules (torch.load weights_only=False)")
     ev.set_defaults(run=_evaluate)
+
+    cv = sub.add_parser("convert", parents=[common], help="convert a saved ANN with one spec and save the spiking network (load_network reads it)")
+    cv.add_argument("model", help="torch.save'd state_dict (with --architecture) or module (with --trust-file)")
+    cv.add_argument("--spec", required=True, help='e.g. "icrate:steps=16,init=data"')
+    cv.add_argument("--output", required=True, help="file to write (save_network format)")
+    cv.add_argument("--architecture", default=None, choices=sorted(ARCHITECTURES))
+    cv.add_argument("--trust-file", action="store_true", help="allow pickled modules (torch.load weights_only=False)")
+    cv.set_defaults(run=_convert)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``snn-encodings`` console script."""
     args = _parser().parse_args(argv)
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    args.distributed = init_from_env()  # under torchrun: one process per shard; else as before
     try:
         return int(args.run(args))
     except SnnEncodingsError as error:
         print(f"snn-encodings: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        if args.distributed and owns_group:
+            torch.distributed.destroy_process_group()

@@ -7,6 +7,7 @@ from snn_encodings.conversion.evaluate import Evaluation, evaluate, with_steps
 from snn_encodings.conversion.finetune import finetune
 from snn_encodings.conversion.network import LayerCounts, SpikingNetwork, Stage
 from snn_encodings.conversion.rules import Rule, register_rule, rule_for
+from snn_encodings.conversion.save import load_network, save_network
 from snn_encodings.conversion.twin import ClipQuant, clip_quant
 
 __all__ = [
@@ -20,7 +21,9 @@ __all__ = [
     "convert",
     "evaluate",
     "finetune",
+    "load_network",
     "register_rule",
     "rule_for",
+    "save_network",
     "with_steps",
 ]

@@ -13,6 +13,7 @@ from snn_encodings.conversion.graph import GraphNode, trace
 from snn_encodings.conversion.network import SpikingNetwork, Stage
 from snn_encodings.conversion.rules.base import rule_for
 from snn_encodings.conversion.synapse import Synapse
+from snn_encodings.distributed import Collective, Distributed, use_collective
 from snn_encodings.errors import ConversionError
 from snn_encodings.specs.base import Spec
 
@@ -50,6 +51,7 @@ def convert(
     percentile: float | None = DEFAULT,
     per_channel: bool = False,
     device: str | torch.device | None = None,
+    distributed: Distributed = False,
 ) -> SpikingNetwork:
     r"""Convert a trained ANN into a spiking network for the encoding ``spec``.
 
@@ -72,11 +74,16 @@ def convert(
             maximum; by default the encoding's own choice.
         per_channel: one scale per channel instead of per layer.
         device: where to run calibration and the network (default: the model's device).
+        distributed: ``True`` (or a process group) to calibrate on this process's shard of the
+            data and merge with the other processes (see :mod:`snn_encodings.distributed`);
+            every process of the group must call ``convert`` with the same model and get the
+            same network back. Opt-in: an initialised process group alone changes nothing.
     Returns:
         The :class:`SpikingNetwork`, in eval mode.
     Raises:
         ConversionError: for unsupported layers (named), NaN/inf weights, an empty loader,
-            or inputs that do not fit the model.
+            or inputs that do not fit the model; with ``distributed``, also for a missing process
+            group or models that differ between processes.
         TypeError: if ``spec`` is not a neuron spec or ``ann`` not a module.
     """
     if not isinstance(ann, nn.Module):
@@ -94,11 +101,13 @@ def convert(
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
 
-    example = next(iter(iterate_inputs(calibration, "convert"))).to(device)
+    collective = Collective.resolve(distributed, "convert")
+    example = collective.agree(lambda: next(iter(iterate_inputs(calibration, "convert"))), "convert").to(device)
     try:
         nodes = trace(ann, example[:2])
     except RuntimeError as error:
         raise ConversionError(f"convert: the calibration inputs do not fit the model: {error}") from None
+    collective.check_same(_graph_key(nodes, example, spec, percentile, per_channel), "convert")
 
     shapes = _value_shapes(nodes, example[:1])
     one = torch.ones(())
@@ -115,6 +124,7 @@ def convert(
                         collector.update_max(observed)
                     else:
                         collector.update_histogram(observed)
+            collective.merge_stats(stats.values(), "max" if index == 0 else "histogram")
 
     scales: list[Tensor] = [torch.ones(())]
     stages: list[Stage] = []
@@ -131,8 +141,21 @@ def convert(
         stages.append(Stage(node.kind, node.name, synapse=synapse, neurons=rule.neuron_layer(output=node.kind == "output"), shape=shape))
     network = SpikingNetwork(spec, stages, scales[-1], tuple(example.shape[1:]))
     network = network.to(device=device, dtype=rule.dtype).eval()
-    network.rule.finalize(network, calibration)
+    with use_collective(collective):
+        network.rule.finalize(network, calibration)
     return network
+
+
+def _graph_key(nodes: list[GraphNode], example: Tensor, spec: Spec, percentile: float | None, per_channel: bool) -> str:
+    """What must agree between processes converting together: arguments, layers, shapes."""
+    parts = [repr(spec), repr(percentile), repr(per_channel), repr(tuple(example.shape[1:]))]
+    for node in nodes:
+        bias = None if node.bias is None else tuple(node.bias.shape)
+        parts.append(f"{node.kind}:{node.name}:{node.clip}:{node.levels}:{node.shift}:{bias}:{node.pool!r}")
+        for branch in node.branches:
+            shapes = [tuple(p.shape) for op in branch.ops for p in op.parameters()]
+            parts.append(f"{branch.source}:{branch.ops!r}:{shapes}")
+    return "\n".join(parts)
 
 
 def _value_shapes(nodes: list[GraphNode], x: Tensor) -> list[torch.Size]:

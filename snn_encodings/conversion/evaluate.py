@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from snn_encodings.conversion.network import LayerCounts, SpikingNetwork
+from snn_encodings.distributed import Collective, Distributed, check_eval_loader, structure_key
 from snn_encodings.errors import ConversionError
 
 __all__ = ["Evaluation", "evaluate", "with_steps"]
@@ -72,6 +73,7 @@ def evaluate(
     twin: bool = False,
     device: str | torch.device | None = None,
     progress: bool = True,
+    distributed: Distributed = False,
 ) -> Evaluation:
     """Classification accuracy of ``model`` on ``loader``, with spike and operation counts.
 
@@ -81,17 +83,27 @@ def evaluate(
         steps: evaluate a copy of the SNN with this many time steps (specs with ``steps``).
         twin: evaluate the SNN's ANN twin instead of simulating it.
         device: where to run (default: the model's device).
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar (on rank 0 only when distributed).
+        distributed: ``True`` (or a process group): ``loader`` yields this process's shard
+            (see :func:`snn_encodings.distributed.shard_loader`) and the counts are summed over
+            the processes; every process returns the same, global result.
     Returns:
         An :class:`Evaluation`.
     Raises:
-        ConversionError: for batches without targets, mismatched shapes, or an empty loader.
+        ConversionError: for batches without targets, mismatched shapes, or an empty loader;
+            with ``distributed``, also for a missing process group, models that differ between
+            processes, or a loader whose ``DistributedSampler`` pads or drops samples.
     """
+    collective = Collective.resolve(distributed, "evaluate")
     is_snn = isinstance(model, SpikingNetwork)
     if steps is not None:
         if not is_snn:
             raise ConversionError("evaluate: steps= applies to converted SpikingNetworks only")
         model = with_steps(model, steps)
+    if collective.enabled:
+        check_eval_loader(loader)
+        collective.check_same(structure_key(model), "evaluate")
+        progress = progress and collective.rank == 0
     if device is None:
         device = _device_of(model)
     was_training = model.training
@@ -114,6 +126,7 @@ def evaluate(
         if is_snn:
             model.counting = False
         model.train(was_training)
+    correct, samples = collective.merge_evaluation(correct, samples, model.counts if is_snn and not twin else [])
     if samples == 0:
         raise ConversionError("evaluate: the loader yielded no data")
     result = Evaluation(accuracy=correct / samples, correct=correct, samples=samples)

@@ -13,23 +13,26 @@ from tqdm.auto import tqdm
 from snn_encodings.conversion.calibrate import ActivationStats, iterate_inputs
 from snn_encodings.conversion.rules.base import rule_for
 from snn_encodings.conversion.twin import ClipQuant
+from snn_encodings.distributed import Collective, Distributed, wrap_ddp
 from snn_encodings.errors import ConversionError
 from snn_encodings.specs.base import Spec
 
 __all__ = ["finetune", "with_twin_activations"]
 
 
-def with_twin_activations(ann: nn.Module, spec: Spec, calibration: Iterable[Any], *, percentile: float | None = 99.99) -> nn.Module:
+def with_twin_activations(ann: nn.Module, spec: Spec, calibration: Iterable[Any], *, percentile: float | None = 99.99, distributed: Distributed = False) -> nn.Module:
     """A copy of ``ann`` whose ReLUs are :class:`ClipQuant` twins of ``spec``, clip bounds calibrated.
 
     Each ``nn.ReLU`` module becomes ``ClipQuant(scale=lambda, levels, shift, upper)`` with the
     encoding's grid (:meth:`Rule.twin_parameters`) and :math:`\\lambda` the given percentile of
-    that ReLU's outputs on ``calibration``. ``ann`` is not modified.
+    that ReLU's outputs on ``calibration``. ``ann`` is not modified. With ``distributed``, the
+    statistics of every process's shard are merged as in :func:`~snn_encodings.convert`.
 
     Raises:
         ConversionError: if ``ann`` has no ``nn.ReLU`` modules or the loader is empty.
     """
     levels, shift, upper = rule_for(spec).twin_parameters()
+    collective = Collective.resolve(distributed, "finetune")
     model = copy.deepcopy(ann).eval()
     names = [name for name, module in model.named_modules() if type(module) is nn.ReLU]
     if not names:
@@ -46,6 +49,7 @@ def with_twin_activations(ann: nn.Module, spec: Spec, calibration: Iterable[Any]
                 passes[0] = index
                 for x in iterate_inputs(calibration, "finetune"):
                     model(x)
+                collective.merge_stats(stats.values(), "max" if index == 0 else "histogram")
     finally:
         for hook in hooks:
             hook.remove()
@@ -73,6 +77,7 @@ def finetune(
     lr: float = 1e-3,
     percentile: float | None = 99.99,
     progress: bool = True,
+    distributed: Distributed = False,
 ) -> nn.Module:
     """Fine-tune a copy of ``ann`` with ``spec``'s twin activations (straight-through floor).
 
@@ -88,20 +93,28 @@ def finetune(
         epochs: passes over ``loader``.
         lr: Adam learning rate.
         percentile: initial clip bounds (percentile of each ReLU's outputs; ``None``: max).
-        progress: show a progress bar.
+        progress: show a progress bar (on rank 0 only when distributed).
+        distributed: ``True`` (or a process group): ``loader`` yields this process's shard
+            (:func:`snn_encodings.distributed.shard_loader` with ``training=True``), the clip
+            bounds are calibrated on all shards together and training runs under
+            ``DistributedDataParallel``; every process returns the same weights.
     Returns:
         The fine-tuned copy, in eval mode.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ConversionError(f"finetune: epochs must be an integer >= 0, got {epochs!r}")
-    model = with_twin_activations(ann, spec, loader, percentile=percentile)
+    model = with_twin_activations(ann, spec, loader, percentile=percentile, distributed=distributed)
+    collective = Collective.resolve(distributed, "finetune")
+    trained = wrap_ddp(model, process_group=collective.group) if collective.enabled else model
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
-    for _ in range(epochs):
-        for batch in tqdm(loader, desc="finetune", disable=not progress, leave=False):
+    for epoch in range(epochs):
+        if hasattr(getattr(loader, "sampler", None), "set_epoch"):
+            loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        for batch in tqdm(loader, desc="finetune", disable=not progress or collective.rank != 0, leave=False):
             x, target = batch[0], batch[1]
             optimiser.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), target)
+            loss = nn.functional.cross_entropy(trained(x), target)
             loss.backward()
             optimiser.step()
     return model.eval()

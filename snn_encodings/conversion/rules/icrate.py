@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -10,8 +11,10 @@ from torch import Tensor, nn
 from snn_encodings.coding.icrate import decode_icrate, encode_icrate
 from snn_encodings.conversion.calibrate import iterate_inputs
 from snn_encodings.conversion.rules.base import Rule, register_rule
+from snn_encodings.distributed import active_collective
 from snn_encodings.functional.icrate import ICRateState
 from snn_encodings.functional.loop import simulate
+from snn_encodings.functional.surrogate import Surrogate
 from snn_encodings.specs.icrate import ICRate
 
 __all__ = ["ICRateLayer", "ICRateRule"]
@@ -24,7 +27,10 @@ class ICRateLayer(nn.Module):
     """A layer of IC-rate neurons over a time window: currents ``(T, B, *)`` -> spikes.
 
     Runs :func:`~snn_encodings.functional.simulate` with the layer's initial membrane ``v0``
-    (a buffer: a scalar, or one value per channel after IC-SNN Algorithm 2).
+    (a buffer: a scalar, or one value per channel after IC-SNN Algorithm 2). Set ``surrogate``
+    (e.g. :func:`~snn_encodings.functional.surrogate.fast_sigmoid`) to train the converted network
+    with surrogate gradients; the spikes stay exact. The neuron state lives only within a forward
+    call (``last_state`` is a plain attribute, not a buffer).
     """
 
     def __init__(self, spec: ICRate, output: bool = False) -> None:
@@ -33,6 +39,7 @@ class ICRateLayer(nn.Module):
         self.output = output
         self.register_buffer("v0", torch.tensor(spec.default_v0))
         self.last_state: ICRateState | None = None
+        self.surrogate: Surrogate | None = None
 
     def initial_v(self, like: Tensor) -> Tensor:
         """``v0`` broadcast to one step's shape ``(B, *)``."""
@@ -40,7 +47,7 @@ class ICRateLayer(nn.Module):
         return torch.zeros_like(like) + v0.to(like.dtype)
 
     def forward(self, currents: Tensor) -> Tensor:
-        out = simulate(self.spec, currents, v0=self.initial_v(currents[0]))
+        out = simulate(self.spec, currents, v0=self.initial_v(currents[0]), surrogate=self.surrogate)
         self.last_state = out.state
         return out.spikes
 
@@ -58,7 +65,10 @@ class ICRateRule(Rule):
       exactly when the window's maximum count grows, so its count equals the maximum of the
       input counts at every step: the value-domain max of the rates.
     - ``init="data"``: :meth:`finalize` measures the mean residual membrane per channel on
-      calibration data, layer by layer (IC-SNN Algorithm 2, reconstructed).
+      calibration data, layer by layer (IC-SNN Algorithm 2, reconstructed). In a distributed
+      conversion each process measures ``DATA_INIT_SAMPLES / world_size`` samples (rounded up)
+      of its shard and the per-channel sums and counts are added over the processes, so the
+      result is the sample-weighted mean over all of them.
     """
 
     spec: ICRate
@@ -101,33 +111,37 @@ class ICRateRule(Rule):
     def finalize(self, network: nn.Module, calibration: Any) -> None:
         if self.spec.init != "data":
             return
+        collective = active_collective()
+        limit = -(-DATA_INIT_SAMPLES // collective.world_size)
         inputs = []
         seen = 0
         for x in iterate_inputs(calibration, "convert (ICRate init='data')"):
             inputs.append(x)
             seen += len(x)
-            if seen >= DATA_INIT_SAMPLES:
+            if seen >= limit:
                 break
-        x = torch.cat(inputs)[:DATA_INIT_SAMPLES].to(network.output_scale.device, network.output_scale.dtype)
+        x = torch.cat(inputs)[:limit].to(network.output_scale.device, network.output_scale.dtype)
         layers = [stage.neurons for stage in network.stages if stage.kind == "neuron"]
         for layer in layers:
             layer.v0 = torch.zeros((), dtype=layer.v0.dtype, device=layer.v0.device)
         with torch.no_grad():
             for layer in layers:
                 network(x)
-                layer.v0 = mean_residual(layer.last_state.v, self.spec.threshold).to(layer.v0.dtype)
+                layer.v0 = mean_residual(layer.last_state.v, self.spec.threshold, merge=collective.sum).to(layer.v0.dtype)
 
 
-def mean_residual(v: Tensor, threshold: float) -> Tensor:
+def mean_residual(v: Tensor, threshold: float, merge: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Per-channel mean of the non-negative residual membranes ``v`` ``(B, C, *)``, shape ``(C,)``.
 
     Neurons driven below zero carry no rate information and are left out; a channel with no
-    such neuron gets :math:`\theta/2`.
+    such neuron gets :math:`\theta/2`. Sums and counts are taken in float64 and passed through
+    ``merge`` (e.g. a sum over processes) before dividing, so merged shards give the
+    sample-weighted mean.
     """
-    rows = v.transpose(0, 1).reshape(v.shape[1], -1)
+    rows = v.transpose(0, 1).reshape(v.shape[1], -1).to(torch.float64)
     mask = rows >= 0
-    count = mask.sum(1)
-    total = torch.where(mask, rows, torch.zeros_like(rows)).sum(1)
+    sums = torch.cat([torch.where(mask, rows, torch.zeros_like(rows)).sum(1), mask.sum(1).to(torch.float64)])
+    total, count = (sums if merge is None else merge(sums)).chunk(2)
     mean = torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, threshold / 2))
     return mean.clamp(0, threshold)
 

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import require
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_benchmark_quick_run_writes_results(tmp_path: Path, mnist_cache: str) -> None:
+    require("spikingjelly")
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    methods = {row["method"] for row in data["rows"]}
+    assert {"ANN", "icrate", "spikingjelly ann2snn"} <= methods
+    assert all(0.0 <= row["accuracy"] <= 1.0 for row in data["rows"])
+    assert (tmp_path / "results.md").exists() and (tmp_path / "results.csv").exists()
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "accuracy.png").stat().st_size > 0
+    assert all(entry["same_predictions"] for entry in data["adapter_overhead"])
