@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
@@ -35,11 +36,12 @@ from torch import Tensor, nn
 import snn_encodings
 from snn_encodings.conversion import Rule, SpikingNetwork
 from snn_encodings.conversion.calibrate import iterate_inputs
+from snn_encodings.conversion.rules.base import NeuronLayer
 from snn_encodings.conversion.synapse import Synapse
 from snn_encodings.errors import ConversionError, ExportError, SpecError
 from snn_encodings.functional import neuron_functions
 from snn_encodings.functional.surrogate import Surrogate
-from snn_encodings.specs import ICRate, Spec
+from snn_encodings.specs import ICRate, Quartz, Radix, Spec
 
 try:
     from norse.torch import SequentialState
@@ -59,6 +61,10 @@ __all__ = [
     "EncodingParameters",
     "ICRateCell",
     "ICRateLayer",
+    "QuartzCell",
+    "QuartzLayer",
+    "RadixCell",
+    "RadixLayer",
     "convert",
     "from_spiking_network",
     "to_nir",
@@ -76,6 +82,8 @@ class EncodingParameters(NamedTuple):
         method: Norse surrogate name for ``norse.torch.functional.threshold.threshold``
             (``"super"``, ``"triangle"``, ...), or ``None`` for no surrogate gradient.
         alpha: the surrogate's sharpness, as in Norse's ``LIFParameters.alpha``.
+        step_options: further keyword overrides of the core step, e.g. ``{"rectify": False}``
+            for a Quartz output layer.
     """
 
     spec: Spec
@@ -83,6 +91,7 @@ class EncodingParameters(NamedTuple):
     threshold: Tensor | None = None
     method: str | None = "super"
     alpha: float = 100.0
+    step_options: Mapping[str, Any] = MappingProxyType({})
 
     @property
     def surrogate(self) -> Surrogate | None:
@@ -93,10 +102,10 @@ class EncodingParameters(NamedTuple):
         return lambda x: _norse_threshold(x, method, alpha)
 
     def overrides(self, like: Tensor) -> dict[str, Tensor]:
-        """Keyword overrides for the core step, cast to ``like``'s dtype."""
+        """Keyword overrides for the core step (``threshold`` cast to ``like``'s dtype)."""
         if self.threshold is None:
-            return {}
-        return {"threshold": self.threshold.to(like.dtype)}
+            return dict(self.step_options)
+        return {**self.step_options, "threshold": self.threshold.to(like.dtype)}
 
 
 def _norse_step(current: Tensor, state: Any, p: EncodingParameters, dt: float) -> Any:
@@ -117,6 +126,7 @@ class _EncodingModule:
     threshold: Tensor | None
     method: str | None
     alpha: float
+    step_options: Mapping[str, Any]
 
     def _make_parameters(
         self,
@@ -128,6 +138,7 @@ class _EncodingModule:
         learn_threshold: bool,
         method: str | None,
         alpha: float,
+        step_options: Mapping[str, Any] | None,
     ) -> EncodingParameters:
         name = type(self).__name__
         if self.spec_type is not None and type(spec) is not self.spec_type:
@@ -140,6 +151,18 @@ class _EncodingModule:
             functions.step
         ).parameters:
             raise TypeError(f"{name}: the {type(spec).__name__} step has no threshold override")
+        options = dict(step_options or {})
+        accepted = inspect.signature(functions.step).parameters
+        unknown = sorted(
+            key
+            for key in options
+            if key not in accepted or key in ("surrogate", "threshold") or key.startswith("_")
+        )
+        if unknown:
+            raise TypeError(
+                f"{name}: step_options {unknown} are not keyword overrides of "
+                f"{functions.step.__name__}; pass threshold= and method= as arguments"
+            )
         if method is not None:
             try:
                 _norse_threshold(torch.zeros(1), method, alpha)
@@ -157,13 +180,16 @@ class _EncodingModule:
             _as_tensor(threshold, learn_threshold),
             method,
             float(alpha),
+            MappingProxyType(options),
         )
 
     # Norse's bases keep ``p`` as a plain attribute, which ``.to()`` and ``state_dict`` miss.
     # Here ``p`` is rebuilt on every access from tensors registered on the module.
     @property
     def p(self) -> EncodingParameters:
-        return EncodingParameters(self.spec, self.v0, self.threshold, self.method, self.alpha)
+        return EncodingParameters(
+            self.spec, self.v0, self.threshold, self.method, self.alpha, self.step_options
+        )
 
     @p.setter
     def p(self, value: EncodingParameters) -> None:
@@ -183,10 +209,13 @@ class _EncodingModule:
         self.spec = value.spec
         self.method = value.method
         self.alpha = value.alpha
+        self.step_options = value.step_options
 
     def extra_repr(self) -> str:
         learnable = [name for name, _ in self.named_parameters(recurse=False)]  # type: ignore[attr-defined]
         text = f"spec={self.spec!r}, method={self.method!r}, alpha={self.alpha}"
+        if self.step_options:
+            text += f", step_options={dict(self.step_options)}"
         return text + (f", learnable={learnable}" if learnable else "")
 
     def initial_state(self, input_tensor: Tensor) -> Any:
@@ -247,12 +276,15 @@ class EncodingCell(_EncodingModule, SNNCell):
         learn_threshold: register ``threshold`` as a trainable ``nn.Parameter``.
         method: Norse surrogate name (``threshold(x, method, alpha)``), ``None`` for none.
         alpha: the surrogate's sharpness.
+        step_options: other keyword overrides of the core step, e.g. ``{"rectify": False}``
+            for Quartz neurons without the rectifier.
 
     Inputs: ``input_tensor`` ``(B, *)`` currents in threshold units; ``state`` from a previous
     call or ``None``. Outputs: ``(spikes, state)``, spikes ``(B, *)`` in the input's dtype.
 
     Raises:
-        TypeError: for a spec of the wrong type, or a state of another encoding.
+        TypeError: for a spec of the wrong type, a state of another encoding, or an unknown
+            step option.
         SpecError: for a state whose fields are not shaped like the input.
     """
 
@@ -266,6 +298,7 @@ class EncodingCell(_EncodingModule, SNNCell):
         learn_threshold: bool = False,
         method: str | None = "super",
         alpha: float = 100.0,
+        step_options: Mapping[str, Any] | None = None,
     ) -> None:
         p = self._make_parameters(
             spec,
@@ -275,6 +308,7 @@ class EncodingCell(_EncodingModule, SNNCell):
             learn_threshold=learn_threshold,
             method=method,
             alpha=alpha,
+            step_options=step_options,
         )
         super().__init__(activation=_norse_step, state_fallback=self.initial_state, p=p)
 
@@ -306,6 +340,7 @@ class EncodingLayer(_EncodingModule, SNN):
         learn_threshold: bool = False,
         method: str | None = "super",
         alpha: float = 100.0,
+        step_options: Mapping[str, Any] | None = None,
         record_states: bool = False,
     ) -> None:
         p = self._make_parameters(
@@ -316,6 +351,7 @@ class EncodingLayer(_EncodingModule, SNN):
             learn_threshold=learn_threshold,
             method=method,
             alpha=alpha,
+            step_options=step_options,
         )
         super().__init__(
             activation=_norse_step,
@@ -341,8 +377,48 @@ class ICRateLayer(EncodingLayer):
     spec_type = ICRate
 
 
+class QuartzCell(EncodingCell):
+    """Quartz neurons, one step: :func:`snn_encodings.functional.quartz_step`.
+
+    The state's step counter ``t`` places each step in the window (readout at :math:`2K`,
+    rectifier at :math:`3K`), so a run starts at the window's first step with ``state=None``.
+    """
+
+    spec_type = Quartz
+
+
+class QuartzLayer(EncodingLayer):
+    """Quartz neurons over time: :func:`snn_encodings.functional.quartz_step` looped.
+
+    The raw spike times of the step loop; a converted network's layer also shifts them by
+    ``spec.layer_latency`` (:func:`from_spiking_network` applies the core layer's hooks).
+    """
+
+    spec_type = Quartz
+
+
+class RadixCell(EncodingCell):
+    """Radix neurons, one step: :func:`snn_encodings.functional.radix_step` (``spec.mode``
+    selects the exact or the paper neuron; the state's counter ``k`` places the step in the
+    digit schedule)."""
+
+    spec_type = Radix
+
+
+class RadixLayer(EncodingLayer):
+    """Radix neurons over time: :func:`snn_encodings.functional.radix_step` looped.
+
+    The raw step loop; a converted network's layer also pads, slices and saturates its window
+    (:func:`from_spiking_network` applies the core layer's hooks).
+    """
+
+    spec_type = Radix
+
+
 NEURONS: Mapping[type[Spec], tuple[type[EncodingCell], type[EncodingLayer]]] = {
     ICRate: (ICRateCell, ICRateLayer),
+    Quartz: (QuartzCell, QuartzLayer),
+    Radix: (RadixCell, RadixLayer),
 }
 """Spec class -> (cell class, layer class)."""
 
@@ -393,39 +469,61 @@ class _MaxPool(nn.Module):
         return self.rule.max_pool(spikes, self.pool)
 
 
-class _Readout(nn.Module):
-    """The output layer: currents ``(T, B, K)`` -> ``(values (B, K), state)``.
+class _Window(nn.Module):
+    """A converted neuron layer: a Norse :class:`EncodingLayer` framed by the core layer's hooks.
 
-    Runs ``layer`` (an :class:`EncodingLayer`) and hands its spikes and final state to the
-    encoding's decoder, which reads them from the core neuron module ``neurons``.
+    ``core`` is the converted network's
+    :class:`~snn_encodings.conversion.rules.base.NeuronLayer`: its ``before`` prepares the
+    window's currents (e.g. radix pads the window), ``layer`` steps the neurons, and its
+    ``after`` re-aligns the spikes (e.g. Quartz shifts them by ``spec.layer_latency``) and
+    records the final state. Inputs: currents ``(T, B, *)`` and the layer's state (or
+    ``None``); outputs: ``(spikes (T, B, *), state)``.
     """
 
-    neurons: nn.Module
-    scale: Tensor
-
-    def __init__(self, layer: EncodingLayer, neurons: nn.Module, rule: Rule, scale: Tensor) -> None:
+    def __init__(self, layer: EncodingLayer, core: NeuronLayer) -> None:
         super().__init__()
         self.layer = layer
-        self.neurons = neurons
+        self.core = core
+
+    def forward(self, input_tensor: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        spikes, state = self.layer(self.core.before(input_tensor), state)
+        return self.core.after(spikes, state), state
+
+
+class _Readout(_Window):
+    """The output layer: currents ``(T, B, K)`` -> ``(values (B, K), state)``, decoded by the
+    encoding's rule from the core layer after its ``after`` hook."""
+
+    scale: Tensor
+
+    def __init__(self, layer: EncodingLayer, core: NeuronLayer, rule: Rule, scale: Tensor) -> None:
+        super().__init__(layer, core)
         self.rule = rule
         self.register_buffer("scale", scale.clone())
 
     def forward(self, input_tensor: Tensor, state: Any = None) -> tuple[Tensor, Any]:
-        spikes, state = self.layer(input_tensor, state)
-        self.neurons.last_state = state
-        values = self.rule.decode_output(spikes, self.neurons)
+        spikes, state = super().forward(input_tensor, state)
+        values = self.rule.decode_output(spikes, self.core)
         scale = (
             self.scale if self.scale.dim() == 0 else self.scale.view(-1, *[1] * (values.dim() - 2))
         )
         return values * scale, state
 
 
-def _norse_layer(spec: Spec, stage: Any, options: dict[str, Any]) -> EncodingLayer:
+def _norse_layer(stage: Any, options: dict[str, Any]) -> tuple[EncodingLayer, NeuronLayer]:
+    core = stage.neurons
+    if not isinstance(core, NeuronLayer):
+        raise ConversionError(
+            f"adapters.norse: layer {stage.name!r} ({type(core).__name__}) is not a NeuronLayer, "
+            f"so its step loop cannot be run by a Norse layer; run the SpikingNetwork itself"
+        )
+    spec = core.step_spec
     layer_type = NEURONS.get(type(spec), (EncodingCell, EncodingLayer))[1]
-    v0 = getattr(stage.neurons, "v0", None)
+    v0 = getattr(core, "v0", None)
     if isinstance(v0, Tensor) and v0.dim() == 1:
         v0 = v0.view(-1, *[1] * (len(stage.shape) - 1))
-    return layer_type(spec, v0=v0, **options)
+    layer = layer_type(spec, v0=v0, step_options=core.step_options, **options)
+    return layer, core
 
 
 def from_spiking_network(
@@ -438,6 +536,12 @@ def from_spiking_network(
     :class:`EncodingLayer` holding the layer's initial membrane, max-pooling stages, and a
     readout that decodes the output layer. ``model(x)`` with ``x`` ``(B, *)`` returns
     ``(outputs (B, K), states)``; the outputs equal ``network(x)``.
+
+    Each Norse layer runs the core step of the converted layer's ``step_spec`` with its
+    ``step_options`` (e.g. a Quartz output layer without the rectifier), between the core
+    layer's ``before`` and ``after`` hooks (see
+    :class:`~snn_encodings.conversion.rules.base.NeuronLayer`), so encodings whose layers pad
+    or re-align their window (Quartz, radix) convert spike for spike too.
 
     Args:
         network: from :func:`snn_encodings.convert`.
@@ -468,11 +572,11 @@ def from_spiking_network(
             modules.append(_MaxPool(stage.pool, rule))
             continue
         modules.append(_Synapse(stage.synapse, rule))
-        layer = _norse_layer(network.spec, stage, options)
+        layer, core = _norse_layer(stage, options)
         if stage.kind == "output":
-            modules.append(_Readout(layer, stage.neurons, rule, scale))
+            modules.append(_Readout(layer, core, rule, scale))
         else:
-            modules.append(layer)
+            modules.append(_Window(layer, core))
     return SequentialState(*modules).to(scale.device)
 
 
@@ -506,8 +610,8 @@ def convert(
     if not same:
         raise ConversionError(
             f"adapters.norse.convert: the Norse model's outputs differ from the core "
-            f"SpikingNetwork's for {type(spec).__name__}; its neuron layers do more than the "
-            f"core step, so use snn_encodings.convert's network instead"
+            f"SpikingNetwork's for {type(spec).__name__}; use snn_encodings.convert's network "
+            f"instead"
         )
     return model
 

@@ -38,6 +38,7 @@ from snn_encodings.specs import ICRate, Quartz, Radix, Spec
 
 __all__ = [
     "NEURONS",
+    "NOT_RATE_TRAINABLE",
     "EncodingNeuron",
     "ICRateNeuron",
     "QuartzNeuron",
@@ -72,13 +73,17 @@ class EncodingNeuron(snntorch.Leaky):
       ``snntorch.utils.reset(net)`` and :func:`reset` restore the initial membrane (e.g. IC-rate's
       :math:`v_0`, not zero) and every other state field. Passing or assigning an all-zero or
       empty ``mem`` likewise means "start fresh"; passing back the ``mem`` the neuron returned
-      continues the run; any other tensor replaces the membrane and keeps the other fields.
+      (or a view of it, e.g. ``mem.detach()``) continues the run; any other tensor replaces the
+      membrane and keeps the other fields.
     - **Shapes.** After a reset the next input may have any shape. A different shape in the
       middle of a run raises :class:`~snn_encodings.errors.SpecError` (``snntorch.Leaky``
       silently restarts from zero instead).
     - **Gradients.** ``spike_grad`` (default ``snntorch.surrogate.atan()``) is passed to the core
       step as ``surrogate=``: the spikes stay exact (:math:`H(v - \theta)`, with :math:`\ge`),
-      the surrogate provides the gradient. ``surrogate_disable=True`` gives no spike gradient.
+      the surrogate provides the gradient (a NaN its derivative gives far from threshold, as
+      ``snntorch.surrogate.sigmoid`` does in float32, counts as 0, its limit).
+      ``surrogate_disable=True`` gives no spike gradient. Encodings listed in
+      :data:`NOT_RATE_TRAINABLE` need a loss on what their spikes encode, not on spike counts.
       ``learn_threshold=True`` makes ``threshold`` an ``nn.Parameter`` passed to the step as
       ``threshold=`` (only for encodings whose step accepts that override).
     - **Fixed.** The neuron does not leak (no ``beta``), and ``reset_mechanism``,
@@ -197,11 +202,21 @@ class EncodingNeuron(snntorch.Leaky):
         state = self._state
         if state is not None and value is state.v:
             return
-        if state is not None and value.shape == state.v.shape and torch.equal(value, state.v):
+        if (
+            state is not None
+            and value.shape == state.v.shape
+            and value.numel() > 0
+            and value.data_ptr() == state.v.data_ptr()
+        ):
+            # the returned membrane seen through a view, e.g. ``mem.detach()``: continue
             self._state = state._replace(v=value)
         elif value.numel() == 0 or not bool(value.any()):
+            # a new all-zero tensor (snnTorch's reset_hidden assigns zeros_like(mem)): start
+            # fresh, even when the current membrane happens to be zero
             self._state = None if value.numel() == 0 else self._initial_state(value.detach())
             self._fresh = True
+        elif state is not None and value.shape == state.v.shape and torch.equal(value, state.v):
+            self._state = state._replace(v=value)
         else:
             if state is None or state.v.shape != value.shape:
                 state = self._initial_state(value.detach())
@@ -285,6 +300,30 @@ class RadixNeuron(EncodingNeuron, spec=Radix):
 
 class QuartzNeuron(EncodingNeuron, spec=Quartz):
     """snnTorch neuron of the Quartz encoding; runs :func:`~snn_encodings.functional.quartz_step`."""
+
+
+NOT_RATE_TRAINABLE: Mapping[type[Spec], str] = MappingProxyType(
+    {
+        Quartz: (
+            "a Quartz neuron fires exactly once per window (the rectifier fires every neuron "
+            "still silent at step 3K), so its spike count is constant and a loss on spike "
+            "counts or rates has no gradient; put the loss on the value its spike time encodes "
+            "(a spike at step t of the window reads (3K - t)/K), or fine-tune the ANN twin "
+            "with snn_encodings.finetune"
+        ),
+        Radix: (
+            "radix neurons emit the base-r digits of their value, so the spike count is a digit "
+            "sum, not monotonic in the value, and the exact neuron emits a window's value in the "
+            "next window (pipelined), so a rate loss over one window has no gradient (exact "
+            "mode) or one that does not follow the value (paper mode); put the loss on the "
+            "value the digits encode (coding.decode_radix), or fine-tune the ANN twin with "
+            "snn_encodings.finetune"
+        ),
+    }
+)
+"""Spec class -> why snnTorch's usual spike-count (rate) losses cannot train its neuron, and
+what to train on instead. The surrogate gradients of these neurons are still defined and
+finite; only the rate readout is constant."""
 
 
 def neuron_for(spec: Spec, **options: Any) -> EncodingNeuron:

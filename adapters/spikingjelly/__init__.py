@@ -39,7 +39,7 @@ def _version() -> str:
 
 check_spikingjelly(_version(), hasattr(_neuron.BaseNode, "single_step_functional_forward"))
 
-from .nodes import NEURONS, EncodingNode, ICRateNode
+from .nodes import NEURONS, EncodingNode, ICRateNode, QuartzNode, RadixNode
 from .recipe import recipe
 
-__all__ = ["NEURONS", "EncodingNode", "ICRateNode", "recipe"]
+__all__ = ["NEURONS", "EncodingNode", "ICRateNode", "QuartzNode", "RadixNode", "recipe"]

@@ -2,8 +2,10 @@
 
 This module imports Lava, which the package does not depend on: it runs in the separate venv that
 ``.ci/lava_env.sh`` builds. ``python -m snn_encodings.export.lava_run IN.npz OUT.npz`` reads the
-network path (``path``) and full input spikes (``inputs``, ``(steps, *shape)``) from ``IN.npz`` and writes Lava's output spikes and final states to
-``OUT.npz``; the tests call it in a subprocess.
+network path (``path``) and full input spikes (``inputs``, ``(steps, *shape)``; with
+``batch=True``, ``(B, steps, *shape)``, one Lava run per sample) from ``IN.npz`` and writes Lava's
+output spikes and final states to ``OUT.npz`` (stacked over the batch); the tests call it in a
+subprocess.
 """
 
 from __future__ import annotations
@@ -113,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m snn_encodings.export.lava_run IN.npz OUT.npz", file=sys.stderr)
         return 2
     request = np.load(args[0], allow_pickle=False)
-    result = run_netx(str(request["path"]), request["inputs"])
+    path, inputs = str(request["path"]), request["inputs"]
+    if "batch" in request.files and bool(request["batch"]):
+        runs = [run_netx(path, sample) for sample in inputs]
+        result = {key: np.stack([run[key] for run in runs]) for key in runs[0]}
+    else:
+        result = run_netx(path, inputs)
     np.savez(args[1], **result)  # type: ignore[arg-type]
     return 0
 

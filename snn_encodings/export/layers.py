@@ -282,9 +282,9 @@ def _check_synapse(layer: Layer, previous: tuple[int, ...], where: str) -> None:
     for name, value, high in (("v_th_mant", neuron.v_th_mant, VTH_MAX), ("i_decay", neuron.i_decay, DECAY_UNITY), ("v_decay", neuron.v_decay, DECAY_UNITY)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= high:
             raise ExportError(f"{where}: {name} must be an integer in [0, {high}], got {value!r}")
-    for name, value in (("u_init", neuron.u_init), ("v_init", neuron.v_init)):
-        if value is not None:
-            array = _check_int_array(value, name, where)
+    for name, state in (("u_init", neuron.u_init), ("v_init", neuron.v_init)):
+        if state is not None:
+            array = _check_int_array(state, name, where)
             if array.shape not in ((), tuple(layer.shape)):
                 raise ExportError(f"{where}: {name} must be a scalar or shaped {layer.shape}, got {array.shape}")
             if np.abs(array).max() >= 2**23:

@@ -23,7 +23,9 @@ resets ``v`` to zero, which would drop the residual, so the membrane lives in ``
   weight range is split over several clocks;
 - the initial membrane :math:`v_0` goes to ``neuron/uInit`` (applied after loading).
 
-Limits: ``dense_rec`` exists for dense layers only, so conv layers raise (use ``reset="zero"``);
+Limits: ``dense_rec`` exists for dense layers only, so conv layers raise unless
+``unroll_conv=True`` writes each conv as the dense layer with its equivalent weight matrix
+(:func:`unroll_convolutions`: exact, at the cost of one synapse per input-output pair);
 ``vDecay = 4096`` runs in Lava's CPU model but exceeds Loihi's 12-bit ``dv`` register (noted in
 the report); ``u`` wraps at :math:`\pm 2^{17}` file units (the fixed-point model counts wraps).
 
@@ -32,22 +34,30 @@ vDecay = 0``, bias in ``v``, reset to zero, so the residual above threshold is l
 Works for conv layers. The bias a layer receives before its first input (one step per layer of
 latency) is cancelled through its initial membrane; the report's notes say it is approximate.
 
+**Readout.** ``FloatNetwork.readout == "membrane"`` (IC-rate's compensated output, count plus
+residual minus :math:`v_0`, which is exactly the time-averaged input current) makes the last
+layer a non-spiking integrator (``iDecay = 4096, vDecay = 0, vThMant = 131071``) whose final
+``v`` is the summed current; ``"spikes"`` keeps a spiking last layer read by its count.
+:func:`decode_output` turns either into the converted network's output units.
+
 **Radix** raises: its bit-serial output needs reset by subtraction *and* doubling of the
 membrane (or a time-varying threshold); Lava's CUBA decays only shrink, it resets to zero with a
 fixed threshold, and CUBA cannot send graded spikes from a file. The nearest faithful
 construction is the integration side alone (``iDecay = 4096, vDecay = 2048`` with LSB-first
 inputs), which does not produce radix spikes.
 
-**Quartz** raises in this version: its ramp (``iDecay = 0, vDecay = 0``) and fire-once
-(``dense_rec`` self-weight -254) are expressible, but its readout and rectifier synapses are not
-exported yet.
+**Quartz** raises (:data:`QUARTZ_REASON`): its ramp (``iDecay = 0, vDecay = 0``), readout
+(a clock channel, delayed to step :math:`2K`, with per-neuron weight :math:`1 - \sum w - b`)
+and bias spikes (delayed clock synapses) are expressible, but fire-once after an early spike
+and the rectifier are not (see the message).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -55,7 +65,7 @@ from snn_encodings.errors import ExportError
 from snn_encodings.export.layers import BIAS_RANGE, VTH_MAX, Cuba, IntNetwork, Layer
 from snn_encodings.specs.base import Spec
 
-__all__ = ["FloatLayer", "FloatNetwork", "lower", "run_float"]
+__all__ = ["QUARTZ_REASON", "RADIX_REASON", "FloatLayer", "FloatNetwork", "decode_output", "lower", "run_float", "unroll_convolutions"]
 
 _W = 254
 """Largest weight magnitude used (netx's mixed-sign range is [-256, 254])."""
@@ -89,48 +99,151 @@ class FloatLayer:
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class FloatNetwork:
-    """A converted network as export sees it: ``spec``, input shape (CHW or flat), layers."""
+    """A converted network as export sees it: ``spec``, input shape (CHW or flat), layers.
+
+    Args:
+        spec: the encoding.
+        input_shape: one step of input, CHW or flat.
+        layers: the chain.
+        readout: how the output layer is read: ``"spikes"`` (spike count times threshold over
+            the window) or ``"membrane"`` (IC-rate's compensated readout, count plus residual
+            membrane: the time-averaged input current, so the file's last layer is a
+            non-spiking integrator read as membrane).
+        output_scale: multiplies the decoded outputs back to the ANN's logit units (scalar or
+            one per output).
+    """
 
     spec: Spec
     input_shape: tuple[int, ...]
     layers: tuple[FloatLayer, ...]
+    readout: Literal["spikes", "membrane"] = "spikes"
+    output_scale: float | np.ndarray = 1.0
 
 
-def lower(network: FloatNetwork, *, reset: Literal["subtract", "zero"] = "subtract") -> tuple[IntNetwork, tuple, tuple[str, ...]]:
+def lower(
+    network: FloatNetwork,
+    *,
+    reset: Literal["subtract", "zero"] = "subtract",
+    unroll_conv: bool = False,
+) -> tuple[IntNetwork, tuple, tuple[str, ...]]:
     """Build the integer netx layers of ``network``.
 
     Args:
         network: the converted network.
-        reset: IC-rate only: ``"subtract"`` (faithful, dense layers) or ``"zero"`` (Lava's
-            native reset; computes a different function, see the module docstring).
+        reset: IC-rate only: ``"subtract"`` (faithful) or ``"zero"`` (Lava's native reset;
+            computes a different function, see the module docstring).
+        unroll_conv: with ``reset="subtract"``, write every convolution as the dense layer with
+            its equivalent weight matrix (:func:`unroll_convolutions`), so that it can carry the
+            ``dense_rec`` self-connection. Faithful; costs one synapse per (input, output)
+            pair instead of one per kernel weight (the report's notes give the numbers).
     Returns:
         ``(int_network, layer_reports, notes)``.
     Raises:
         ExportError: naming the layer, why netx cannot express it, and what to do.
     """
-    from snn_encodings.export.netx import LayerReport  # noqa: F401 (circular at import time)
-
     name = network.spec.name
     if name == "radix":
-        raise ExportError(
-            "export.netx: radix cannot be exported to netx: its bit-serial output needs reset by "
-            "subtraction plus doubling of the membrane (or a time-varying threshold), while Lava's "
-            "CUBA neuron only decays, resets to zero at a fixed threshold and cannot send graded "
-            "spikes from a file. The nearest faithful construction, iDecay=4096 vDecay=2048 with "
-            "LSB-first inputs, integrates radix inputs but does not emit radix spikes; export the "
-            "network with the IC-rate encoding instead"
-        )
+        raise ExportError(RADIX_REASON)
     if name == "quartz":
-        raise ExportError(
-            "export.netx: Quartz export is not available yet: its ramp (iDecay=0, vDecay=0) and "
-            "fire-once (dense_rec self-weight -254) are expressible, but its readout and "
-            "rectifier synapses are not exported; export with the IC-rate encoding instead"
-        )
+        raise ExportError(QUARTZ_REASON)
     if name != "icrate":
         raise ExportError(f"export.netx: no netx export for the {type(network.spec).__name__} encoding")
     if reset not in ("subtract", "zero"):
         raise ExportError(f"export.netx: reset must be 'subtract' or 'zero', got {reset!r}")
-    return _lower_icrate(network, reset)
+    if network.readout not in ("spikes", "membrane"):
+        raise ExportError(f"export.netx: readout must be 'spikes' or 'membrane', got {network.readout!r}")
+    notes: tuple[str, ...] = ()
+    if unroll_conv:
+        before = _synapse_count(network)
+        network = unroll_convolutions(network)
+        after = _synapse_count(network)
+        if after != before:
+            notes = (
+                (
+                    f"convolutions unrolled to dense layers: {after:,} synapses instead of "
+                    f"{before:,} conv weights ({after / max(before, 1):.0f}x the synaptic memory, "
+                    "and a dense_rec self-connection matrix per layer)"
+                ),
+            )
+    int_network, reports, lowered = _lower_icrate(network, reset)
+    return int_network, reports, notes + lowered
+
+
+RADIX_REASON = (
+    "export.netx: radix cannot be exported to netx: its bit-serial output needs reset by "
+    "subtraction plus doubling of the membrane (or a time-varying threshold), while Lava's "
+    "CUBA neuron only decays, resets to zero at a fixed threshold and cannot send graded "
+    "spikes from a file. The nearest faithful construction, iDecay=4096 vDecay=2048 with "
+    "LSB-first inputs, integrates radix inputs but does not emit radix spikes; export the "
+    "network with the IC-rate encoding instead"
+)
+
+QUARTZ_REASON = (
+    "export.netx: Quartz cannot be exported faithfully to netx. Its ramp (iDecay=0, vDecay=0), "
+    "readout (a clock channel with per-neuron weight 1 - sum(w) - bias, delayed to step 2K) and "
+    "bias spikes (delayed clock synapses) are expressible, but two of its rules are not: (1) "
+    "fire once: after a spike the Quartz neuron ignores the rest of its window, while Lava keeps "
+    "u (only v resets) and integrates later inputs; a dense_rec self-weight removes at most 256 "
+    "file units once, so a neuron that fires during the encode phase (u up to scale * sum of its "
+    "positive weights) fires again; (2) the rectifier: forcing exactly the still-silent neurons "
+    "to fire at step 3K needs an input larger than theta minus their membrane, which is unbounded "
+    "below (it is K times the pre-activation), while the same input must not re-fire a neuron "
+    "that fired one step earlier (membrane 0); a fixed weight cannot do both, and CUBA has no "
+    "state-dependent gate. Export the network with the IC-rate encoding instead"
+)
+
+
+def _synapse_count(network: FloatNetwork) -> int:
+    return sum(int(np.asarray(layer.weight).size) for layer in network.layers if layer.weight is not None)
+
+
+def unroll_convolutions(network: FloatNetwork) -> FloatNetwork:
+    """The same network with every conv written as a dense layer (CHW-flattened neurons).
+
+    Column ``i`` of the dense weight is the conv's response to a unit input at flat position
+    ``i`` (exact: each entry is one kernel weight or zero); per-channel biases and initial
+    membranes are repeated over the positions. Flatten layers become no-ops and are dropped.
+
+    Args:
+        network: a network with conv layers.
+    Returns:
+        A network of dense layers only, with a flat input shape.
+    """
+    import torch
+
+    shape = tuple(network.input_shape)
+    layers: list[FloatLayer] = []
+    for layer in network.layers:
+        if layer.kind == "flatten":
+            shape = (int(np.prod(shape)),)
+            continue
+        if layer.kind != "conv":
+            layers.append(layer)
+            shape = (np.asarray(layer.weight).shape[0],)
+            continue
+        size = int(np.prod(shape))
+        eye = torch.eye(size, dtype=torch.float64).view(size, *shape)
+        kernel = torch.as_tensor(np.asarray(layer.weight), dtype=torch.float64)
+        with torch.no_grad():
+            response = torch.nn.functional.conv2d(
+                eye, kernel, stride=layer.stride, padding=layer.padding,
+                dilation=layer.dilation, groups=layer.groups,
+            )
+        out_shape = tuple(response.shape[1:])
+        positions = int(np.prod(out_shape[1:]))
+        bias = None if layer.bias is None else np.repeat(np.asarray(layer.bias, dtype=np.float64), positions)
+        v0 = layer.v0
+        if v0 is not None and np.ndim(v0) > 0:
+            v0 = np.broadcast_to(np.asarray(v0, dtype=np.float64), out_shape).reshape(-1).copy()
+        layers.append(FloatLayer(
+            kind="dense", name=layer.name, weight=response.reshape(size, -1).T.numpy().copy(),
+            bias=bias, v0=v0,
+        ))
+        shape = out_shape
+    return FloatNetwork(
+        spec=network.spec, input_shape=(int(np.prod(network.input_shape)),), layers=tuple(layers),
+        readout=network.readout, output_scale=network.output_scale,
+    )
 
 
 def _synapses(network: FloatNetwork) -> tuple[tuple[int, ...], list[FloatLayer]]:
@@ -179,7 +292,8 @@ def _lower_icrate(network: FloatNetwork, reset: str) -> tuple[IntNetwork, tuple,
     if spec.input_coding != "sigma_delta":  # type: ignore[attr-defined]
         raise ExportError(
             "export.netx: ICRate(input_coding='analog') feeds the first layer real values, but "
-            "Loihi inputs are spikes; convert with ICRate(input_coding='sigma_delta')"
+            "Loihi inputs are spikes (netx's graded input_message_bits is not a file field and "
+            "our Lava check does not cover it); convert with ICRate(input_coding='sigma_delta')"
         )
     theta = float(spec.threshold)  # type: ignore[attr-defined]
     shape, layers = _synapses(network)
@@ -193,46 +307,64 @@ def _v0(layer: FloatLayer, spec: Spec, out_shape: tuple[int, ...]) -> np.ndarray
     return np.broadcast_to(np.asarray(value, dtype=np.float64), out_shape)
 
 
+def _integrator(start: np.ndarray | None = None) -> Cuba:
+    """A non-spiking accumulator: ``u`` is this step's input, ``v`` sums it (and the bias)."""
+    return Cuba(v_th_mant=VTH_MAX, i_decay=4096, v_decay=0, v_init=start)
+
+
 def _icrate_subtract(network: FloatNetwork, shape: tuple[int, ...], layers: list[FloatLayer], theta: float):
     for index, layer in enumerate(layers):
         if layer.kind != "dense":
+            dense, conv = _synapse_count(unroll_convolutions(network)), _synapse_count(network)
             raise ExportError(
                 f"export.netx: layer {layer.name!r} ({layer.kind}): IC-rate's reset by subtraction "
                 "needs a recurrent self-connection (dense_rec), which netx has for dense layers only; "
-                "export with reset='zero' (Lava's native reset to zero, an approximation whose "
-                "accuracy the caller should measure) or use dense layers"
+                f"export with unroll_conv=True (faithful: the convs become dense layers, {dense:,} "
+                f"synapses instead of {conv:,}) or reset='zero' (Lava's native reset to zero, an "
+                "approximation whose accuracy the caller should measure)"
             )
     if len(shape) != 1:
         raise ExportError("export.netx: IC-rate with reset='subtract' needs a flat input; start the network with a flatten")
+    membrane = network.readout == "membrane"
+    last = len(layers) - 1
     weights = [np.asarray(layer.weight, dtype=np.float64) for layer in layers]
     # even integers: Lava truncates the recurrent (all-negative) synapse with the bit budget of
-    # the mixed-sign feed-forward one, which is exact only for even weights (also Loihi's grid)
-    scales = [_scale(w, theta, _W) for w in weights]
+    # the mixed-sign feed-forward one, which is exact only for even weights (also Loihi's grid);
+    # a membrane readout has no recurrent synapse and no threshold to fit, only its weights
+    scales = [_scale(w, theta, math.inf if membrane and k == last else _W) for k, w in enumerate(weights)]
     biases = [np.zeros(w.shape[0]) if layer.bias is None else np.asarray(layer.bias, dtype=np.float64) for w, layer in zip(weights, layers)]
     b_ints = [_even(b * s) for b, s in zip(biases, scales)]
     clocks = max((math.ceil(np.abs(b).max() / _W) for b in b_ints if b.any()), default=0)
     int_layers = [Layer(kind="input", shape=(shape[0] + clocks,), name="input")]
     reports = []
-    last = len(layers) - 1
     for k, (layer, w, s, b, b_int) in enumerate(zip(layers, weights, scales, biases, b_ints)):
         out, n_in = w.shape
         if n_in != int_layers[-1].shape[0] - clocks:
             raise ExportError(f"export.netx: layer {layer.name!r}: weight has {n_in} inputs, the previous layer {int_layers[-1].shape[0] - clocks} outputs")
-        theta_int = int(_even(np.asarray(theta * s)))
-        if theta_int < 2:
-            raise ExportError(f"export.netx: layer {layer.name!r}: threshold rounds to 0 at scale {s:.3g}; rescale the layer")
         w_int = _even(w * s)
         chunks = np.zeros((out, clocks), dtype=np.int64)
         rest = b_int.copy()
         for m in range(clocks):
             chunks[:, m] = np.clip(rest, -_W, _W)
             rest = rest - chunks[:, m]
+        v0 = _v0(layer, network.spec, (out,))
+        if membrane and k == last:
+            # compensated readout (count + residual - v0) = sum of the input currents: integrate
+            weight = np.concatenate([w_int, chunks], axis=1)
+            int_layers.append(Layer(
+                kind="dense", shape=(out,), name=layer.name, weight=weight, neuron=_integrator(),
+                metadata={"scale": s, "readout": "membrane"},
+            ))
+            reports.append(_report(layer.name, s, w, w_int, b, b_int, v0, np.rint(v0 * s)))
+            continue
+        theta_int = int(_even(np.asarray(theta * s)))
+        if theta_int < 2:
+            raise ExportError(f"export.netx: layer {layer.name!r}: threshold rounds to 0 at scale {s:.3g}; rescale the layer")
         relays = clocks if k < last else 0
         weight = np.zeros((out + relays, n_in + clocks), dtype=np.int64)
         weight[:out, :n_in] = w_int
         weight[:out, n_in:] = chunks
         weight[out:, n_in:] = np.eye(relays, clocks, dtype=np.int64) * theta_int
-        v0 = _v0(layer, network.spec, (out,))
         v0_int = np.rint(v0 * s).astype(np.int64)
         u_init = np.concatenate([v0_int, np.zeros(relays, dtype=np.int64)]) << 6
         int_layers.append(Layer(
@@ -251,14 +383,27 @@ def _icrate_subtract(network: FloatNetwork, shape: tuple[int, ...], layers: list
     )
     if clocks:
         notes += (f"biases arrive from {clocks} clock input channel(s) appended to the input (IntNetwork.drive adds them)",)
+    if membrane:
+        notes += (_readout_note(scales[-1], network),)
     meta = _meta(network, len(layers), "subtract")
     return IntNetwork(layers=tuple(int_layers), metadata=meta, clock_inputs=clocks), tuple(reports), notes
+
+
+def _readout_note(scale: float, network: FloatNetwork) -> str:
+    steps = network.spec.steps_per_layer
+    return (
+        "output layer: a non-spiking integrator (iDecay=4096, vDecay=0, vThMant=131071) read as "
+        f"membrane v; decode with decode_output; |mean output| above {VTH_MAX / (scale * steps):.3g} "
+        "threshold units saturates v (decode_output raises)"
+    )
 
 
 def _icrate_zero(network: FloatNetwork, shape: tuple[int, ...], layers: list[FloatLayer], theta: float):
     int_layers = [Layer(kind="input", shape=shape, name="input")]
     reports = []
     current = shape
+    membrane = network.readout == "membrane"
+    last = sum(layer.kind != "flatten" for layer in layers)
     k = 0
     for layer in layers:
         if layer.kind == "flatten":
@@ -266,10 +411,11 @@ def _icrate_zero(network: FloatNetwork, shape: tuple[int, ...], layers: list[Flo
             int_layers.append(Layer(kind="flatten", shape=current, name=layer.name))
             continue
         k += 1
+        readout = membrane and k == last
         w = np.asarray(layer.weight, dtype=np.float64)
         b = np.zeros(w.shape[0]) if layer.bias is None else np.asarray(layer.bias, dtype=np.float64)
         top_b = float(np.abs(b).max()) if b.size else 0.0
-        s = min(_scale(w, theta, VTH_MAX + 1), BIAS_RANGE[1] / top_b if top_b else math.inf)
+        s = min(_scale(w, theta, math.inf if readout else VTH_MAX + 1), BIAS_RANGE[1] / top_b if top_b else math.inf)
         theta_int = round(theta * s)
         w_int = np.rint(w * s).astype(np.int64)
         b_int = np.rint(b * s).astype(np.int64)
@@ -281,6 +427,18 @@ def _icrate_zero(network: FloatNetwork, shape: tuple[int, ...], layers: list[Flo
         v0 = _v0(layer, network.spec, out_shape)
         v0_int = np.rint(v0 * s).astype(np.int64)
         bias_map = b_int if layer.kind == "dense" else b_int.reshape(-1, 1, 1) * np.ones(out_shape, dtype=np.int64)
+        geometry: dict[str, Any] = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups}
+        if readout:
+            # the integrator sums the bias on every step; the k steps before its first input
+            # are cancelled exactly through the initial membrane (it never resets)
+            int_layers.append(Layer(
+                kind="dense" if layer.kind == "dense" else "conv", shape=out_shape, name=layer.name,
+                weight=w_int, bias=b_int if b_int.any() else None, **geometry,
+                neuron=_integrator(start=(-k * bias_map) << 6), metadata={"scale": s, "readout": "membrane"},
+            ))
+            reports.append(_report(layer.name, s, w, w_int, b, b_int, v0, v0_int))
+            current = out_shape
+            continue
         # k bias-only steps reach the layer before its first input: start that much lower
         start = v0_int - k * bias_map
         worst = v0_int - (k - 1) * np.minimum(bias_map, 0)
@@ -291,19 +449,20 @@ def _icrate_zero(network: FloatNetwork, shape: tuple[int, ...], layers: list[Flo
             )
         int_layers.append(Layer(
             kind="dense" if layer.kind == "dense" else "conv", shape=out_shape, name=layer.name,
-            weight=w_int, bias=b_int if b_int.any() else None, stride=layer.stride,
-            padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
+            weight=w_int, bias=b_int if b_int.any() else None, **geometry,
             neuron=Cuba(v_th_mant=theta_int - 1, i_decay=4096, v_decay=0, v_init=start << 6),
             metadata={"scale": s, "theta": theta_int},
         ))
         reports.append(_report(layer.name, s, w, w_int, b, b_int, v0, v0_int))
         current = out_shape
-    notes = (
+    notes: tuple[str, ...] = (
         (
             "IC-rate with reset='zero': Lava resets v to zero, so the residual above threshold is "
             "lost at every spike; the file computes an approximation of the converted network"
         ),
     )
+    if membrane:
+        notes += (_readout_note(reports[-1].scale, network),)
     return IntNetwork(layers=tuple(int_layers), metadata=_meta(network, k, "zero")), tuple(reports), notes
 
 
@@ -315,8 +474,49 @@ def _meta(network: FloatNetwork, latency: int, reset: str) -> dict[str, str | in
         "steps": int(spec.steps_per_layer),
         "latency": latency,
         "reset": reset,
+        "readout": network.readout,
+        "threshold": float(spec.threshold),  # type: ignore[attr-defined]
+        "output_scale": json.dumps(np.asarray(network.output_scale, dtype=np.float64).tolist()),
         "output_window": f"steps {latency}..{latency + spec.steps_per_layer - 1}",
     }
+
+
+def decode_output(network: IntNetwork, spikes: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Decode a run of an exported IC-rate file to the converted network's output units.
+
+    Args:
+        network: the exported network (as read back from the file).
+        spikes: the last layer's spikes over the run, ``(steps, *out)``, from
+            :func:`~snn_encodings.export.fixed_point.run_fixed_point` or Lava, for a run of
+            ``T + latency`` steps (what :meth:`IntNetwork.drive` builds).
+        v: the last layer's final ``v`` in x64 units.
+    Returns:
+        ``(K,)`` float64 values: with ``readout="membrane"`` the integrated current
+        :math:`v / (64\\,s\\,T)`, else the window's spike count times :math:`\\theta / T`; both
+        times ``output_scale`` (the ANN's logit units, as the converted network returns them).
+    Raises:
+        ExportError: if the file is not an IC-rate export, or the integrator saturated or fired.
+    """
+    meta = network.metadata
+    if meta.get("encoding") != "icrate":
+        raise ExportError(f"decode_output: the file holds a {meta.get('encoding')!r} network, not an IC-rate export")
+    steps, latency = int(meta["steps"]), int(meta["latency"])
+    last = network.layers[-1]
+    out = last.shape[0] if last.kind == "conv" else last.shape[0] - int(last.metadata.get("relays", 0))
+    scale = float(last.metadata["scale"])
+    factor = np.asarray(json.loads(str(meta["output_scale"])), dtype=np.float64)
+    spikes = np.asarray(spikes)
+    if meta["readout"] == "membrane":
+        if spikes.any() or np.abs(v).max() >= (2**23 - 1):
+            raise ExportError(
+                "decode_output: the output integrator saturated (|v| reached 2**23 - 1 in x64 "
+                "units) or fired; the file cannot represent this output, rescale the last layer"
+            )
+        values = np.asarray(v, dtype=np.float64)[:out] / (64 * scale * steps)
+    else:
+        window = spikes[latency : latency + steps, :out]
+        values = window.sum(0).astype(np.float64) * float(meta["threshold"]) / steps
+    return values * factor
 
 
 def run_float(network: FloatNetwork, spikes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -73,10 +73,14 @@ def netx(model: Any, path: str | os.PathLike[str], **options: Any) -> ExportRepo
     """Export a converted spiking network to a lava-dl netx HDF5 file.
 
     Args:
-        model: a :class:`~snn_encodings.export.lowering.FloatNetwork` (a converted network's
-            layers with its spec) or an :class:`~snn_encodings.export.layers.IntNetwork`.
+        model: the :class:`~snn_encodings.SpikingNetwork` that :func:`snn_encodings.convert`
+            returns (read by :func:`~snn_encodings.export.converted.float_network`), a
+            :class:`~snn_encodings.export.lowering.FloatNetwork`, or an
+            :class:`~snn_encodings.export.layers.IntNetwork` (written as it is).
         path: the file to write (replaced atomically).
-        options: passed to :func:`~snn_encodings.export.lowering.lower` (e.g. ``reset=``).
+        options: passed to :func:`~snn_encodings.export.lowering.lower`: ``reset="subtract"``
+            (faithful IC-rate, dense layers) or ``"zero"``, ``unroll_conv=True`` (faithful
+            IC-rate through convolutions written as dense layers).
     Returns:
         An :class:`ExportReport` with the per-layer quantisation error.
     Raises:
@@ -101,6 +105,12 @@ def netx(model: Any, path: str | os.PathLike[str], **options: Any) -> ExportRepo
             raise ExportError(f"export.netx: options {sorted(options)} apply to converted networks only")
         write_netx(model, path)
         return ExportReport(path=Path(path), network=model, layers=())
+    from snn_encodings.conversion.network import SpikingNetwork
+
+    if isinstance(model, SpikingNetwork):
+        from snn_encodings.export.converted import float_network
+
+        model = float_network(model)
     if isinstance(model, FloatNetwork):
         network, layers, notes = lower(model, **options)
         write_netx(network, path)
@@ -114,7 +124,7 @@ def netx(model: Any, path: str | os.PathLike[str], **options: Any) -> ExportRepo
         )
     raise ExportError(
         f"export.netx: cannot export a {type(model).__name__}; pass a converted network "
-        "(FloatNetwork) or an IntNetwork"
+        "(snn_encodings.convert's SpikingNetwork, or a FloatNetwork) or an IntNetwork"
     )
 
 
@@ -158,15 +168,21 @@ def write_netx(network: IntNetwork, path: str | os.PathLike[str]) -> Path:
     return target
 
 
+def _packed(values: Any) -> dict[str, Any]:
+    """int32 data, gzip-compressed when large (unrolled convs); h5py reads it back transparently."""
+    data = np.asarray(values, dtype=np.int32)
+    return {"data": data, "compression": "gzip"} if data.size > 65536 else {"data": data}
+
+
 def _write_layer(group: Any, layer: Layer) -> None:
     group.create_dataset("type", (1,), "S10", [layer.kind.encode("ascii")])
     group.create_dataset("shape", data=np.asarray(layer.shape, dtype=np.int64))
     group.attrs["snn_encodings"] = json.dumps(dict(layer.metadata, name=layer.name), sort_keys=True)
     if layer.kind in ("input", "flatten"):
         return
-    group.create_dataset("weight", data=np.asarray(layer.weight, dtype=np.int32))
+    group.create_dataset("weight", **_packed(layer.weight))
     if layer.weight_rec is not None:
-        group.create_dataset("weight_rec", data=np.asarray(layer.weight_rec, dtype=np.int32))
+        group.create_dataset("weight_rec", **_packed(layer.weight_rec))
     if layer.bias is not None:
         group.create_dataset("bias", data=np.asarray(layer.bias, dtype=np.int32))
     if layer.delay is not None:

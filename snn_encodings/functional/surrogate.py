@@ -33,8 +33,30 @@ def spike(x: Tensor, surrogate: Surrogate | None = None) -> Tensor:
     exact = (x >= 0).to(x.dtype)
     if surrogate is None:
         return exact
-    soft = surrogate(x)
+    soft = surrogate(_FiniteGrad.apply(x))
     return exact + (soft - soft.detach())
+
+
+class _FiniteGrad(torch.autograd.Function):
+    r"""Identity whose backward turns NaN gradients at finite inputs into 0.
+
+    Some surrogates evaluate their derivative in a form that overflows far from the threshold:
+    snnTorch's ``sigmoid`` computes :math:`k e^{-kx} / (e^{-kx} + 1)^2`, which is
+    :math:`\infty/\infty` = NaN once :math:`-kx > 88` in float32 (:math:`x < -3.5` for the
+    default :math:`k = 25`), where the derivative's true value tends to 0. Membranes that far
+    below threshold are common (e.g. Quartz, whose threshold is :math:`K + 1/2`), and one NaN
+    would poison every gradient of a network; the guard gives the limit 0 instead.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return torch.where(torch.isnan(grad) & torch.isfinite(x), torch.zeros_like(grad), grad)
 
 
 class _FastSigmoid(torch.autograd.Function):

@@ -10,7 +10,7 @@ import torch
 from conftest import require
 
 from snn_encodings.errors import SpecError
-from snn_encodings.specs import ICRate
+from snn_encodings.specs import ICRate, Quartz
 from snn_encodings.testing import assert_same_trace, run_core
 
 GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -29,23 +29,33 @@ def test_kernel_sources_are_shipped_for_every_kernel_spec() -> None:
         assert 'extern "C" __global__' in kernels.source(name)
 
 
-def test_kernel_sources_compile_with_nvrtc() -> None:
+def test_kernel_sources_inline_the_common_header() -> None:
+    kernels = _kernels()
+    for name in kernels.KERNEL_SOURCES.values():
+        text = kernels.source(name)
+        assert not any(line.lstrip().startswith("#include") for line in text.splitlines())
+        assert "struct Storage<half_bits>" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "kinds"), [("icrate.cu", ("forward", "backward")), ("quartz.cu", ("forward",))]
+)
+def test_kernel_sources_compile_with_nvrtc(name, kinds) -> None:
     kernels = _kernels()
     require("cupy_backends.cuda.libs.nvrtc")
     try:
-        ptx = kernels.compile_ptx("icrate.cu")
+        ptx = kernels.compile_ptx(name)
     except RuntimeError as error:
         if "libnvrtc" in str(error) or "NVRTC library" in str(error):
             pytest.skip(f"the NVRTC library is not installed: {error}")
         raise
+    prefix = name.removesuffix(".cu")
     entries = set(re.findall(r"\.entry\s+(\w+)", ptx))
     assert entries == {
-        f"icrate_{kind}_{dtype}"
-        for kind in ("forward", "backward")
-        for dtype in ("f16", "f32", "f64")
+        f"{prefix}_{kind}_{dtype}" for kind in kinds for dtype in ("f16", "f32", "f64")
     }
     forward_bodies = [
-        body for body in ptx.split(".entry")[1:] if body.lstrip().startswith("icrate_forward")
+        body for body in ptx.split(".entry")[1:] if body.lstrip().startswith(f"{prefix}_forward")
     ]
     assert len(forward_bodies) == 3
     assert not any("fma" in body for body in forward_bodies), "forward kernels must not use FMA"
@@ -66,6 +76,16 @@ def test_icrate_kernel_rejects_cpu_tensors() -> None:
     kernels = _kernels()
     with pytest.raises(SpecError, match="needs CUDA tensors"):
         kernels.icrate_multi_step(torch.zeros(3, 2), torch.zeros(2), 1.0)
+
+
+def test_quartz_kernel_rejects_cpu_tensors() -> None:
+    kernels = _kernels()
+    from snn_encodings.functional import quartz_initial_state
+
+    spec = Quartz(t_max=2)
+    state = tuple(quartz_initial_state(spec, torch.zeros(2)))
+    with pytest.raises(SpecError, match="needs CUDA tensors"):
+        kernels.quartz_multi_step(torch.zeros(8, 2), state, spec)
 
 
 def test_multi_step_rejects_specs_without_kernel() -> None:
@@ -137,3 +157,45 @@ def test_icrate_node_cupy_backend_matches_single_steps_on_gpu(make_currents) -> 
     functional.reset_net(node)
     spikes = node(currents[:, :5])
     assert torch.equal(spikes, run_core(spec, currents[:, :5]).spikes)
+
+
+@pytest.mark.cuda
+@GPU
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [(1,), (3, 5), (4, 3, 8, 8), (257, 129)], ids=str)
+@pytest.mark.parametrize("rectify", [True, False])
+def test_quartz_kernel_matches_torch_step_on_gpu(spec, shape, dtype, rectify, make_currents):
+    kernels = _kernels()
+    require("cupy")
+    from snn_encodings.functional import quartz_initial_state, simulate
+
+    if not isinstance(spec, Quartz):
+        pytest.skip("Quartz kernel")
+    currents = make_currents(shape, steps=spec.steps_per_layer + 3, dtype=dtype).cuda()
+    want = simulate(spec, currents, record=True, rectify=rectify)
+    state = tuple(quartz_initial_state(spec, currents[0]))
+    spikes, final, membranes = kernels.quartz_multi_step(currents, state, spec, rectify=rectify)
+    assert_same_trace((spikes, membranes), (want.spikes, want.states.v))
+    for got, expected in zip(final, want.state, strict=True):
+        assert got.dtype == expected.dtype and torch.equal(got, expected)
+
+
+@pytest.mark.cuda
+@GPU
+def test_quartz_node_cupy_backend_matches_torch_backend_on_gpu(make_currents) -> None:
+    require("cupy")
+    from snn_encodings.adapters.spikingjelly import QuartzNode
+    from spikingjelly.activation_based import functional
+
+    spec = Quartz(t_max=4)
+    currents = make_currents((16, 3, 4), steps=spec.steps_per_layer).cuda()
+    node = QuartzNode(spec, step_mode="m", backend="cupy", store_v_seq=True)
+    with torch.no_grad():
+        spikes = node(currents[:10])
+        spikes = torch.cat([spikes, node(currents[10:])])
+    want = run_core(spec, currents)
+    assert_same_trace((spikes[10:], node.v_seq), (want.spikes[10:], want.membranes[10:]))
+    assert torch.equal(spikes, want.spikes)
+    functional.reset_net(node)
+    with pytest.raises(SpecError, match="forward only"):
+        node(currents.clone().requires_grad_(True))

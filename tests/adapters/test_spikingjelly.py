@@ -46,6 +46,12 @@ def test_spikingjelly_neurons_cover_all_specs() -> None:
     assert not missing, f"add SpikingJelly nodes for {missing}"
 
 
+def test_spikingjelly_exports_every_node() -> None:
+    adapter = _adapter()
+    for cls in adapter.NEURONS.values():
+        assert cls.__name__ in adapter.__all__ and getattr(adapter, cls.__name__) is cls
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_spikingjelly_single_step_matches_core(spec, shape, dtype, make_currents) -> None:
@@ -379,3 +385,11 @@ def test_spikingjelly_icrate_recipe_agrees_with_core_converter_on_mnist() -> Non
         ann_prediction = ann(x).argmax(1)
     assert (ours == core).float().mean() >= 0.95
     assert (ours == ann_prediction).float().mean() >= 0.95
+
+
+def test_spikingjelly_cupy_backend_names_the_encodings_with_kernels() -> None:
+    adapter = _adapter()
+    from snn_encodings.specs import Radix
+
+    with pytest.raises(ValueError, match=r"no kernel for Radix \(kernels: ICRate, Quartz\)"):
+        adapter.RadixNode(Radix(steps=4), backend="cupy")

@@ -24,7 +24,9 @@ def _lava_missing() -> str | None:
 
 @pytest.fixture
 def lava() -> Callable[[Path, np.ndarray], dict[str, np.ndarray]]:
-    """``lava(path, inputs)`` runs a netx file in real Lava (fixed_pt) in the Lava venv.
+    """``lava(path, inputs, batch=False)`` runs a netx file in real Lava (fixed_pt) in the Lava venv.
+
+    With ``batch=True`` ``inputs`` is ``(B, steps, *shape)`` and the results are stacked.
 
     Skips when the venv is missing; fails instead under SNN_ENCODINGS_REQUIRE_LAVA=1.
     """
@@ -34,10 +36,10 @@ def lava() -> Callable[[Path, np.ndarray], dict[str, np.ndarray]]:
             pytest.fail(f"SNN_ENCODINGS_REQUIRE_LAVA=1 but {reason}")
         pytest.skip(reason)
 
-    def run(path: Path, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    def run(path: Path, inputs: np.ndarray, batch: bool = False) -> dict[str, np.ndarray]:
         request = path.with_suffix(".in.npz")
         result = path.with_suffix(".out.npz")
-        np.savez(request, path=str(path), inputs=np.asarray(inputs, dtype=np.int8))
+        np.savez(request, path=str(path), inputs=np.asarray(inputs, dtype=np.int8), batch=batch)
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         done = subprocess.run(
             [str(LAVA_PYTHON), "-m", "snn_encodings.export.lava_run", str(request), str(result)],

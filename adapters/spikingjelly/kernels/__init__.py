@@ -1,8 +1,10 @@
 """Our own CuPy multi-step kernels for the SpikingJelly nodes, with their torch glue.
 
-The CUDA sources live next to this file (``<encoding>.cu``) and are compiled at first use with
-NVRTC through ``cupy.RawModule``. Each kernel runs one thread per neuron and loops over the
-``T`` steps of a time-first ``[T, N]`` block. The core torch step function is the reference: a
+The CUDA sources live next to this file (``<encoding>.cu``, sharing the storage helpers of
+``common.cuh``, which :func:`source` inlines) and are compiled at first use with NVRTC through
+``cupy.RawModule``. Each kernel runs one thread per neuron and loops over the ``T`` steps of a
+time-first ``[T, N]`` block. IC-rate has a forward and a surrogate-gradient backward kernel;
+Quartz a forward kernel only (inference: a run that needs gradients raises). The core torch step function is the reference: a
 kernel is only used where a test compares it with :func:`snn_encodings.functional.simulate`
 spike for spike.
 
@@ -21,7 +23,7 @@ import torch
 from torch import Tensor
 
 from snn_encodings.errors import SpecError
-from snn_encodings.specs import ICRate
+from snn_encodings.specs import ICRate, Quartz
 from snn_encodings.specs.base import Spec
 
 __all__ = [
@@ -32,12 +34,13 @@ __all__ = [
     "has_kernel",
     "icrate_multi_step",
     "multi_step",
+    "quartz_multi_step",
     "require_cupy",
     "source",
     "surrogate_kind",
 ]
 
-KERNEL_SOURCES: dict[type[Spec], str] = {ICRate: "icrate.cu"}
+KERNEL_SOURCES: dict[type[Spec], str] = {ICRate: "icrate.cu", Quartz: "quartz.cu"}
 """Spec class -> CUDA source file of its multi-step kernels."""
 
 COMPILE_OPTIONS: tuple[str, ...] = ("-fmad=false",)
@@ -52,8 +55,18 @@ _modules: dict[tuple[str, int], Any] = {}
 
 
 def source(name: str) -> str:
-    """Return the CUDA source text of the kernel file ``name`` (e.g. ``"icrate.cu"``)."""
-    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+    """Return the CUDA source text of the kernel file ``name`` (e.g. ``"icrate.cu"``), with
+    each ``#include "common.cuh"`` line replaced by that file's text (NVRTC gets one string)."""
+    folder = resources.files(__package__)
+    text = folder.joinpath(name).read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    common = '#include "common.cuh"'
+    return "".join(
+        folder.joinpath("common.cuh").read_text(encoding="utf-8")
+        if line.strip() == common
+        else line
+        for line in lines
+    )
 
 
 def has_kernel(spec: Spec) -> bool:
@@ -218,6 +231,24 @@ class _ICRateKernel(torch.autograd.Function):
         return grad_x, grad_v_init, None, None, None
 
 
+def _check_tensors(currents: Tensor, v: Tensor) -> None:
+    if not currents.is_cuda or not v.is_cuda:
+        raise SpecError(
+            "backend='cupy' needs CUDA tensors, got currents on "
+            f"{currents.device}; move the module and its input to the GPU or use backend='torch'"
+        )
+    if currents.dtype not in _SUFFIX:
+        raise SpecError(
+            f"backend='cupy' supports float16, float32 and float64, got {currents.dtype}; "
+            "cast the input or use backend='torch'"
+        )
+    if currents.dim() < 2 or tuple(currents.shape[1:]) != tuple(v.shape):
+        raise SpecError(
+            f"backend='cupy': currents {tuple(currents.shape)} must be (T, *state shape) with "
+            f"state shape {tuple(v.shape)}"
+        )
+
+
 def icrate_multi_step(
     currents: Tensor, v: Tensor, threshold: float, surrogate: object = None
 ) -> tuple[Tensor, Tensor]:
@@ -234,27 +265,86 @@ def icrate_multi_step(
         SpecError: for CPU tensors, unsupported dtypes, mismatched shapes or surrogates.
         RuntimeError: when CuPy or a GPU is missing.
     """
-    if not currents.is_cuda or not v.is_cuda:
-        raise SpecError(
-            "backend='cupy' needs CUDA tensors, got currents on "
-            f"{currents.device}; move the module and its input to the GPU or use backend='torch'"
-        )
-    if currents.dtype not in _SUFFIX:
-        raise SpecError(
-            f"backend='cupy' supports float16, float32 and float64, got {currents.dtype}; "
-            "cast the input or use backend='torch'"
-        )
-    if currents.dim() < 2 or tuple(currents.shape[1:]) != tuple(v.shape):
-        raise SpecError(
-            f"backend='cupy': currents {tuple(currents.shape)} must be (T, *state shape) with "
-            f"state shape {tuple(v.shape)}"
-        )
+    _check_tensors(currents, v)
     kind, alpha = surrogate_kind(surrogate)
     steps = currents.shape[0]
     x_seq = currents.reshape(steps, -1).contiguous()
     v_init = v.to(currents.dtype).reshape(-1).contiguous()
     spikes, v_seq = _ICRateKernel.apply(x_seq, v_init, float(threshold), kind, alpha)
     return spikes.reshape(currents.shape), v_seq.reshape(currents.shape)
+
+
+def quartz_multi_step(
+    currents: Tensor, state: tuple[Tensor, ...], spec: Quartz, *, rectify: bool | None = None
+) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
+    """Run Quartz neurons over ``currents`` ``(T, B, *)`` from the state ``(v, i, t, fired)``.
+
+    The CuPy counterpart of :func:`snn_encodings.functional.simulate` for a
+    :class:`~snn_encodings.specs.Quartz` spec (reference: ``quartz_step``), forward only.
+
+    Returns:
+        ``(spikes, final_state, membranes)``: spikes and the membrane after every step
+        ``(T, B, *)``, and the final state as a ``QuartzState``-ordered tuple; all equal to the
+        torch reference exactly.
+    Raises:
+        SpecError: for CPU tensors, unsupported dtypes, mismatched shapes, or a run that needs
+            gradients (use ``backend='torch'`` to train).
+        RuntimeError: when CuPy or a GPU is missing.
+    """
+    v, i, t, fired = state
+    _check_tensors(currents, v)
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (currents, v, i)):
+        raise SpecError(
+            "backend='cupy' runs Quartz neurons forward only (no surrogate gradient); use "
+            "backend='torch' to train, or run under torch.no_grad()"
+        )
+    cupy = require_cupy()
+    steps = currents.shape[0]
+    x_seq = currents.reshape(steps, -1).contiguous()
+    n = x_seq.shape[1]
+    flat = [
+        v.to(currents.dtype).reshape(-1).contiguous(),
+        i.to(currents.dtype).reshape(-1).contiguous(),
+        t.to(torch.int64).reshape(-1).contiguous(),
+        fired.to(torch.uint8).reshape(-1).contiguous(),
+    ]
+    spikes = torch.empty_like(x_seq)
+    v_seq = torch.empty_like(x_seq)
+    i_last = torch.empty_like(flat[1])
+    t_last = torch.empty_like(flat[2])
+    fired_last = torch.empty_like(flat[3])
+    use_rectifier = spec.rectify if rectify is None else rectify
+    _launch(
+        cupy,
+        "quartz.cu",
+        f"quartz_forward_{_SUFFIX[x_seq.dtype]}",
+        x_seq,
+        n,
+        (
+            x_seq,
+            *flat,
+            spikes,
+            v_seq,
+            i_last,
+            t_last,
+            fired_last,
+            _scalar(spec.threshold, x_seq.dtype),
+            numpy.int64(spec.read_step),
+            numpy.int64(spec.rectify_step),
+            numpy.int32(int(use_rectifier)),
+            numpy.int32(steps),
+            numpy.int64(n),
+        ),
+    )
+    shape = currents.shape
+    membranes = v_seq.reshape(shape)
+    final = (
+        membranes[-1],
+        i_last.reshape(shape[1:]),
+        t_last.reshape(shape[1:]),
+        fired_last.reshape(shape[1:]).to(torch.bool),
+    )
+    return spikes.reshape(shape), final, membranes
 
 
 def multi_step(
@@ -272,4 +362,6 @@ def multi_step(
     if isinstance(spec, ICRate):
         spikes, membranes = icrate_multi_step(currents, state[0], spec.threshold, surrogate)
         return spikes, (membranes[-1],), membranes
+    if isinstance(spec, Quartz):
+        return quartz_multi_step(currents, state, spec)
     raise SpecError(f"backend='cupy' has no kernel for {type(spec).__name__}")

@@ -15,39 +15,10 @@
 // membrane path carry gradient. h_seq (pre-reset membranes) is written only when store_h != 0;
 // otherwise the pointer is never touched.
 //
-// No headers are included: float16 is handled as raw 16-bit values with PTX conversions, so
-// the source compiles with bare NVRTC.
+// The storage helpers come from common.cuh, which kernels.source() inlines, so the source
+// compiles with bare NVRTC (no headers).
 
-typedef unsigned short half_bits;
-
-__device__ __forceinline__ float load(const float v) { return v; }
-__device__ __forceinline__ double load(const double v) { return v; }
-__device__ __forceinline__ float load(const half_bits v) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v));
-    return f;
-}
-
-template <typename S> struct Storage;
-template <> struct Storage<float> {
-    typedef float compute;
-    static __device__ __forceinline__ float store(const float v) { return v; }
-    static __device__ __forceinline__ float round(const float v) { return v; }
-};
-template <> struct Storage<double> {
-    typedef double compute;
-    static __device__ __forceinline__ double store(const double v) { return v; }
-    static __device__ __forceinline__ double round(const double v) { return v; }
-};
-template <> struct Storage<half_bits> {
-    typedef float compute;
-    static __device__ __forceinline__ half_bits store(const float v) {
-        half_bits h;
-        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
-        return h;
-    }
-    static __device__ __forceinline__ float round(const float v) { return load(store(v)); }
-};
+#include "common.cuh"
 
 template <typename S>
 __device__ void icrate_forward(

@@ -17,9 +17,82 @@ from torch import Tensor, nn
 
 from snn_encodings.conversion.twin import clip_quant
 from snn_encodings.errors import ConversionError
+from snn_encodings.functional.loop import simulate
+from snn_encodings.functional.surrogate import Surrogate
 from snn_encodings.specs.base import Spec
 
-__all__ = ["Rule", "register_rule", "rule_for"]
+__all__ = ["NeuronLayer", "Rule", "register_rule", "rule_for"]
+
+
+class NeuronLayer(nn.Module):
+    """Base of the rules' neuron layers: one window of currents ``(T, B, *)`` -> spikes.
+
+    ``forward(currents)`` is ``after(*run(before(currents)))``: the step loop :meth:`run`
+    (``simulate`` of :attr:`step_spec` with the keyword overrides :attr:`step_options`, from
+    the membrane :meth:`initial_v`) framed by two hooks that hold everything a layer does
+    besides stepping its neurons: :meth:`before` prepares the currents (check the window,
+    pad, scale), :meth:`after` re-aligns the spikes to the window (shift, slice, saturate)
+    and records ``last_state`` and any counters.
+
+    An adapter that runs the step loop with its own framework module (a Norse layer, a
+    SpikingJelly node) calls the same two hooks around it, and so reproduces this layer spike
+    for spike without re-implementing its alignment::
+
+        prepared = layer.before(currents)
+        spikes, state = framework_layer(prepared)   # steps layer.step_spec with layer.step_options
+        out = layer.after(spikes, state)
+
+    Attributes:
+        spec: the encoding's spec.
+        output: whether this is the output layer.
+        surrogate: gradient stand-in handed to the steps of :meth:`run` (``None``: no spike
+            gradient), e.g. to train the converted network; spikes stay exact.
+        last_state: the encoding's state after the last call (``None`` before).
+    """
+
+    def __init__(self, spec: Spec, *, output: bool = False) -> None:
+        super().__init__()
+        self.spec = spec
+        self.output = output
+        self.surrogate: Surrogate | None = None
+        self.last_state: Any = None
+
+    @property
+    def step_spec(self) -> Spec:
+        """The spec whose step function :meth:`run` loops (default: :attr:`spec`)."""
+        return self.spec
+
+    @property
+    def step_options(self) -> dict[str, Any]:
+        """Keyword overrides handed to every step (e.g. ``rectify=False``); default none."""
+        return {}
+
+    def initial_v(self, like: Tensor) -> Tensor | None:
+        """Initial membrane for one step's shape ``like`` ``(B, *)``; ``None``: the spec's."""
+        return None
+
+    def before(self, currents: Tensor) -> Tensor:
+        """Currents ``(T, B, *)`` of the window -> the currents the step loop runs over."""
+        return currents
+
+    def run(self, currents: Tensor) -> tuple[Tensor, Any]:
+        """The step loop: ``(spikes, final_state)`` of ``simulate`` over ``currents``."""
+        out = simulate(
+            self.step_spec,
+            currents,
+            v0=self.initial_v(currents[0]),
+            surrogate=self.surrogate,
+            **self.step_options,
+        )
+        return out.spikes, out.state
+
+    def after(self, spikes: Tensor, state: Any) -> Tensor:
+        """Spikes and final state of the step loop -> the layer's output spikes in the window."""
+        self.last_state = state
+        return spikes
+
+    def forward(self, currents: Tensor) -> Tensor:
+        return self.after(*self.run(self.before(currents)))
 
 
 class Rule:

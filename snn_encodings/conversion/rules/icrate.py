@@ -10,11 +10,9 @@ from torch import Tensor, nn
 
 from snn_encodings.coding.icrate import decode_icrate, encode_icrate
 from snn_encodings.conversion.calibrate import iterate_inputs
-from snn_encodings.conversion.rules.base import Rule, register_rule
+from snn_encodings.conversion.rules.base import NeuronLayer, Rule, register_rule
 from snn_encodings.distributed import active_collective
 from snn_encodings.functional.icrate import ICRateState
-from snn_encodings.functional.loop import simulate
-from snn_encodings.functional.surrogate import Surrogate
 from snn_encodings.specs.icrate import ICRate
 
 __all__ = ["ICRateLayer", "ICRateRule"]
@@ -23,33 +21,26 @@ __all__ = ["ICRateLayer", "ICRateRule"]
 DATA_INIT_SAMPLES = 512
 
 
-class ICRateLayer(nn.Module):
+class ICRateLayer(NeuronLayer):
     """A layer of IC-rate neurons over a time window: currents ``(T, B, *)`` -> spikes.
 
     Runs :func:`~snn_encodings.functional.simulate` with the layer's initial membrane ``v0``
-    (a buffer: a scalar, or one value per channel after IC-SNN Algorithm 2). Set ``surrogate``
+    (a buffer: a scalar, or one value per channel after IC-SNN Algorithm 2); no alignment
+    hooks (see :class:`~snn_encodings.conversion.rules.base.NeuronLayer`). Set ``surrogate``
     (e.g. :func:`~snn_encodings.functional.surrogate.fast_sigmoid`) to train the converted network
     with surrogate gradients; the spikes stay exact. The neuron state lives only within a forward
     call (``last_state`` is a plain attribute, not a buffer).
     """
 
     def __init__(self, spec: ICRate, output: bool = False) -> None:
-        super().__init__()
-        self.spec = spec
-        self.output = output
+        super().__init__(spec, output=output)
         self.register_buffer("v0", torch.tensor(spec.default_v0))
         self.last_state: ICRateState | None = None
-        self.surrogate: Surrogate | None = None
 
     def initial_v(self, like: Tensor) -> Tensor:
         """``v0`` broadcast to one step's shape ``(B, *)``."""
         v0 = self.v0 if self.v0.dim() == 0 else self.v0.view(-1, *([1] * (like.dim() - 2)))
         return torch.zeros_like(like) + v0.to(like.dtype)
-
-    def forward(self, currents: Tensor) -> Tensor:
-        out = simulate(self.spec, currents, v0=self.initial_v(currents[0]), surrogate=self.surrogate)
-        self.last_state = out.state
-        return out.spikes
 
 
 class ICRateRule(Rule):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from snn_encodings.coding.quartz import decode_quartz, encode_quartz, quantise_quartz
-from snn_encodings.conversion.rules.base import Rule, register_rule
+from snn_encodings.conversion.rules.base import NeuronLayer, Rule, register_rule
 from snn_encodings.errors import ConversionError
-from snn_encodings.functional.loop import simulate
 from snn_encodings.functional.quartz import QuartzState, quartz_first_spikes
 from snn_encodings.specs.quartz import Quartz
 
@@ -45,14 +46,17 @@ def quartz_bias_levels(bias: Tensor, spec: Quartz) -> Tensor:
     return torch.round(bias * k).clamp(-2 * k, 2 * k)
 
 
-class QuartzLayer(nn.Module):
+class QuartzLayer(NeuronLayer):
     r"""A layer of Quartz neurons over one window: currents ``(T, B, *)`` -> spikes ``(T, B, *)``.
 
     Runs :func:`~snn_encodings.functional.quartz.quartz_step` through ``simulate`` (or the
     loop-free :func:`~snn_encodings.functional.quartz.quartz_first_spikes` with
-    ``spec.analytic``; the spikes are equal) and shifts the spikes :math:`K` steps earlier so
-    they sit on the next layer's input times. A spike in the first :math:`K + 1` steps (only
-    possible with inputs above 1) is placed at step 0, the largest value, 2.
+    ``spec.analytic``; the spikes are equal) with ``rectify`` as a step override, and
+    :meth:`after` shifts the spikes :math:`K` steps earlier so they sit on the next layer's
+    input times. A spike in the first :math:`K + 1` steps (only possible with inputs above 1)
+    is placed at step 0, the largest value, 2. Adapters that run the step loop themselves call
+    :meth:`before` and :meth:`after` around it (see
+    :class:`~snn_encodings.conversion.rules.base.NeuronLayer`).
 
     Counters, accumulated over forward calls until :meth:`reset_counters`:
     ``neurons`` (neurons times samples), ``spikes``, ``early_spikes`` (spikes during the encode
@@ -66,8 +70,8 @@ class QuartzLayer(nn.Module):
     """
 
     def __init__(self, spec: Quartz, *, rectify: bool = True) -> None:
-        super().__init__()
-        self.spec = spec
+        super().__init__(spec, output=not rectify)
+        self.spec: Quartz = spec
         self.rectify = rectify
         self.last_state: QuartzState | None = None
         self.last_early: Tensor | None = None
@@ -84,27 +88,40 @@ class QuartzLayer(nn.Module):
         """Fraction of neurons that fired during the encode phase (0 before any call)."""
         return self.early_spikes / self.neurons if self.neurons else 0.0
 
-    def forward(self, currents: Tensor) -> Tensor:
+    @property
+    def step_options(self) -> dict[str, Any]:
+        """``{"rectify": ...}``: the output layer steps without the rectifier."""
+        return {"rectify": self.rectify}
+
+    def before(self, currents: Tensor) -> Tensor:
+        """Check that ``currents`` span one window of ``4 * t_max`` steps."""
         spec = self.spec
-        if currents.shape[0] != spec.steps_per_layer:
+        if currents.dim() < 2 or currents.shape[0] != spec.steps_per_layer:
             raise ConversionError(
-                f"QuartzLayer: expected {spec.steps_per_layer} steps (4 * t_max), got "
-                f"{currents.shape[0]}; build the network with the same spec"
+                f"QuartzLayer: expected {spec.steps_per_layer} steps (4 * t_max), got shape "
+                f"{tuple(currents.shape)}; build the network with the same spec"
             )
-        if spec.analytic:
-            raw, state = quartz_first_spikes(currents, spec, rectify=self.rectify)
-        else:
-            run = simulate(spec, currents, rectify=self.rectify)
-            raw, state = run.spikes, run.state
+        return currents
+
+    def run(self, currents: Tensor) -> tuple[Tensor, Any]:
+        """``quartz_first_spikes`` with ``spec.analytic`` (no gradient path, so only without
+        a ``surrogate``), else the step loop."""
+        if self.spec.analytic and self.surrogate is None:
+            return quartz_first_spikes(currents, self.spec, rectify=self.rectify)
+        return super().run(currents)
+
+    def after(self, spikes: Tensor, state: Any) -> Tensor:
+        """Count the spikes, then shift them :math:`K` steps earlier (``layer_latency``)."""
+        spec = self.spec
         self.last_state = state
-        self.last_early = raw[: spec.read_step].any(dim=0)
-        self.neurons += raw[0].numel()
-        self.spikes += int(raw.sum().item())
-        self.early_spikes += int(raw[: spec.read_step].sum().item())
+        self.last_early = spikes[: spec.read_step].any(dim=0)
+        self.neurons += spikes[0].numel()
+        self.spikes += int(spikes.sum().item())
+        self.early_spikes += int(spikes[: spec.read_step].sum().item())
         k = spec.layer_latency
-        out = torch.zeros_like(raw)
-        out[: raw.shape[0] - k] = raw[k:]
-        out[0] = raw[: k + 1].sum(dim=0)
+        out = torch.zeros_like(spikes)
+        out[: spikes.shape[0] - k] = spikes[k:]
+        out[0] = spikes[: k + 1].sum(dim=0)
         return out
 
     def extra_repr(self) -> str:

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from snn_encodings.coding.radix import decode_radix, encode_radix
-from snn_encodings.conversion.rules.base import Rule, register_rule
+from snn_encodings.conversion.rules.base import NeuronLayer, Rule, register_rule
 from snn_encodings.errors import SpecError
-from snn_encodings.functional.loop import simulate
 from snn_encodings.functional.radix import (
     RadixState,
     radix_twin,
@@ -57,7 +57,7 @@ def _snap_bits(spec: Radix) -> int | None:
     return spec.weight_bits + _POOL_BITS
 
 
-class RadixLayer(nn.Module):
+class RadixLayer(NeuronLayer):
     r"""A layer of radix neurons over one window: currents ``(L, B, *)`` -> spikes ``(L, B, *)``.
 
     ``L = spec.steps_per_layer``. Hidden layers (``output=False``):
@@ -77,6 +77,10 @@ class RadixLayer(nn.Module):
     non-rectified value :math:`z` = ``last_state.v`` :math:`/ r^T` as :attr:`readout`; it
     returns zero spikes.
 
+    The padding, scaling and slot reversal live in :meth:`before`, the slicing, saturation and
+    readout in :meth:`after`, so adapters running their own step loop reproduce the layer (see
+    :class:`~snn_encodings.conversion.rules.base.NeuronLayer`).
+
     Attributes:
         last_state: the :class:`~snn_encodings.functional.radix.RadixState` after the last call.
         readout: output layers only: the decoded value ``(B, *)`` after the last call.
@@ -90,15 +94,23 @@ class RadixLayer(nn.Module):
     def __init__(
         self, spec: Radix, *, output: bool, delay: int | None = None, saturate: bool = True
     ) -> None:
-        super().__init__()
-        self.spec = spec
-        self.output = output
+        super().__init__(spec, output=output)
+        self.spec: Radix = spec
         self.delay = spec.steps if delay is None else delay
         self.saturate = saturate
         self.last_state: RadixState | None = None
         self.readout: Tensor | None = None
 
-    def forward(self, currents: Tensor) -> Tensor:
+    @property
+    def step_spec(self) -> Radix:
+        """The output layer integrates with the exact neuron (also in paper mode)."""
+        if self.output and self.spec.mode != "exact":
+            return dataclasses.replace(self.spec, mode="exact")
+        return self.spec
+
+    def before(self, currents: Tensor) -> Tensor:
+        """Check the window; pad (exact), scale and pad (paper), or reverse the digit slots
+        (paper output layer)."""
         spec = self.spec
         window = spec.steps_per_layer
         if currents.dim() < 2 or currents.shape[0] != window:
@@ -107,37 +119,33 @@ class RadixLayer(nn.Module):
                 f"{tuple(currents.shape)}"
             )
         if self.output:
-            return self._integrate(currents)
-        if spec.mode == "paper":
-            return self._paper(currents)
-        padded = torch.cat([currents, torch.zeros_like(currents)])
-        run = simulate(spec, padded)
-        self.last_state = run.state
-        return run.spikes[window:]
-
-    def _integrate(self, currents: Tensor) -> Tensor:
-        spec = self.spec
-        if spec.mode == "paper":
+            if spec.mode != "paper":
+                return currents
             slots = currents.reshape(spec.steps, spec.substeps, *currents.shape[1:])
-            currents = slots.flip(0).reshape(currents.shape)
-        run = simulate(dataclasses.replace(spec, mode="exact"), currents)
-        self.last_state = run.state
-        self.readout = run.state.v / spec.levels
-        return torch.zeros_like(currents)
-
-    def _paper(self, currents: Tensor) -> Tensor:
-        spec = self.spec
+            return slots.flip(0).reshape(currents.shape)
+        if spec.mode != "paper":
+            return torch.cat([currents, torch.zeros_like(currents)])
         scaled = currents * float(spec.base**self.delay)
         pad = torch.zeros(
             (self.delay * spec.substeps, *currents.shape[1:]),
             dtype=currents.dtype,
             device=currents.device,
         )
-        run = simulate(spec, torch.cat([scaled, pad]))
-        self.last_state = run.state
-        spikes = run.spikes[self.delay * spec.substeps :]
+        return torch.cat([scaled, pad])
+
+    def after(self, spikes: Tensor, state: Any) -> Tensor:
+        """Keep the window's output digits (saturated in paper mode), or, for the output layer,
+        record :attr:`readout` and return zero spikes."""
+        spec = self.spec
+        self.last_state = state
+        if self.output:
+            self.readout = state.v / spec.levels
+            return torch.zeros_like(spikes)
+        if spec.mode != "paper":
+            return spikes[spec.steps_per_layer :]
+        spikes = spikes[self.delay * spec.substeps :]
         if self.saturate:
-            spikes = torch.where(run.state.v >= 1, torch.ones_like(spikes), spikes)
+            spikes = torch.where(state.v >= 1, torch.ones_like(spikes), spikes)
         return spikes
 
 
