@@ -29,7 +29,9 @@ so the library implements reconstructions of them (see ``snn_encodings.ICRate``)
 This script shows both effects on a few neurons (``simulate`` with ``record=True``), the transfer
 curve of one neuron (floor against round), and MNIST accuracy against T for plain rate
 conversion, v0 = theta/2, v0 = theta/2 with compensation, and the data-based v0 with
-compensation.
+compensation. On the 4-epoch demo CNN (full run, 2000 images) plain rate conversion stays at
+chance up to T = 4, while v0 = theta/2 with compensation reaches 93% at T = 2 and 96% at T = 4;
+the data-based v0 (a reconstruction) catches up only from T = 4.
 
 Run:
     python tutorials/icrate_rate_coding.py --plot icrate.png
