@@ -42,7 +42,9 @@ from snn_encodings.models import train_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-LAVA_PYTHON = Path(os.environ.get("SNN_ENCODINGS_LAVA_VENV", ROOT / ".lava-venv")) / "bin" / "python"
+LAVA_PYTHON = (
+    Path(os.environ.get("SNN_ENCODINGS_LAVA_VENV", ROOT / ".lava-venv")) / "bin" / "python"
+)
 VARIANTS = {
     "subtract (convs unrolled)": {"unroll_conv": True},
     "zero reset (native conv)": {"reset": "zero"},
@@ -56,7 +58,11 @@ def _lava(path: Path, inputs: np.ndarray) -> dict[str, np.ndarray]:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         done = subprocess.run(
             [str(LAVA_PYTHON), "-m", "snn_encodings.export.lava_run", str(request), str(result)],
-            cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if done.returncode != 0:
             raise RuntimeError(f"Lava run failed:\n{done.stderr[-3000:]}")
@@ -64,8 +70,15 @@ def _lava(path: Path, inputs: np.ndarray) -> dict[str, np.ndarray]:
             return {key: data[key] for key in data.files}
 
 
-def _variant(network: se.SpikingNetwork, options: dict[str, Any], x: torch.Tensor, labels: np.ndarray,
-             float_out: np.ndarray, lava_images: int, folder: Path) -> dict[str, Any]:
+def _variant(
+    network: se.SpikingNetwork,
+    options: dict[str, Any],
+    x: torch.Tensor,
+    labels: np.ndarray,
+    float_out: np.ndarray,
+    lava_images: int,
+    folder: Path,
+) -> dict[str, Any]:
     path = folder / f"convnet-{len(os.listdir(folder))}.net"
     report = netx(network, path, **options)
     back = read_netx(path)
@@ -79,9 +92,17 @@ def _variant(network: se.SpikingNetwork, options: dict[str, Any], x: torch.Tenso
     row: dict[str, Any] = {
         "options": options,
         "file_bytes": path.stat().st_size,
-        "synapses": int(sum(np.asarray(layer.weight).size + (0 if layer.weight_rec is None else np.count_nonzero(layer.weight_rec))
-                            for layer in back.layers if layer.weight is not None)),
-        "neurons": int(sum(np.prod(layer.shape) for layer in back.layers[1:] if layer.neuron is not None)),
+        "synapses": int(
+            sum(
+                np.asarray(layer.weight).size
+                + (0 if layer.weight_rec is None else np.count_nonzero(layer.weight_rec))
+                for layer in back.layers
+                if layer.weight is not None
+            )
+        ),
+        "neurons": int(
+            sum(np.prod(layer.shape) for layer in back.layers[1:] if layer.neuron is not None)
+        ),
         "clock_inputs": back.clock_inputs,
         "fixed_point_accuracy": float((fixed.argmax(1) == labels).mean()),
         "agreement_with_float_snn": float((fixed.argmax(1) == float_out.argmax(1)).mean()),
@@ -90,8 +111,14 @@ def _variant(network: se.SpikingNetwork, options: dict[str, Any], x: torch.Tenso
         "u_wraps": int(sum(run.wrapped for run in runs)),
         "fixed_point_seconds_per_image": seconds / len(x),
         "layers": [
-            {"name": r.name, "scale": r.scale, "weight_error": r.weight_error, "bias_error": r.bias_error,
-             "v0_error": r.v0_error, "weight_range": list(r.weight_range)}
+            {
+                "name": r.name,
+                "scale": r.scale,
+                "weight_error": r.weight_error,
+                "bias_error": r.bias_error,
+                "v0_error": r.v0_error,
+                "weight_range": list(r.weight_range),
+            }
             for r in report.layers
         ],
         "notes": list(report.notes),
@@ -101,14 +128,24 @@ def _variant(network: se.SpikingNetwork, options: dict[str, Any], x: torch.Tenso
         start = time.perf_counter()
         got = _lava(path, np.stack(inputs[:count]))
         lava_seconds = time.perf_counter() - start
-        lava_out = np.stack([decode_output(back, got["spikes"][i], got["v"][i]) for i in range(count)])
-        same = [bool(np.array_equal(got["spikes"][i], runs[i].output) and np.array_equal(got["v"][i], runs[i].v[-1])
-                     and np.array_equal(got["u"][i], runs[i].u[-1])) for i in range(count)]
+        lava_out = np.stack(
+            [decode_output(back, got["spikes"][i], got["v"][i]) for i in range(count)]
+        )
+        same = [
+            bool(
+                np.array_equal(got["spikes"][i], runs[i].output)
+                and np.array_equal(got["v"][i], runs[i].v[-1])
+                and np.array_equal(got["u"][i], runs[i].u[-1])
+            )
+            for i in range(count)
+        ]
         row["lava"] = {
             "images": count,
             "bit_exact_with_fixed_point": int(sum(same)),
             "accuracy": float((lava_out.argmax(1) == labels[:count]).mean()),
-            "float_snn_accuracy_same_images": float((float_out[:count].argmax(1) == labels[:count]).mean()),
+            "float_snn_accuracy_same_images": float(
+                (float_out[:count].argmax(1) == labels[:count]).mean()
+            ),
             "seconds_per_image": lava_seconds / count,
         }
     return row
@@ -132,22 +169,38 @@ def _markdown(result: dict[str, Any]) -> str:
         lava = row.get("lava")
         lava_cells = (
             f"{lava['bit_exact_with_fixed_point']}/{lava['images']} | {lava['accuracy']:.3f} ({lava['float_snn_accuracy_same_images']:.3f})"
-            if lava else "not run | -"
+            if lava
+            else "not run | -"
         )
         lines.append(
             f"| {name} | {row['fixed_point_accuracy']:.3f} | {row['agreement_with_float_snn']:.3f} | "
             f"{row['output_abs_error_max']:.3f} / {row['output_abs_error_mean']:.3f} | {lava_cells} | "
             f"{row['synapses']:,} | {row['file_bytes'] / 1e6:.1f} MB |"
         )
-    lines += ["", "Output differences are in the ANN's logit units.", "", "## Per-layer quantisation", ""]
-    lines += ["| construction | layer | scale (int per threshold) | max weight error | max bias error | max v0 error | weight range |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Output differences are in the ANN's logit units.",
+        "",
+        "## Per-layer quantisation",
+        "",
+    ]
+    lines += [
+        "| construction | layer | scale (int per threshold) | max weight error | max bias error | max v0 error | weight range |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, row in result["variants"].items():
         for layer in row["layers"]:
             lines.append(
                 f"| {name} | {layer['name']} | {layer['scale']:.1f} | {layer['weight_error']:.2e} | "
                 f"{layer['bias_error']:.2e} | {layer['v0_error']:.2e} | {layer['weight_range'][0]}..{layer['weight_range'][1]} |"
             )
-    lines += ["", "Errors are in threshold units of each layer.", "", "## Not expressible in netx", ""]
+    lines += [
+        "",
+        "Errors are in threshold units of each layer.",
+        "",
+        "## Not expressible in netx",
+        "",
+    ]
     for name, reason in result["refused"].items():
         lines.append(f"- **{name}**: {reason}")
     return "\n".join(lines) + "\n"
@@ -155,8 +208,12 @@ def _markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=200, help="evaluation images (fixed point and float SNN)")
-    parser.add_argument("--lava-images", type=int, default=20, help="of those, how many run in real Lava (0: none)")
+    parser.add_argument(
+        "--images", type=int, default=200, help="evaluation images (fixed point and float SNN)"
+    )
+    parser.add_argument(
+        "--lava-images", type=int, default=20, help="of those, how many run in real Lava (0: none)"
+    )
     parser.add_argument("--epochs", type=int, default=8, help="training epochs of the demo convnet")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
     args = parser.parse_args(argv)
@@ -185,8 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for name, options in VARIANTS.items():
             print(f"export_netx: {name}", file=sys.stderr)
-            result["variants"][name] = _variant(network, options, x, labels, float_out, args.lava_images, Path(folder))
-        for name, other in {"Quartz": se.Quartz(t_max=16), "IC-rate, analog input": se.ICRate(steps=16)}.items():
+            result["variants"][name] = _variant(
+                network, options, x, labels, float_out, args.lava_images, Path(folder)
+            )
+        for name, other in {
+            "Quartz": se.Quartz(t_max=16),
+            "IC-rate, analog input": se.ICRate(steps=16),
+        }.items():
             try:
                 netx(se.convert(ann, other, calibration), Path(folder) / "refused.net")
             except ExportError as error:

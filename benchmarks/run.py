@@ -21,7 +21,7 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,9 @@ def _icrate_first_correct(network: se.SpikingNetwork, loader: DataLoader) -> flo
                 captured.clear()
                 network(x)
                 currents = captured[0]
-                run = se.functional.simulate(network.spec, currents, v0=output_layer.initial_v(currents[0]), record=True)
+                run = se.functional.simulate(
+                    network.spec, currents, v0=output_layer.initial_v(currents[0]), record=True
+                )
                 steps = torch.arange(1, currents.shape[0] + 1, dtype=currents.dtype).view(-1, 1, 1)
                 counts = run.spikes.cumsum(0) * network.spec.threshold
                 decoded = (counts + run.states.v - output_layer.initial_v(currents[0])) / steps
@@ -95,14 +97,24 @@ def _icrate_first_correct(network: se.SpikingNetwork, loader: DataLoader) -> flo
                 # first step t such that the decision is correct at t and every later step
                 wrong_after = torch.flip(torch.cumsum(torch.flip((~correct).int(), [0]), 0), [0])
                 stable = wrong_after == 0
-                first = torch.where(stable.any(0), stable.int().argmax(0) + 1, torch.full_like(y, currents.shape[0] + 1))
+                first = torch.where(
+                    stable.any(0),
+                    stable.int().argmax(0) + 1,
+                    torch.full_like(y, currents.shape[0] + 1),
+                )
                 firsts.append(first.float())
     finally:
         hook.remove()
     return float(torch.cat(firsts).mean())
 
 
-def _spikingjelly_rows(ann: nn.Module, calibration: DataLoader, evaluation: DataLoader, steps: list[int], ann_seconds: float) -> list[Row]:
+def _spikingjelly_rows(
+    ann: nn.Module,
+    calibration: DataLoader,
+    evaluation: DataLoader,
+    steps: list[int],
+    ann_seconds: float,
+) -> list[Row]:
     try:
         from spikingjelly.activation_based import ann2snn, functional
     except ImportError:
@@ -113,38 +125,92 @@ def _spikingjelly_rows(ann: nn.Module, calibration: DataLoader, evaluation: Data
         recipe = ann2snn.RateCodingRecipe(calibration, mode=mode)
         snn = ann2snn.Converter(recipe).convert(copy.deepcopy(ann)).eval()
         for t in steps:
-            def run() -> int:
-                correct = 0
-                with torch.no_grad():
-                    for x, y in evaluation:
-                        functional.reset_net(snn)
-                        out = sum(snn(x) for _ in range(t)) / t
-                        correct += int((out.argmax(1) == y).sum())
-                return correct
-            correct, seconds = _timed(run)
-            rows.append(Row("spikingjelly ann2snn", f"mode={mode}", t, t, correct / len(evaluation.dataset), None, None, None, None, None, seconds, seconds / (ann_seconds * t)))
+            correct, seconds = _timed(
+                lambda t=t, snn=snn: _rate_correct(snn, t, evaluation, functional.reset_net)
+            )
+            rows.append(
+                Row(
+                    "spikingjelly ann2snn",
+                    f"mode={mode}",
+                    t,
+                    t,
+                    correct / len(evaluation.dataset),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    seconds,
+                    seconds / (ann_seconds * t),
+                )
+            )
     return rows
 
 
-def _snn_row(method: str, variant: str, network: se.SpikingNetwork, evaluation: DataLoader, ann_seconds: float, steps_for_ratio: int) -> Row:
+def _rate_correct(snn: nn.Module, steps: int, evaluation: DataLoader, reset: Any) -> int:
+    """Correct predictions of a SpikingJelly rate SNN fed the analog input for ``steps`` steps."""
+    correct = 0
+    with torch.no_grad():
+        for x, y in evaluation:
+            reset(snn)
+            out = sum(snn(x) for _ in range(steps)) / steps
+            correct += int((out.argmax(1) == y).sum())
+    return correct
+
+
+def _snn_row(
+    method: str,
+    variant: str,
+    network: se.SpikingNetwork,
+    evaluation: DataLoader,
+    ann_seconds: float,
+    steps_for_ratio: int,
+) -> Row:
     result, seconds = _timed(lambda: se.evaluate(network, evaluation, progress=False))
     omega = None
     if type(network.spec).__name__ == "Quartz":
         from snn_encodings.conversion.quartz_analysis import quartz_operations
 
-        neurons = [int(torch.tensor(stage.shape).prod()) for stage in network.stages if stage.kind != "pool"]
+        neurons = [
+            int(torch.tensor(stage.shape).prod())
+            for stage in network.stages
+            if stage.kind != "pool"
+        ]
         omega = quartz_operations(result.synaptic_events_per_sample, neurons, network.spec).total
-    first = _icrate_first_correct(network, evaluation) if type(network.spec).__name__ == "ICRate" else None
+    first = (
+        _icrate_first_correct(network, evaluation)
+        if type(network.spec).__name__ == "ICRate"
+        else None
+    )
     agreement = _twin_agreement(network, evaluation) if method in ("radix", "quartz") else None
     if method == "quartz":
-        layers = [stage.neurons for stage in network.stages if hasattr(stage.neurons, "early_spikes")]
-        early = sum(layer.early_spikes for layer in layers) / max(sum(layer.neurons for layer in layers), 1)
+        layers = [
+            stage.neurons for stage in network.stages if hasattr(stage.neurons, "early_spikes")
+        ]
+        early = sum(layer.early_spikes for layer in layers) / max(
+            sum(layer.neurons for layer in layers), 1
+        )
         variant = f"{variant}, early spikes {100 * early:.2f}%"
-    return Row(method, variant, result.steps, result.latency, result.accuracy, agreement, result.spikes_per_sample, result.synaptic_events_per_sample, omega, first, seconds, seconds / (ann_seconds * steps_for_ratio))
+    return Row(
+        method,
+        variant,
+        result.steps,
+        result.latency,
+        result.accuracy,
+        agreement,
+        result.spikes_per_sample,
+        result.synaptic_events_per_sample,
+        omega,
+        first,
+        seconds,
+        seconds / (ann_seconds * steps_for_ratio),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
     parser.add_argument("--architecture", default="convnet")
@@ -159,21 +225,38 @@ def main(argv: list[str] | None = None) -> int:
     ann = train_mnist(args.architecture, epochs=2 if quick else 8, progress=False)
     ann_accuracy = se.evaluate(ann, evaluation, progress=False).accuracy
     ann_seconds = _ann_seconds(ann, evaluation)
-    rows = [Row("ANN", args.architecture, 1, 1, ann_accuracy, None, None, None, None, None, ann_seconds, 1.0)]
+    rows = [
+        Row(
+            "ANN",
+            args.architecture,
+            1,
+            1,
+            ann_accuracy,
+            None,
+            None,
+            None,
+            None,
+            None,
+            ann_seconds,
+            1.0,
+        )
+    ]
 
     rate_steps = [2, 8] if quick else [1, 2, 4, 8, 16, 32, 64]
     rows += _spikingjelly_rows(ann, calibration, evaluation, rate_steps, ann_seconds)
     for init in ("zero", "ann", "data"):
         for compensate in (False, True):
             variant = f"init={init}{' +comp' if compensate else ''}"
-            base = se.convert(ann, se.ICRate(steps=rate_steps[-1], init=init, compensate=compensate), calibration)
+            base = se.convert(
+                ann, se.ICRate(steps=rate_steps[-1], init=init, compensate=compensate), calibration
+            )
             for t in rate_steps:
                 network = se.conversion.with_steps(base, t)
                 rows.append(_snn_row("icrate", variant, network, evaluation, ann_seconds, t))
                 print(rows[-1], file=sys.stderr)
     if "Quartz" in SPEC_CLASSES:
         quartz = SPEC_CLASSES["Quartz"]
-        for t_max in ([4, 16] if quick else [2, 4, 8, 16, 32, 64]):
+        for t_max in [4, 16] if quick else [2, 4, 8, 16, 32, 64]:
             for analytic in (False, True):
                 network = se.convert(ann, quartz(t_max=t_max, analytic=analytic), calibration)
                 variant = "analytic path" if analytic else "step simulation"
@@ -181,15 +264,22 @@ def main(argv: list[str] | None = None) -> int:
                 print(rows[-1], file=sys.stderr)
     if "Radix" in SPEC_CLASSES:
         radix = SPEC_CLASSES["Radix"]
-        training = DataLoader(mnist_split("train", limit=1000 if quick else None), batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
-        for t in ([4] if quick else [3, 4, 6, 8]):
+        training = DataLoader(
+            mnist_split("train", limit=1000 if quick else None),
+            batch_size=64,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(0),
+        )
+        for t in [4] if quick else [3, 4, 6, 8]:
             for mode in ("exact", "paper"):
                 network = se.convert(ann, radix(steps=t, mode=mode), calibration)
                 rows.append(_snn_row("radix", mode, network, evaluation, ann_seconds, 1))
                 print(rows[-1], file=sys.stderr)
             tuned = se.finetune(ann, radix(steps=t), training, epochs=1, progress=False)
             network = se.convert(tuned, radix(steps=t), calibration)
-            rows.append(_snn_row("radix", "exact, fine-tuned twin", network, evaluation, ann_seconds, 1))
+            rows.append(
+                _snn_row("radix", "exact, fine-tuned twin", network, evaluation, ann_seconds, 1)
+            )
             print(rows[-1], file=sys.stderr)
 
     overhead = _adapter_overhead(ann, calibration, evaluation)
@@ -200,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _adapter_overhead(ann: nn.Module, calibration: DataLoader, evaluation: DataLoader) -> list[dict[str, Any]]:
+def _adapter_overhead(
+    ann: nn.Module, calibration: DataLoader, evaluation: DataLoader
+) -> list[dict[str, Any]]:
     """Time each adapter's converted model against the core SNN on the same images (IC-rate, T=8)."""
     spec = se.ICRate(steps=8)
     core = se.convert(ann, spec, calibration)
@@ -211,7 +303,9 @@ def _adapter_overhead(ann: nn.Module, calibration: DataLoader, evaluation: DataL
             return _timed(lambda: model(images))
 
     core_out, core_seconds = timed(core)
-    results = [{"framework": "core", "seconds": core_seconds, "ratio": 1.0, "same_predictions": True}]
+    results = [
+        {"framework": "core", "seconds": core_seconds, "ratio": 1.0, "same_predictions": True}
+    ]
     candidates = []
     try:
         from snn_encodings.adapters import snntorch as st_adapter
@@ -230,7 +324,14 @@ def _adapter_overhead(ann: nn.Module, calibration: DataLoader, evaluation: DataL
     for name, predict in candidates:
         predictions, seconds = timed(predict)
         same = bool(torch.equal(predictions, core_out.argmax(1)))
-        results.append({"framework": name, "seconds": seconds, "ratio": seconds / core_seconds, "same_predictions": same})
+        results.append(
+            {
+                "framework": name,
+                "seconds": seconds,
+                "ratio": seconds / core_seconds,
+                "same_predictions": same,
+            }
+        )
     return results
 
 
@@ -240,8 +341,16 @@ def _write(out: Path, rows: list[Row], overhead: list[dict[str, Any]], quick: bo
         writer = csv.DictWriter(handle, fieldnames=list(records[0]))
         writer.writeheader()
         writer.writerows(records)
-    meta = {"quick": quick, "torch": torch.__version__, "machine": platform.machine(), "processor": platform.processor(), "threads": torch.get_num_threads()}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": records, "adapter_overhead": overhead}, indent=1))
+    meta = {
+        "quick": quick,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "threads": torch.get_num_threads(),
+    }
+    (out / "results.json").write_text(
+        json.dumps({"meta": meta, "rows": records, "adapter_overhead": overhead}, indent=1)
+    )
     (out / "results.md").write_text(_markdown(rows, overhead))
 
 
@@ -261,16 +370,34 @@ def _markdown(rows: list[Row], overhead: list[dict[str, Any]]) -> str:
             f"{_fmt(None if r.twin_agreement is None else 100 * r.twin_agreement, '.1f')} | {_fmt(r.spikes_per_image, ',.0f')} | "
             f"{_fmt(r.synops_per_image, ',.0f')} | {_fmt(r.omega_per_image, ',.0f')} | {_fmt(r.first_correct_step, '.2f')} | {_fmt(r.ann_ratio, '.2f')} |"
         )
-    lines += ["", "Fewest steps within 1 point of the ANN, per method and variant:", "", "| method | variant | steps | accuracy % | syn.ops/img |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Fewest steps within 1 point of the ANN, per method and variant:",
+        "",
+        "| method | variant | steps | accuracy % | syn.ops/img |",
+        "|---|---|---|---|---|",
+    ]
     best: dict[tuple[str, str], Row] = {}
     for r in rows[1:]:
-        if r.accuracy >= ann - 0.01 and ((r.method, r.variant) not in best or r.steps < best[(r.method, r.variant)].steps):
+        if r.accuracy >= ann - 0.01 and (
+            (r.method, r.variant) not in best or r.steps < best[(r.method, r.variant)].steps
+        ):
             best[(r.method, r.variant)] = r
     for (method, variant), r in best.items():
-        lines.append(f"| {method} | {variant} | {r.steps} | {100 * r.accuracy:.2f} | {_fmt(r.synops_per_image, ',.0f')} |")
-    lines += ["", "Adapter overhead (IC-rate, T=8, same images, time relative to the core SNN):", "", "| framework | seconds | ratio | same predictions |", "|---|---|---|---|"]
+        lines.append(
+            f"| {method} | {variant} | {r.steps} | {100 * r.accuracy:.2f} | {_fmt(r.synops_per_image, ',.0f')} |"
+        )
+    lines += [
+        "",
+        "Adapter overhead (IC-rate, T=8, same images, time relative to the core SNN):",
+        "",
+        "| framework | seconds | ratio | same predictions |",
+        "|---|---|---|---|",
+    ]
     for o in overhead:
-        lines.append(f"| {o['framework']} | {o['seconds']:.2f} | {o['ratio']:.2f} | {o['same_predictions']} |")
+        lines.append(
+            f"| {o['framework']} | {o['seconds']:.2f} | {o['ratio']:.2f} | {o['same_predictions']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -50,7 +50,9 @@ def parse_spec(text: str) -> Spec:
     for item in filter(None, rest.split(",")):
         key, sep, raw = item.partition("=")
         if not sep or key not in fields:
-            raise SnnEncodingsError(f"{cls.__name__} has no field {key!r}; fields: {sorted(fields)}")
+            raise SnnEncodingsError(
+                f"{cls.__name__} has no field {key!r}; fields: {sorted(fields)}"
+            )
         kwargs[key] = _parse_value(raw, hints[key], f"{cls.__name__}.{key}")
     return cls(**kwargs)
 
@@ -73,7 +75,12 @@ def _parse_value(raw: str, hint: object, where: str) -> object:
     return raw
 
 
-def demo_specs(steps: Sequence[int], encodings: Sequence[str], t_max: Sequence[int] = (8, 16), radix_steps: Sequence[int] = (4, 6)) -> list[tuple[str, Spec]]:
+def demo_specs(
+    steps: Sequence[int],
+    encodings: Sequence[str],
+    t_max: Sequence[int] = (8, 16),
+    radix_steps: Sequence[int] = (4, 6),
+) -> list[tuple[str, Spec]]:
     """The demo's conversions: every available encoding and variant.
 
     IC-rate: each initialisation with and without compensation at each of ``steps``; Quartz:
@@ -95,7 +102,9 @@ def demo_specs(steps: Sequence[int], encodings: Sequence[str], t_max: Sequence[i
             specs.extend((f"quartz t_max={t}", cls(t_max=t)) for t in t_max)
         elif name == "radix":
             for t in radix_steps:
-                specs.extend((f"radix {mode}", cls(steps=t, mode=mode)) for mode in ("exact", "paper"))
+                specs.extend(
+                    (f"radix {mode}", cls(steps=t, mode=mode)) for mode in ("exact", "paper")
+                )
     return specs
 
 
@@ -113,30 +122,45 @@ def load_model(path: str, architecture: str | None, trust_file: bool) -> nn.Modu
     try:
         obj = torch.load(file, map_location="cpu", weights_only=not trust_file)
     except Exception as error:  # torch.load raises many types for bad files
-        hint = "" if trust_file else " (a pickled nn.Module needs --trust-file; use it only for files you trust)"
-        raise SnnEncodingsError(f"cannot load {path!r}: {type(error).__name__}: {error}{hint}") from None
+        hint = (
+            ""
+            if trust_file
+            else " (a pickled nn.Module needs --trust-file; use it only for files you trust)"
+        )
+        raise SnnEncodingsError(
+            f"cannot load {path!r}: {type(error).__name__}: {error}{hint}"
+        ) from None
     if isinstance(obj, nn.Module):
         return obj.eval()
     if isinstance(obj, dict):
         if architecture is None:
-            raise SnnEncodingsError(f"{path!r} holds a state_dict: pass --architecture ({', '.join(sorted(ARCHITECTURES))})")
+            raise SnnEncodingsError(
+                f"{path!r} holds a state_dict: pass --architecture ({', '.join(sorted(ARCHITECTURES))})"
+            )
         model = build(architecture)
         try:
             model.load_state_dict(obj)
         except RuntimeError as error:
-            raise SnnEncodingsError(f"{path!r} does not match architecture {architecture!r}: {error}") from None
+            raise SnnEncodingsError(
+                f"{path!r} does not match architecture {architecture!r}: {error}"
+            ) from None
         return model.eval()
     raise SnnEncodingsError(f"{path!r} holds a {type(obj).__name__}, not a module or state_dict")
 
 
 def _loaders(args: argparse.Namespace) -> tuple[DataLoader, DataLoader]:
-    calibration = shard_loader(mnist_split("train", args.data_dir, limit=args.calibration_limit), 250)
+    calibration = shard_loader(
+        mnist_split("train", args.data_dir, limit=args.calibration_limit), 250
+    )
     evaluation = shard_loader(mnist_split("eval", args.data_dir, limit=args.eval_limit), 250)
     return calibration, evaluation
 
 
 def _row(cells: Sequence[object], widths: Sequence[int]) -> str:
-    return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "  ".join(
+        str(c).ljust(w) if i == 0 else str(c).rjust(w)
+        for i, (c, w) in enumerate(zip(cells, widths))
+    )
 
 
 def _table(rows: list[list[object]]) -> str:
@@ -147,7 +171,9 @@ def _table(rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-def _result_row(label: str, network: SpikingNetwork, loader: DataLoader, progress: bool, distributed: bool) -> list[object]:
+def _result_row(
+    label: str, network: SpikingNetwork, loader: DataLoader, progress: bool, distributed: bool
+) -> list[object]:
     result = evaluate(network, loader, progress=progress, distributed=distributed)
     return [
         label,
@@ -162,11 +188,18 @@ def _result_row(label: str, network: SpikingNetwork, loader: DataLoader, progres
 def _demo(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with main_process_first():
-        ann = train_mnist(args.architecture, epochs=args.epochs, data_dir=args.data_dir, progress=not args.quiet and is_main_process())
+        ann = train_mnist(
+            args.architecture,
+            epochs=args.epochs,
+            data_dir=args.data_dir,
+            progress=not args.quiet and is_main_process(),
+        )
     ann = broadcast_module(ann).to(args.device)
     calibration, evaluation = _loaders(args)
     ann_result = evaluate(ann, evaluation, progress=False, distributed=args.distributed)
-    rows: list[list[object]] = [[f"ANN ({args.architecture})", "-", "-", f"{100 * ann_result.accuracy:.2f}", "-", "-"]]
+    rows: list[list[object]] = [
+        [f"ANN ({args.architecture})", "-", "-", f"{100 * ann_result.accuracy:.2f}", "-", "-"]
+    ]
     for label, spec in demo_specs(args.steps, args.encodings, args.t_max, args.radix_steps):
         network = convert(ann, spec, calibration, device=args.device, distributed=args.distributed)
         rows.append(_result_row(label, network, evaluation, not args.quiet, args.distributed))
@@ -185,7 +218,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     ann_result = evaluate(ann, evaluation, progress=False, distributed=args.distributed)
     rows.append(["ANN", "-", "-", f"{100 * ann_result.accuracy:.2f}", "-", "-"])
     for text in args.spec:
-        network = convert(ann, parse_spec(text), calibration, device=args.device, distributed=args.distributed)
+        network = convert(
+            ann, parse_spec(text), calibration, device=args.device, distributed=args.distributed
+        )
         rows.append(_result_row(text, network, evaluation, not args.quiet, args.distributed))
     if is_main_process():
         print(_table(rows))
@@ -195,45 +230,84 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     ann = load_model(args.model, args.architecture, args.trust_file).to(args.device)
     calibration, _ = _loaders(args)
-    network = convert(ann, parse_spec(args.spec), calibration, device=args.device, distributed=args.distributed)
+    network = convert(
+        ann, parse_spec(args.spec), calibration, device=args.device, distributed=args.distributed
+    )
     if is_main_process():
         print(f"wrote {save_network(network, args.output)}")
     return 0
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="snn-encodings", description="Radix, TTFS-Quartz and IC-rate spike encodings: convert and evaluate SNNs.")
+    parser = argparse.ArgumentParser(
+        prog="snn-encodings",
+        description="Radix, TTFS-Quartz and IC-rate spike encodings: convert and evaluate SNNs.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", default=None, help="folder with MNIST IDX files (default: the shipped copy)")
+    common.add_argument(
+        "--data-dir", default=None, help="folder with MNIST IDX files (default: the shipped copy)"
+    )
     common.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    common.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N evaluation images")
-    common.add_argument("--calibration-limit", type=int, default=2000, help="calibration images (default 2000)")
+    common.add_argument(
+        "--eval-limit", type=int, default=None, help="evaluate on the first N evaluation images"
+    )
+    common.add_argument(
+        "--calibration-limit", type=int, default=2000, help="calibration images (default 2000)"
+    )
     common.add_argument("--quiet", action="store_true", help="no progress output")
 
-    demo = sub.add_parser("demo", parents=[common], help="train a small CNN on MNIST, convert it with every encoding, print a table")
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="train a small CNN on MNIST, convert it with every encoding, print a table",
+    )
     demo.add_argument("--architecture", default="convnet", choices=sorted(ARCHITECTURES))
     demo.add_argument("--epochs", type=int, default=8)
     demo.add_argument("--steps", type=int, nargs="+", default=[8, 32], help="IC-rate time steps")
-    demo.add_argument("--t-max", type=int, nargs="+", default=[8, 16], help="Quartz steps per layer")
-    demo.add_argument("--radix-steps", type=int, nargs="+", default=[4, 6], help="radix digits (steps per layer)")
+    demo.add_argument(
+        "--t-max", type=int, nargs="+", default=[8, 16], help="Quartz steps per layer"
+    )
+    demo.add_argument(
+        "--radix-steps", type=int, nargs="+", default=[4, 6], help="radix digits (steps per layer)"
+    )
     names = [cls.__name__.lower() for cls in ALL_SPECS]
     demo.add_argument("--encodings", nargs="+", default=names, choices=names)
     demo.set_defaults(run=_demo)
 
-    ev = sub.add_parser("evaluate", parents=[common], help="convert a saved ANN with the given specs and evaluate on MNIST")
-    ev.add_argument("model", help="torch.save'd state_dict (with --architecture) or module (with --trust-file)")
+    ev = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="convert a saved ANN with the given specs and evaluate on MNIST",
+    )
+    ev.add_argument(
+        "model", help="torch.save'd state_dict (with --architecture) or module (with --trust-file)"
+    )
     ev.add_argument("--spec", nargs="+", required=True, help='e.g. "icrate:steps=16,init=data"')
     ev.add_argument("--architecture", default=None, choices=sorted(ARCHITECTURES))
-    ev.add_argument("--trust-file", action="store_true", help="allow pickled modules (torch.load weights_only=False)")
+    ev.add_argument(
+        "--trust-file",
+        action="store_true",
+        help="allow pickled modules (torch.load weights_only=False)",
+    )
     ev.set_defaults(run=_evaluate)
 
-    cv = sub.add_parser("convert", parents=[common], help="convert a saved ANN with one spec and save the spiking network (load_network reads it)")
-    cv.add_argument("model", help="torch.save'd state_dict (with --architecture) or module (with --trust-file)")
+    cv = sub.add_parser(
+        "convert",
+        parents=[common],
+        help="convert a saved ANN with one spec and save the spiking network (load_network reads it)",
+    )
+    cv.add_argument(
+        "model", help="torch.save'd state_dict (with --architecture) or module (with --trust-file)"
+    )
     cv.add_argument("--spec", required=True, help='e.g. "icrate:steps=16,init=data"')
     cv.add_argument("--output", required=True, help="file to write (save_network format)")
     cv.add_argument("--architecture", default=None, choices=sorted(ARCHITECTURES))
-    cv.add_argument("--trust-file", action="store_true", help="allow pickled modules (torch.load weights_only=False)")
+    cv.add_argument(
+        "--trust-file",
+        action="store_true",
+        help="allow pickled modules (torch.load weights_only=False)",
+    )
     cv.set_defaults(run=_convert)
     return parser
 

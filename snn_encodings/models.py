@@ -64,7 +64,9 @@ def build(architecture: str) -> nn.Module:
     try:
         return ARCHITECTURES[architecture]()
     except KeyError:
-        raise DataError(f"unknown architecture {architecture!r}; choose one of {sorted(ARCHITECTURES)}") from None
+        raise DataError(
+            f"unknown architecture {architecture!r}; choose one of {sorted(ARCHITECTURES)}"
+        ) from None
 
 
 def cache_dir() -> Path:
@@ -95,7 +97,10 @@ def train_mnist(
     """
     train = mnist_split("train", data_dir)
     digest = hashlib.sha256(train.tensors[0][:64].numpy().tobytes()).hexdigest()[:12]
-    path = cache_dir() / f"{architecture}-e{epochs}-s{seed}-{digest}-{torch.__version__.split('+')[0]}.pt"
+    path = (
+        cache_dir()
+        / f"{architecture}-e{epochs}-s{seed}-{digest}-{torch.__version__.split('+')[0]}.pt"
+    )
     model = build(architecture)
     if use_cache and path.exists():
         try:

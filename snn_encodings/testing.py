@@ -29,7 +29,9 @@ def run_core(spec: Spec, currents: Tensor, *, v0: float | Tensor | None = None) 
     return Trace(out.spikes, out.states[0])
 
 
-def assert_same_trace(got: Trace | tuple[Tensor, Tensor], want: Trace | tuple[Tensor, Tensor], *, atol: float = 0.0) -> None:
+def assert_same_trace(
+    got: Trace | tuple[Tensor, Tensor], want: Trace | tuple[Tensor, Tensor], *, atol: float = 0.0
+) -> None:
     """Assert equal spikes (exactly) and membranes (exactly, or within ``atol`` for kernels).
 
     Raises:
@@ -38,13 +40,21 @@ def assert_same_trace(got: Trace | tuple[Tensor, Tensor], want: Trace | tuple[Te
     got_spikes, got_v = got
     want_spikes, want_v = want
     if got_spikes.shape != want_spikes.shape:
-        raise AssertionError(f"spike shapes differ: {tuple(got_spikes.shape)} vs {tuple(want_spikes.shape)}")
+        raise AssertionError(
+            f"spike shapes differ: {tuple(got_spikes.shape)} vs {tuple(want_spikes.shape)}"
+        )
     if not torch.equal(got_spikes, want_spikes):
         index = (got_spikes != want_spikes).nonzero()[0].tolist()
         raise AssertionError(f"spikes differ first at (t, ...) = {index}")
     if got_v.shape != want_v.shape:
-        raise AssertionError(f"membrane shapes differ: {tuple(got_v.shape)} vs {tuple(want_v.shape)}")
-    close = torch.equal(got_v, want_v) if atol == 0 else torch.allclose(got_v, want_v, atol=atol, rtol=0)
+        raise AssertionError(
+            f"membrane shapes differ: {tuple(got_v.shape)} vs {tuple(want_v.shape)}"
+        )
+    close = (
+        torch.equal(got_v, want_v)
+        if atol == 0
+        else torch.allclose(got_v, want_v, atol=atol, rtol=0)
+    )
     if not close:
         diff = (got_v - want_v).abs()
         index = (diff == diff.max()).nonzero()[0].tolist()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from snn_encodings.specs import ALL_SPECS, ICRate, Quartz, Radix, Spec
+from snn_encodings.specs import ICRate, Quartz, Radix, Spec
 
 SPEC_EXAMPLES: tuple[Spec, ...] = (
     ICRate(steps=8, init="ann"),
@@ -51,12 +51,15 @@ def spec(request: pytest.FixtureRequest) -> Spec:
 def make_currents() -> Callable[..., torch.Tensor]:
     """Seeded factory: ``make_currents(shape, steps, dtype=float32, seed=0)`` -> ``(T, *shape)``."""
 
-    def make(shape: tuple[int, ...], steps: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
+    def make(
+        shape: tuple[int, ...], steps: int, dtype: torch.dtype = torch.float32, seed: int = 0
+    ) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
-        return (torch.rand((steps, *shape), generator=generator, dtype=torch.float64) * 1.2 - 0.2).to(dtype)
+        return (
+            torch.rand((steps, *shape), generator=generator, dtype=torch.float64) * 1.2 - 0.2
+        ).to(dtype)
 
     return make
-
 
 
 @pytest.fixture(scope="session")

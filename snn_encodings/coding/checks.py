@@ -7,7 +7,7 @@ from torch import Tensor
 
 from snn_encodings.errors import SpecError
 
-__all__ = ["check_unit_interval", "check_finite"]
+__all__ = ["check_finite", "check_unit_interval"]
 
 
 def check_finite(x: Tensor, where: str) -> None:

@@ -85,7 +85,9 @@ class ActivationStats:
         index = (flat / top * self.bins).floor().clamp(0, self.bins - 1).long()
         if self.histogram is None:
             self.histogram = torch.zeros(flat.shape[0], self.bins, dtype=torch.float64)
-        self.histogram.scatter_add_(1, index.cpu(), torch.ones_like(index, dtype=torch.float64).cpu())
+        self.histogram.scatter_add_(
+            1, index.cpu(), torch.ones_like(index, dtype=torch.float64).cpu()
+        )
         self.count += flat.shape[1]
 
     def scale(self, percentile: float | None) -> Tensor:
@@ -117,7 +119,9 @@ def percentile_from_histogram(histogram: Tensor, maximum: Tensor, percentile: fl
     return (first.to(torch.float64) + 1) / bins * maximum
 
 
-def run_passes(loader: Iterable[Any], where: str, passes: int, visit: Callable[[int, Tensor], None]) -> None:
+def run_passes(
+    loader: Iterable[Any], where: str, passes: int, visit: Callable[[int, Tensor], None]
+) -> None:
     """Call ``visit(pass_index, x)`` for every batch, ``passes`` times over the loader."""
     for index in range(passes):
         for x in iterate_inputs(loader, where):

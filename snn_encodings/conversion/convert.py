@@ -17,7 +17,7 @@ from snn_encodings.distributed import Collective, Distributed, use_collective
 from snn_encodings.errors import ConversionError
 from snn_encodings.specs.base import Spec
 
-__all__ = ["convert", "DEFAULT"]
+__all__ = ["DEFAULT", "convert"]
 
 DEFAULT: Any = "default"
 """Marker for "the encoding's own default" (e.g. Quartz's 98.5th percentile)."""
@@ -26,7 +26,9 @@ DEFAULT: Any = "default"
 def _check_parameters(ann: nn.Module) -> None:
     for name, tensor in list(ann.named_parameters()) + list(ann.named_buffers()):
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ConversionError(f"convert: parameter {name!r} contains NaN or inf; fix or retrain the model")
+            raise ConversionError(
+                f"convert: parameter {name!r} contains NaN or inf; fix or retrain the model"
+            )
 
 
 def _raw_values(nodes: list[GraphNode], synapses: list[Synapse | None], x: Tensor) -> list[Tensor]:
@@ -94,25 +96,40 @@ def convert(
     _check_parameters(ann)
     if percentile is DEFAULT:
         percentile = rule.calibration_percentile()
-    if percentile is not None and not (isinstance(percentile, (int, float)) and 0 < percentile <= 100):
-        raise ConversionError(f"convert: percentile must be in (0, 100] or None, got {percentile!r}")
+    if percentile is not None and not (
+        isinstance(percentile, (int, float)) and 0 < percentile <= 100
+    ):
+        raise ConversionError(
+            f"convert: percentile must be in (0, 100] or None, got {percentile!r}"
+        )
     if device is None:
         first = next(iter(ann.parameters()), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
 
     collective = Collective.resolve(distributed, "convert")
-    example = collective.agree(lambda: next(iter(iterate_inputs(calibration, "convert"))), "convert").to(device)
+    example = collective.agree(
+        lambda: next(iter(iterate_inputs(calibration, "convert"))), "convert"
+    ).to(device)
     try:
         nodes = trace(ann, example[:2])
     except RuntimeError as error:
-        raise ConversionError(f"convert: the calibration inputs do not fit the model: {error}") from None
+        raise ConversionError(
+            f"convert: the calibration inputs do not fit the model: {error}"
+        ) from None
     collective.check_same(_graph_key(nodes, example, spec, percentile, per_channel), "convert")
 
     shapes = _value_shapes(nodes, example[:1])
     one = torch.ones(())
-    raw = [None if n.kind == "pool" else Synapse(n.branches, n.bias, [one] * len(nodes), one, shapes) for n in nodes[1:]]
-    stats = {i: ActivationStats(per_channel=per_channel and nodes[i].kind == "neuron") for i in range(1, len(nodes)) if nodes[i].kind != "pool"}
+    raw = [
+        None if n.kind == "pool" else Synapse(n.branches, n.bias, [one] * len(nodes), one, shapes)
+        for n in nodes[1:]
+    ]
+    stats = {
+        i: ActivationStats(per_channel=per_channel and nodes[i].kind == "neuron")
+        for i in range(1, len(nodes))
+        if nodes[i].kind != "pool"
+    }
     passes = 1 if percentile is None else 2
     with torch.no_grad():
         for index in range(passes):
@@ -132,13 +149,27 @@ def convert(
         shape = tuple(shapes[i])
         if node.kind == "pool":
             scales.append(scales[node.branches[0].source])
-            stages.append(Stage("pool", node.name, pool=node.pool, source=node.branches[0].source, shape=shape))
+            stages.append(
+                Stage(
+                    "pool", node.name, pool=node.pool, source=node.branches[0].source, shape=shape
+                )
+            )
             continue
-        scale = torch.tensor(float(node.clip)) if node.clip is not None else stats[i].scale(percentile)
+        scale = (
+            torch.tensor(float(node.clip)) if node.clip is not None else stats[i].scale(percentile)
+        )
         synapse = Synapse(node.branches, node.bias, scales, scale, shapes)
         rule.quantise_synapse(synapse)
         scales.append(scale)
-        stages.append(Stage(node.kind, node.name, synapse=synapse, neurons=rule.neuron_layer(output=node.kind == "output"), shape=shape))
+        stages.append(
+            Stage(
+                node.kind,
+                node.name,
+                synapse=synapse,
+                neurons=rule.neuron_layer(output=node.kind == "output"),
+                shape=shape,
+            )
+        )
     network = SpikingNetwork(spec, stages, scales[-1], tuple(example.shape[1:]))
     network = network.to(device=device, dtype=rule.dtype).eval()
     with use_collective(collective):
@@ -146,12 +177,16 @@ def convert(
     return network
 
 
-def _graph_key(nodes: list[GraphNode], example: Tensor, spec: Spec, percentile: float | None, per_channel: bool) -> str:
+def _graph_key(
+    nodes: list[GraphNode], example: Tensor, spec: Spec, percentile: float | None, per_channel: bool
+) -> str:
     """What must agree between processes converting together: arguments, layers, shapes."""
     parts = [repr(spec), repr(percentile), repr(per_channel), repr(tuple(example.shape[1:]))]
     for node in nodes:
         bias = None if node.bias is None else tuple(node.bias.shape)
-        parts.append(f"{node.kind}:{node.name}:{node.clip}:{node.levels}:{node.shift}:{bias}:{node.pool!r}")
+        parts.append(
+            f"{node.kind}:{node.name}:{node.clip}:{node.levels}:{node.shift}:{bias}:{node.pool!r}"
+        )
         for branch in node.branches:
             shapes = [tuple(p.shape) for op in branch.ops for p in op.parameters()]
             parts.append(f"{branch.source}:{branch.ops!r}:{shapes}")

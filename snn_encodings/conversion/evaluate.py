@@ -126,7 +126,9 @@ def evaluate(
         if is_snn:
             model.counting = False
         model.train(was_training)
-    correct, samples = collective.merge_evaluation(correct, samples, model.counts if is_snn and not twin else [])
+    correct, samples = collective.merge_evaluation(
+        correct, samples, model.counts if is_snn and not twin else []
+    )
     if samples == 0:
         raise ConversionError("evaluate: the loader yielded no data")
     result = Evaluation(accuracy=correct / samples, correct=correct, samples=samples)

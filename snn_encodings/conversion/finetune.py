@@ -20,7 +20,14 @@ from snn_encodings.specs.base import Spec
 __all__ = ["finetune", "with_twin_activations"]
 
 
-def with_twin_activations(ann: nn.Module, spec: Spec, calibration: Iterable[Any], *, percentile: float | None = 99.99, distributed: Distributed = False) -> nn.Module:
+def with_twin_activations(
+    ann: nn.Module,
+    spec: Spec,
+    calibration: Iterable[Any],
+    *,
+    percentile: float | None = 99.99,
+    distributed: Distributed = False,
+) -> nn.Module:
     """A copy of ``ann`` whose ReLUs are :class:`ClipQuant` twins of ``spec``, clip bounds calibrated.
 
     Each ``nn.ReLU`` module becomes ``ClipQuant(scale=lambda, levels, shift, upper)`` with the
@@ -40,7 +47,9 @@ def with_twin_activations(ann: nn.Module, spec: Spec, calibration: Iterable[Any]
     stats = {name: ActivationStats() for name in names}
     passes = [0]
     hooks = [
-        model.get_submodule(name).register_forward_hook(lambda m, i, out, name=name: _record(stats, name, out, passes))
+        model.get_submodule(name).register_forward_hook(
+            lambda m, i, out, name=name: _record(stats, name, out, passes)
+        )
         for name in names
     ]
     try:
@@ -61,7 +70,9 @@ def with_twin_activations(ann: nn.Module, spec: Spec, calibration: Iterable[Any]
     return model
 
 
-def _record(stats: dict[str, ActivationStats], name: str, out: torch.Tensor, passes: list[int]) -> None:
+def _record(
+    stats: dict[str, ActivationStats], name: str, out: torch.Tensor, passes: list[int]
+) -> None:
     if passes[0] == 0:
         stats[name].update_max(out)
     else:
@@ -111,12 +122,12 @@ def finetune(
     for epoch in range(epochs):
         if hasattr(getattr(loader, "sampler", None), "set_epoch"):
             loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-        for batch in tqdm(loader, desc="finetune", disable=not progress or collective.rank != 0, leave=False):
+        for batch in tqdm(
+            loader, desc="finetune", disable=not progress or collective.rank != 0, leave=False
+        ):
             x, target = batch[0], batch[1]
             optimiser.zero_grad()
             loss = nn.functional.cross_entropy(trained(x), target)
             loss.backward()
             optimiser.step()
     return model.eval()
-
-

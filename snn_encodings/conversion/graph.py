@@ -24,7 +24,13 @@ from snn_encodings.errors import ConversionError
 __all__ = ["Branch", "GraphNode", "trace"]
 
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
-LINEAR_MODULES = WEIGHTED + (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten)
+LINEAR_MODULES = WEIGHTED + (
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.Flatten,
+)
 REMOVED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity)
 MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -93,7 +99,10 @@ _SUGGESTIONS = {
 
 
 def _unsupported(name: str, what: str, suggestion: str = "") -> ConversionError:
-    hint = suggestion or "use Conv1d/Conv2d, Linear, BatchNorm, ReLU, AvgPool, MaxPool, Flatten, Dropout or additions"
+    hint = (
+        suggestion
+        or "use Conv1d/Conv2d, Linear, BatchNorm, ReLU, AvgPool, MaxPool, Flatten, Dropout or additions"
+    )
     return ConversionError(f"convert: layer {name!r} ({what}) is not supported; {hint}")
 
 
@@ -103,11 +112,21 @@ def _fold_batch_norms(gm: fx.GraphModule) -> None:
         if node.op != "call_module" or not isinstance(modules[node.target], BATCH_NORMS):
             continue
         parent = node.args[0]
-        owner = modules.get(parent.target) if isinstance(parent, fx.Node) and parent.op == "call_module" else None
+        owner = (
+            modules.get(parent.target)
+            if isinstance(parent, fx.Node) and parent.op == "call_module"
+            else None
+        )
         if not isinstance(owner, WEIGHTED) or len(parent.users) != 1:
-            raise _unsupported(node.target, type(modules[node.target]).__name__, _SUGGESTIONS[nn.BatchNorm2d])
+            raise _unsupported(
+                node.target, type(modules[node.target]).__name__, _SUGGESTIONS[nn.BatchNorm2d]
+            )
         bn = modules[node.target]
-        fused = fuse_linear_bn_eval(owner, bn) if isinstance(owner, nn.Linear) else fuse_conv_bn_eval(owner, bn)
+        fused = (
+            fuse_linear_bn_eval(owner, bn)
+            if isinstance(owner, nn.Linear)
+            else fuse_conv_bn_eval(owner, bn)
+        )
         _set_module(gm, parent.target, fused)
         node.replace_all_uses_with(parent)
         gm.graph.erase_node(node)
@@ -123,9 +142,9 @@ def _set_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
 
 
 def _is_add(node: fx.Node) -> bool:
-    return (node.op == "call_function" and node.target in (operator.add, operator.iadd, torch.add)) or (
-        node.op == "call_method" and node.target in ("add", "add_")
-    )
+    return (
+        node.op == "call_function" and node.target in (operator.add, operator.iadd, torch.add)
+    ) or (node.op == "call_method" and node.target in ("add", "add_"))
 
 
 def _is_flatten(node: fx.Node) -> bool:
@@ -164,7 +183,9 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
     modules = dict(gm.named_modules())
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
-        raise ConversionError(f"convert: the model must take one input tensor, it takes {len(placeholders)}")
+        raise ConversionError(
+            f"convert: the model must take one input tensor, it takes {len(placeholders)}"
+        )
 
     nodes: list[GraphNode] = [GraphNode(kind="input", name="input")]
     value_index: dict[fx.Node, int] = {placeholders[0]: 0}
@@ -191,12 +212,21 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
                         "convert: the model must end in a Conv/Linear layer (its logits), "
                         "not an activation or pooling"
                     )
-                nodes.append(GraphNode(kind="output", name="output", branches=branches_of(result), bias=zeros[result][0]))
+                nodes.append(
+                    GraphNode(
+                        kind="output",
+                        name="output",
+                        branches=branches_of(result),
+                        bias=zeros[result][0],
+                    )
+                )
                 return nodes
             module = modules.get(node.target) if node.op == "call_module" else None
             name = str(node.target) if node.op == "call_module" else node.name
             args = [a for a in node.args if isinstance(a, fx.Node)]
-            if isinstance(module, REMOVED) or (node.op == "call_function" and node.target is torch.nn.functional.dropout):
+            if isinstance(module, REMOVED) or (
+                node.op == "call_function" and node.target is torch.nn.functional.dropout
+            ):
                 _alias(node, args[0], value_index, linear, values)
                 zeros[node] = zeros[args[0]]
                 continue
@@ -210,15 +240,34 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
                 pool_node = deferred_pool.pop(source, None)
                 pre = pool_node.args[0] if pool_node is not None else source
                 if pre in value_index:
-                    raise _unsupported(name, "activation of an activation", "remove the repeated activation")
+                    raise _unsupported(
+                        name, "activation of an activation", "remove the repeated activation"
+                    )
                 clip, levels, shift = activation
-                nodes.append(GraphNode(kind="neuron", name=name, branches=branches_of(pre), bias=zeros[pre][0], clip=clip, levels=levels, shift=shift))
+                nodes.append(
+                    GraphNode(
+                        kind="neuron",
+                        name=name,
+                        branches=branches_of(pre),
+                        bias=zeros[pre][0],
+                        clip=clip,
+                        levels=levels,
+                        shift=shift,
+                    )
+                )
                 pre_value = values[pre]
                 activated = pre_value.clamp(min=0) if clip is None else pre_value.clamp(0, clip)
                 if pool_node is not None:
                     value_index[pre] = len(nodes) - 1
                     pool = copy.deepcopy(modules[pool_node.target])
-                    nodes.append(GraphNode(kind="pool", name=str(pool_node.target), branches=[Branch(len(nodes) - 1, [])], pool=pool))
+                    nodes.append(
+                        GraphNode(
+                            kind="pool",
+                            name=str(pool_node.target),
+                            branches=[Branch(len(nodes) - 1, [])],
+                            pool=pool,
+                        )
+                    )
                     activated = pool(activated)
                 value_index[node] = len(nodes) - 1
                 values[node] = activated
@@ -227,7 +276,14 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
             if isinstance(module, MAX_POOLS):
                 source = args[0]
                 if source in value_index:
-                    nodes.append(GraphNode(kind="pool", name=name, branches=[Branch(value_index[source], [])], pool=copy.deepcopy(module)))
+                    nodes.append(
+                        GraphNode(
+                            kind="pool",
+                            name=name,
+                            branches=[Branch(value_index[source], [])],
+                            pool=copy.deepcopy(module),
+                        )
+                    )
                     value_index[node] = len(nodes) - 1
                     values[node] = module(values[source])
                     zeros[node] = torch.zeros_like(values[node][:1])
@@ -235,13 +291,22 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
                 if len(node.users) == 1 and _activation_user(next(iter(node.users)), modules):
                     deferred_pool[node] = node
                     continue
-                raise _unsupported(name, type(module).__name__, "max-pool the output of an activation (ReLU)")
+                raise _unsupported(
+                    name, type(module).__name__, "max-pool the output of an activation (ReLU)"
+                )
             if isinstance(module, LINEAR_MODULES) or _is_flatten(node):
                 op = module if module is not None else _flatten_module(node)
                 source = args[0]
                 if source in deferred_pool:
-                    raise _unsupported(name, "linear layer after max-pooling of a pre-activation", "apply ReLU before MaxPool")
-                linear[node] = ([Branch(b.source, b.ops + [_without_bias(op)]) for b in branches_of(source)], None)
+                    raise _unsupported(
+                        name,
+                        "linear layer after max-pooling of a pre-activation",
+                        "apply ReLU before MaxPool",
+                    )
+                linear[node] = (
+                    [Branch(b.source, b.ops + [_without_bias(op)]) for b in branches_of(source)],
+                    None,
+                )
                 values[node] = op(values[source])
                 zeros[node] = op(zeros[source])
                 continue
@@ -249,12 +314,20 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
                 if len(args) != 2 or len(node.args) != 2:
                     raise _unsupported(name, "addition with a constant", "add two tensors only")
                 if any(a in deferred_pool for a in args):
-                    raise _unsupported(name, "addition after max-pooling of a pre-activation", "apply ReLU before MaxPool")
+                    raise _unsupported(
+                        name,
+                        "addition after max-pooling of a pre-activation",
+                        "apply ReLU before MaxPool",
+                    )
                 linear[node] = (branches_of(args[0]) + branches_of(args[1]), None)
                 values[node] = values[args[0]] + values[args[1]]
                 zeros[node] = zeros[args[0]] + zeros[args[1]]
                 continue
-            what = type(module).__name__ if module is not None else f"{node.op} {getattr(node.target, '__name__', node.target)}"
+            what = (
+                type(module).__name__
+                if module is not None
+                else f"{node.op} {getattr(node.target, '__name__', node.target)}"
+            )
             suggestion = _SUGGESTIONS.get(type(module), "") if module is not None else ""
             raise _unsupported(name, what, suggestion)
     raise ConversionError("convert: the traced model has no output")
@@ -263,16 +336,20 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
 def _activation_user(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
         return _activation_clip(modules[node.target]) is not None
-    return (node.op == "call_function" and node.target in (torch.relu, torch.nn.functional.relu)) or (
-        node.op == "call_method" and node.target == "relu"
-    )
+    return (
+        node.op == "call_function" and node.target in (torch.relu, torch.nn.functional.relu)
+    ) or (node.op == "call_method" and node.target == "relu")
 
 
 def _flatten_module(node: fx.Node) -> nn.Module:
     start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
     end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
     if start != 1 or end != -1:
-        raise _unsupported(node.name, f"flatten(start_dim={start}, end_dim={end})", "flatten from dim 1 (keep the batch)")
+        raise _unsupported(
+            node.name,
+            f"flatten(start_dim={start}, end_dim={end})",
+            "flatten from dim 1 (keep the batch)",
+        )
     return nn.Flatten()
 
 

@@ -26,7 +26,16 @@ class Stage(nn.Module):
         pool: the max-pooling module (pool stages); ``source`` is its input node.
     """
 
-    def __init__(self, kind: str, name: str, synapse: Synapse | None = None, neurons: nn.Module | None = None, pool: nn.Module | None = None, source: int = 0, shape: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        synapse: Synapse | None = None,
+        neurons: nn.Module | None = None,
+        pool: nn.Module | None = None,
+        source: int = 0,
+        shape: tuple[int, ...] = (),
+    ) -> None:
         super().__init__()
         self.kind = kind
         self.name = name
@@ -69,7 +78,9 @@ class SpikingNetwork(nn.Module):
     Built by :func:`snn_encodings.convert`; not meant to be constructed by hand.
     """
 
-    def __init__(self, spec: Spec, stages: list[Stage], output_scale: Tensor, input_shape: tuple[int, ...]) -> None:
+    def __init__(
+        self, spec: Spec, stages: list[Stage], output_scale: Tensor, input_shape: tuple[int, ...]
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.rule: Rule = rule_for(spec)
@@ -83,9 +94,13 @@ class SpikingNetwork(nn.Module):
     # --- bookkeeping -------------------------------------------------------------------------
     def reset_counts(self) -> None:
         """Zero the per-layer spike and synaptic-event counters."""
-        self.counts = [LayerCounts(name="input", neurons=int(torch.tensor(self.input_shape).prod()))]
+        self.counts = [
+            LayerCounts(name="input", neurons=int(torch.tensor(self.input_shape).prod()))
+        ]
         for stage in self.stages:
-            self.counts.append(LayerCounts(name=stage.name, neurons=int(torch.tensor(stage.shape).prod())))
+            self.counts.append(
+                LayerCounts(name=stage.name, neurons=int(torch.tensor(stage.shape).prod()))
+            )
 
     @property
     def spiking_depth(self) -> int:
@@ -106,7 +121,9 @@ class SpikingNetwork(nn.Module):
 
     def _check_input(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise ConversionError(f"SpikingNetwork: expected a floating-point tensor, got {type(x).__name__}")
+            raise ConversionError(
+                f"SpikingNetwork: expected a floating-point tensor, got {type(x).__name__}"
+            )
         if tuple(x.shape[1:]) != self.input_shape:
             raise ConversionError(
                 f"SpikingNetwork: expected inputs of shape (B, {', '.join(map(str, self.input_shape))}), "
@@ -130,16 +147,22 @@ class SpikingNetwork(nn.Module):
                 spikes = rule.max_pool(sequences[stage.source], stage.pool)
             else:
                 synapse, neurons = stage.synapse, stage.neurons
-                currents = synapse.drive(sequences) + rule.bias_currents(synapse.bias, steps).unsqueeze(1)
+                currents = synapse.drive(sequences) + rule.bias_currents(
+                    synapse.bias, steps
+                ).unsqueeze(1)
                 spikes = neurons(currents)
                 if stage.kind == "output":
-                    output = rule.decode_output(spikes, neurons) * _channel(self.output_scale, spikes[0])
+                    output = rule.decode_output(spikes, neurons) * _channel(
+                        self.output_scale, spikes[0]
+                    )
             self._count(index, spikes, stage, sequences)
             sequences.append(spikes)
         assert output is not None
         return output
 
-    def _count(self, index: int, spikes: Tensor, stage: Stage | None, sequences: list[Tensor]) -> None:
+    def _count(
+        self, index: int, spikes: Tensor, stage: Stage | None, sequences: list[Tensor]
+    ) -> None:
         if not self.counting:
             return
         counts = self.counts[index]

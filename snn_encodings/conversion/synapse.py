@@ -38,7 +38,14 @@ class Synapse(nn.Module):
         example_shapes: feature shape of every value node so far.
     """
 
-    def __init__(self, branches: list[Branch], bias: Tensor, scales: list[Tensor], scale: Tensor, example_shapes: list[torch.Size]) -> None:
+    def __init__(
+        self,
+        branches: list[Branch],
+        bias: Tensor,
+        scales: list[Tensor],
+        scale: Tensor,
+        example_shapes: list[torch.Size],
+    ) -> None:
         super().__init__()
         self.sources = [b.source for b in branches]
         self.ops = nn.ModuleList()
@@ -60,12 +67,16 @@ class Synapse(nn.Module):
             out_gains.append(out_gain)
         for i, (g_in, g_out) in enumerate(zip(in_gains, out_gains)):
             self.register_buffer(f"in_gain_{i}", torch.as_tensor(g_in, dtype=torch.float32).clone())
-            self.register_buffer(f"out_gain_{i}", torch.as_tensor(g_out, dtype=torch.float32).clone())
+            self.register_buffer(
+                f"out_gain_{i}", torch.as_tensor(g_out, dtype=torch.float32).clone()
+            )
         features = len(bias.shape)
         self.register_buffer("bias", (bias / _feature_view(scale, features)).clone())
 
     @staticmethod
-    def _fold_input(ops: list[nn.Module], first: int, in_gain: Tensor, source_shape: torch.Size) -> Tensor:
+    def _fold_input(
+        ops: list[nn.Module], first: int, in_gain: Tensor, source_shape: torch.Size
+    ) -> Tensor:
         """Multiply the first weighted op's input columns by the source scale; return the rest."""
         op = ops[first]
         full = _feature_view(in_gain, len(source_shape)).expand(source_shape).unsqueeze(0).clone()
@@ -73,7 +84,9 @@ class Synapse(nn.Module):
             mapped = nn.Sequential(*ops[:first])(full)[0]
             if isinstance(op, nn.Linear):
                 if mapped.dim() != 1:
-                    raise ConversionError("convert: a Linear layer must receive flattened (B, N) inputs")
+                    raise ConversionError(
+                        "convert: a Linear layer must receive flattened (B, N) inputs"
+                    )
                 op.weight.mul_(mapped.view(1, -1))
             else:
                 per_channel = mapped.flatten(1)[:, 0]
@@ -88,7 +101,9 @@ class Synapse(nn.Module):
     @staticmethod
     def _fold_output(op: nn.Module, out_gain: Tensor) -> None:
         with torch.no_grad():
-            op.weight.mul_(out_gain.reshape(-1, *([1] * (op.weight.dim() - 1))) if out_gain.dim() else out_gain)
+            op.weight.mul_(
+                out_gain.reshape(-1, *([1] * (op.weight.dim() - 1))) if out_gain.dim() else out_gain
+            )
 
     def gains(self, i: int) -> tuple[Tensor, Tensor]:
         """The input and output gains of branch ``i``."""
@@ -138,7 +153,11 @@ class Synapse(nn.Module):
                         ones.weight.fill_(1.0)
                     x = ones(x)
                 elif isinstance(op, (nn.AvgPool1d, nn.AvgPool2d)):
-                    size = op.kernel_size if isinstance(op.kernel_size, tuple) else (op.kernel_size,) * (x.dim() - 2)
+                    size = (
+                        op.kernel_size
+                        if isinstance(op.kernel_size, tuple)
+                        else (op.kernel_size,) * (x.dim() - 2)
+                    )
                     x = op(x) * float(torch.tensor(size).prod())
                 else:
                     x = op(x)

@@ -65,12 +65,23 @@ class ClipQuant(nn.Module):
         trainable: learn :math:`\lambda` (PACT/QCFS style).
     """
 
-    def __init__(self, scale: float = 1.0, levels: int | None = None, shift: float = 0.0, upper: float = 1.0, trainable: bool = True) -> None:
+    def __init__(
+        self,
+        scale: float = 1.0,
+        levels: int | None = None,
+        shift: float = 0.0,
+        upper: float = 1.0,
+        trainable: bool = True,
+    ) -> None:
         super().__init__()
         if not scale > 0:
             raise ConversionError(f"ClipQuant.scale must be > 0, got {scale!r}")
-        if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int) or levels < 1):
-            raise ConversionError(f"ClipQuant.levels must be an integer >= 1 or None, got {levels!r}")
+        if levels is not None and (
+            isinstance(levels, bool) or not isinstance(levels, int) or levels < 1
+        ):
+            raise ConversionError(
+                f"ClipQuant.levels must be an integer >= 1 or None, got {levels!r}"
+            )
         value = torch.tensor(float(scale))
         if trainable:
             self.scale = nn.Parameter(value)

@@ -14,11 +14,18 @@ from torch.utils.data import TensorDataset
 
 from snn_encodings.errors import DataError
 
-__all__ = ["load_mnist", "read_idx", "mnist_split"]
+__all__ = ["load_mnist", "mnist_split", "read_idx"]
 
 IMAGES_FILE = "t10k-images-idx3-ubyte"
 LABELS_FILE = "t10k-labels-idx1-ubyte"
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -76,7 +83,9 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None) -> tuple[torch.Te
     images = read_idx(_find(directory, IMAGES_FILE))
     labels = read_idx(_find(directory, LABELS_FILE))
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
-        raise DataError(f"load_mnist: images must be uint8 (N, 28, 28), got {images.dtype} {images.shape}")
+        raise DataError(
+            f"load_mnist: images must be uint8 (N, 28, 28), got {images.dtype} {images.shape}"
+        )
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(f"load_mnist: {len(labels)} labels for {len(images)} images")
     if labels.min() < 0 or labels.max() > 9:
@@ -87,7 +96,9 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None) -> tuple[torch.Te
 
 
 def mnist_split(
-    part: Literal["train", "eval"], data_dir: str | os.PathLike[str] | None = None, limit: int | None = None
+    part: Literal["train", "eval"],
+    data_dir: str | os.PathLike[str] | None = None,
+    limit: int | None = None,
 ) -> TensorDataset:
     """The fixed split of the 10 000 test images: ``i % 5 != 0`` train (8 000), else eval (2 000).
 

@@ -39,7 +39,9 @@ def float_network(network: SpikingNetwork) -> FloatNetwork:
             has no layer for, naming the layer and what to do.
     """
     if not isinstance(network, SpikingNetwork):
-        raise ExportError(f"export.netx: expected a converted SpikingNetwork, got {type(network).__name__}")
+        raise ExportError(
+            f"export.netx: expected a converted SpikingNetwork, got {type(network).__name__}"
+        )
     layers: list[FloatLayer] = []
     shapes: list[tuple[int, ...]] = [tuple(network.input_shape)]
     for index, module in enumerate(network.stages, start=1):
@@ -60,11 +62,17 @@ def float_network(network: SpikingNetwork) -> FloatNetwork:
         input_shape=tuple(network.input_shape),
         layers=tuple(layers),
         readout="membrane" if compensated else "spikes",
-        output_scale=cast(Tensor, network.output_scale).detach().to("cpu", torch.float64).numpy().copy(),
+        output_scale=cast(Tensor, network.output_scale)
+        .detach()
+        .to("cpu", torch.float64)
+        .numpy()
+        .copy(),
     )
 
 
-def _stage_layers(stage: Stage, index: int, shapes: list[tuple[int, ...]], where: str) -> list[FloatLayer]:
+def _stage_layers(
+    stage: Stage, index: int, shapes: list[tuple[int, ...]], where: str
+) -> list[FloatLayer]:
     synapse = stage.synapse
     if synapse is None:
         raise ExportError(f"{where}: has no synapse")
@@ -89,9 +97,13 @@ def _stage_layers(stage: Stage, index: int, shapes: list[tuple[int, ...]], where
                 "retrain with strided convolutions"
             )
         if not isinstance(op, (nn.Linear, nn.Conv2d, nn.Flatten)):
-            raise ExportError(f"{where} ({type(op).__name__}): netx has no such layer; use Conv2d, Linear and Flatten")
+            raise ExportError(
+                f"{where} ({type(op).__name__}): netx has no such layer; use Conv2d, Linear and Flatten"
+            )
     if len(weighted) != 1 or weighted[0] != len(ops) - 1:
-        raise ExportError(f"{where}: expected optional flattens followed by one Conv2d or Linear, got {[type(op).__name__ for op in ops]}")
+        raise ExportError(
+            f"{where}: expected optional flattens followed by one Conv2d or Linear, got {[type(op).__name__ for op in ops]}"
+        )
     layers = [FloatLayer(kind="flatten", name=f"{stage.name}.flatten") for _ in ops[:-1]]
     op = ops[-1]
     source_shape = shapes[index - 1]
@@ -102,10 +114,14 @@ def _stage_layers(stage: Stage, index: int, shapes: list[tuple[int, ...]], where
         weight = weight * columns.view(1, -1)
     else:
         if isinstance(op.padding, str) or op.padding_mode != "zeros":
-            raise ExportError(f"{where} (Conv2d): padding {op.padding!r} ({op.padding_mode}) has no netx form; use integer zero padding")
+            raise ExportError(
+                f"{where} (Conv2d): padding {op.padding!r} ({op.padding_mode}) has no netx form; use integer zero padding"
+            )
         per_channel = (torch.zeros(source_shape, dtype=torch.float64) + g_in).flatten(1)
         if not torch.all(per_channel == per_channel[:, :1]):
-            raise ExportError(f"{where}: its input gain varies within a channel; netx conv weights cannot hold it")
+            raise ExportError(
+                f"{where}: its input gain varies within a channel; netx conv weights cannot hold it"
+            )
         gain = per_channel[:, 0]
         if op.groups != 1 and not torch.all(gain == gain[0]):
             raise ExportError(f"{where}: per-channel input gains need groups=1 convolutions")
@@ -115,20 +131,29 @@ def _stage_layers(stage: Stage, index: int, shapes: list[tuple[int, ...]], where
     if isinstance(op, nn.Conv2d):
         flat = bias.flatten(1)
         if not torch.all(flat == flat[:, :1]):
-            raise ExportError(f"{where}: its bias varies within a channel; netx conv biases are per channel")
+            raise ExportError(
+                f"{where}: its bias varies within a channel; netx conv biases are per channel"
+            )
         bias = flat[:, 0]
     v0 = getattr(stage.neurons, "v0", None)
     geometry: dict[str, Any] = {}
     if isinstance(op, nn.Conv2d):
-        geometry = {"stride": _pair(op.stride), "padding": _pair(cast(tuple[int, ...], op.padding)), "dilation": _pair(op.dilation), "groups": int(op.groups)}
-    layers.append(FloatLayer(
-        kind="dense" if isinstance(op, nn.Linear) else "conv",
-        name=stage.name,
-        weight=weight.numpy(),
-        bias=bias.numpy() if bias.any() else None,
-        v0=None if not isinstance(v0, Tensor) else _v0(v0, isinstance(op, nn.Conv2d)),
-        **geometry,
-    ))
+        geometry = {
+            "stride": _pair(op.stride),
+            "padding": _pair(cast(tuple[int, ...], op.padding)),
+            "dilation": _pair(op.dilation),
+            "groups": int(op.groups),
+        }
+    layers.append(
+        FloatLayer(
+            kind="dense" if isinstance(op, nn.Linear) else "conv",
+            name=stage.name,
+            weight=weight.numpy(),
+            bias=bias.numpy() if bias.any() else None,
+            v0=None if not isinstance(v0, Tensor) else _v0(v0, isinstance(op, nn.Conv2d)),
+            **geometry,
+        )
+    )
     return layers
 
 

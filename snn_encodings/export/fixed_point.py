@@ -57,7 +57,9 @@ class FixedPointRun(NamedTuple):
         return last
 
 
-def run_fixed_point(network: IntNetwork, inputs: np.ndarray, *, check: bool = True) -> FixedPointRun:
+def run_fixed_point(
+    network: IntNetwork, inputs: np.ndarray, *, check: bool = True
+) -> FixedPointRun:
     """Run ``network`` on ``inputs`` for ``len(inputs)`` steps, bit-exactly as Lava's CPU model.
 
     Args:
@@ -113,13 +115,17 @@ def _synaptic_input(layer: Layer, train: np.ndarray) -> np.ndarray:
     # the input at step t comes from spikes at t - 1 - delay
     shifted = np.concatenate([np.zeros_like(train[:1]), train[:-1]])
     if layer.kind == "conv":
-        return np.stack([_conv(shifted[t], weight, layer) for t in range(steps)]) if steps else shifted
+        return (
+            np.stack([_conv(shifted[t], weight, layer) for t in range(steps)]) if steps else shifted
+        )
     if layer.delay is None:
         return _matmul(shifted, weight.T)
     delay = np.asarray(layer.delay, dtype=np.int64)
     total = np.zeros((steps, weight.shape[0]), dtype=np.int64)
     for d in np.unique(delay):
-        late = np.concatenate([np.zeros((min(d, steps), train.shape[1]), dtype=np.int64), shifted])[:steps]
+        late = np.concatenate([np.zeros((min(d, steps), train.shape[1]), dtype=np.int64), shifted])[
+            :steps
+        ]
         total += late @ np.where(delay == d, weight, 0).T
     return total
 
@@ -146,8 +152,14 @@ def _conv(x: np.ndarray, weight: np.ndarray, layer: Layer) -> np.ndarray:
         ws = weight[g * per_group_out : (g + 1) * per_group_out]
         for ky in range(kh):
             for kx in range(kw):
-                patch = xs[:, ky * dy : ky * dy + sy * (oh - 1) + 1 : sy, kx * dx : kx * dx + sx * (ow - 1) + 1 : sx]
-                out[g * per_group_out : (g + 1) * per_group_out] += np.einsum("oc,chw->ohw", ws[:, :, ky, kx], patch)
+                patch = xs[
+                    :,
+                    ky * dy : ky * dy + sy * (oh - 1) + 1 : sy,
+                    kx * dx : kx * dx + sx * (ow - 1) + 1 : sx,
+                ]
+                out[g * per_group_out : (g + 1) * per_group_out] += np.einsum(
+                    "oc,chw->ohw", ws[:, :, ky, kx], patch
+                )
     return out
 
 
@@ -162,8 +174,12 @@ def _run_layer(layer: Layer, train: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     shape = tuple(layer.shape)
     feed = _synaptic_input(layer, train)
     steps = train.shape[0]
-    u = np.zeros(shape, dtype=np.int64) + (0 if neuron.u_init is None else np.asarray(neuron.u_init, dtype=np.int64))
-    v = np.zeros(shape, dtype=np.int64) + (0 if neuron.v_init is None else np.asarray(neuron.v_init, dtype=np.int64))
+    u = np.zeros(shape, dtype=np.int64) + (
+        0 if neuron.u_init is None else np.asarray(neuron.u_init, dtype=np.int64)
+    )
+    v = np.zeros(shape, dtype=np.int64) + (
+        0 if neuron.v_init is None else np.asarray(neuron.v_init, dtype=np.int64)
+    )
     bias = np.zeros(shape, dtype=np.int64)
     if layer.bias is not None:
         b = np.asarray(layer.bias, dtype=np.int64)

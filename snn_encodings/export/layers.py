@@ -187,7 +187,9 @@ def check_network(network: IntNetwork) -> None:
     if len(layers) < 2:
         raise ExportError("export.netx: the network has no synaptic layer")
     if layers[-1].kind in ("input", "flatten"):
-        raise ExportError(f"export.netx: the last layer is a {layers[-1].kind} layer; end with a synapse")
+        raise ExportError(
+            f"export.netx: the last layer is a {layers[-1].kind} layer; end with a synapse"
+        )
     if network.clock_inputs and len(layers[0].shape) != 1:
         raise ExportError("export.netx: clock input channels need a 1-D input layer")
     previous = layers[0].shape
@@ -231,18 +233,30 @@ def _check_synapse(layer: Layer, previous: tuple[int, ...], where: str) -> None:
         if len(layer.shape) != 3 or len(previous) != 3:
             raise ExportError(f"{where}: conv input and output shapes must be (C, H, W)")
         expected = _conv_shape(previous, weight.shape, layer)
-        if weight.ndim != 4 or previous[0] != weight.shape[1] * layer.groups or expected != layer.shape:
+        if (
+            weight.ndim != 4
+            or previous[0] != weight.shape[1] * layer.groups
+            or expected != layer.shape
+        ):
             raise ExportError(
                 f"{where}: weight {weight.shape} on input {previous} gives {expected}, "
                 f"but the layer says {layer.shape}"
             )
         if layer.delay is not None:
-            raise ExportError(f"{where}: netx ignores delays on conv layers; move them to a dense layer")
-    combined = weight if layer.weight_rec is None else np.hstack(
-        [weight, _check_int_array(layer.weight_rec, "recurrent weights", where)]
+            raise ExportError(
+                f"{where}: netx ignores delays on conv layers; move them to a dense layer"
+            )
+    combined = (
+        weight
+        if layer.weight_rec is None
+        else np.hstack([weight, _check_int_array(layer.weight_rec, "recurrent weights", where)])
     )
-    if layer.kind == "dense_rec" and (layer.weight_rec is None or layer.weight_rec.shape != (layer.shape[0],) * 2):
-        raise ExportError(f"{where}: a dense_rec layer needs weight_rec shaped {(layer.shape[0],) * 2}")
+    if layer.kind == "dense_rec" and (
+        layer.weight_rec is None or layer.weight_rec.shape != (layer.shape[0],) * 2
+    ):
+        raise ExportError(
+            f"{where}: a dense_rec layer needs weight_rec shaped {(layer.shape[0],) * 2}"
+        )
     if layer.kind != "dense_rec" and layer.weight_rec is not None:
         raise ExportError(f"{where}: only dense_rec layers have recurrent weights")
     if not combined.any():
@@ -258,7 +272,9 @@ def _check_synapse(layer: Layer, previous: tuple[int, ...], where: str) -> None:
             f"{where}: weight {int(worst)} is outside netx's 8-bit range [{low}, {high}]; "
             "rescale the layer so its largest weight fits"
         )
-    _check_netx_weights(combined, weight.shape[1] if weight.ndim == 2 else combined.shape[-1], where)
+    _check_netx_weights(
+        combined, weight.shape[1] if weight.ndim == 2 else combined.shape[-1], where
+    )
     if layer.bias is not None:
         bias = _check_int_array(layer.bias, "biases", where)
         channels = layer.shape[0]
@@ -273,31 +289,49 @@ def _check_synapse(layer: Layer, previous: tuple[int, ...], where: str) -> None:
     if layer.delay is not None:
         delay = _check_int_array(layer.delay, "delays", where)
         if delay.shape != weight.shape:
-            raise ExportError(f"{where}: delay must be shaped like the weight {weight.shape}, got {delay.shape}")
+            raise ExportError(
+                f"{where}: delay must be shaped like the weight {weight.shape}, got {delay.shape}"
+            )
         if delay.min() < 0 or delay.max() > MAX_DELAY:
-            raise ExportError(f"{where}: delays must be in [0, {MAX_DELAY}], got {int(delay.min())}..{int(delay.max())}")
+            raise ExportError(
+                f"{where}: delays must be in [0, {MAX_DELAY}], got {int(delay.min())}..{int(delay.max())}"
+            )
     neuron = layer.neuron
     if neuron is None:
         raise ExportError(f"{where}: has no neuron parameters")
-    for name, value, high in (("v_th_mant", neuron.v_th_mant, VTH_MAX), ("i_decay", neuron.i_decay, DECAY_UNITY), ("v_decay", neuron.v_decay, DECAY_UNITY)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= high:
+    for name, value, high in (
+        ("v_th_mant", neuron.v_th_mant, VTH_MAX),
+        ("i_decay", neuron.i_decay, DECAY_UNITY),
+        ("v_decay", neuron.v_decay, DECAY_UNITY),
+    ):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, np.integer))
+            or not 0 <= value <= high
+        ):
             raise ExportError(f"{where}: {name} must be an integer in [0, {high}], got {value!r}")
     for name, state in (("u_init", neuron.u_init), ("v_init", neuron.v_init)):
         if state is not None:
             array = _check_int_array(state, name, where)
             if array.shape not in ((), tuple(layer.shape)):
-                raise ExportError(f"{where}: {name} must be a scalar or shaped {layer.shape}, got {array.shape}")
+                raise ExportError(
+                    f"{where}: {name} must be a scalar or shaped {layer.shape}, got {array.shape}"
+                )
             if np.abs(array).max() >= 2**23:
                 raise ExportError(f"{where}: {name} exceeds the 24-bit state range")
 
 
-def _conv_shape(previous: tuple[int, ...], kernel: tuple[int, ...], layer: Layer) -> tuple[int, ...]:
+def _conv_shape(
+    previous: tuple[int, ...], kernel: tuple[int, ...], layer: Layer
+) -> tuple[int, ...]:
     if len(kernel) != 4:
         return ()
     sizes = []
     for axis in (0, 1):
         span = layer.dilation[axis] * (kernel[2 + axis] - 1) + 1
-        sizes.append((previous[1 + axis] + 2 * layer.padding[axis] - span) // layer.stride[axis] + 1)
+        sizes.append(
+            (previous[1 + axis] + 2 * layer.padding[axis] - span) // layer.stride[axis] + 1
+        )
     return (kernel[0], *sizes)
 
 
@@ -322,7 +356,11 @@ def _check_netx_weights(combined: np.ndarray, split: int, where: str) -> None:
     if shift < 0:
         raise ExportError(f"{where}: weights do not fit netx's 8-bit synapse")
     shifted = combined.reshape(combined.shape[0], -1) << shift
-    blocks = [shifted] if split == shifted.shape[1] or combined.ndim != 2 else [shifted[:, :split], shifted[:, split:]]
+    blocks = (
+        [shifted]
+        if split == shifted.shape[1] or combined.ndim != 2
+        else [shifted[:, :split], shifted[:, split:]]
+    )
     for block in blocks:
         inhibitory = block.min() < 0 and block.max() <= 0
         mixed = block.min() < 0 < block.max()

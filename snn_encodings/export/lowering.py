@@ -65,7 +65,16 @@ from snn_encodings.errors import ExportError
 from snn_encodings.export.layers import BIAS_RANGE, VTH_MAX, Cuba, IntNetwork, Layer
 from snn_encodings.specs.base import Spec
 
-__all__ = ["QUARTZ_REASON", "RADIX_REASON", "FloatLayer", "FloatNetwork", "decode_output", "lower", "run_float", "unroll_convolutions"]
+__all__ = [
+    "QUARTZ_REASON",
+    "RADIX_REASON",
+    "FloatLayer",
+    "FloatNetwork",
+    "decode_output",
+    "lower",
+    "run_float",
+    "unroll_convolutions",
+]
 
 _W = 254
 """Largest weight magnitude used (netx's mixed-sign range is [-256, 254])."""
@@ -147,11 +156,15 @@ def lower(
     if name == "quartz":
         raise ExportError(QUARTZ_REASON)
     if name != "icrate":
-        raise ExportError(f"export.netx: no netx export for the {type(network.spec).__name__} encoding")
+        raise ExportError(
+            f"export.netx: no netx export for the {type(network.spec).__name__} encoding"
+        )
     if reset not in ("subtract", "zero"):
         raise ExportError(f"export.netx: reset must be 'subtract' or 'zero', got {reset!r}")
     if network.readout not in ("spikes", "membrane"):
-        raise ExportError(f"export.netx: readout must be 'spikes' or 'membrane', got {network.readout!r}")
+        raise ExportError(
+            f"export.netx: readout must be 'spikes' or 'membrane', got {network.readout!r}"
+        )
     notes: tuple[str, ...] = ()
     if unroll_conv:
         before = _synapse_count(network)
@@ -194,7 +207,9 @@ QUARTZ_REASON = (
 
 
 def _synapse_count(network: FloatNetwork) -> int:
-    return sum(int(np.asarray(layer.weight).size) for layer in network.layers if layer.weight is not None)
+    return sum(
+        int(np.asarray(layer.weight).size) for layer in network.layers if layer.weight is not None
+    )
 
 
 def unroll_convolutions(network: FloatNetwork) -> FloatNetwork:
@@ -226,23 +241,39 @@ def unroll_convolutions(network: FloatNetwork) -> FloatNetwork:
         kernel = torch.as_tensor(np.asarray(layer.weight), dtype=torch.float64)
         with torch.no_grad():
             response = torch.nn.functional.conv2d(
-                eye, kernel, stride=layer.stride, padding=layer.padding,
-                dilation=layer.dilation, groups=layer.groups,
+                eye,
+                kernel,
+                stride=layer.stride,
+                padding=layer.padding,
+                dilation=layer.dilation,
+                groups=layer.groups,
             )
         out_shape = tuple(response.shape[1:])
         positions = int(np.prod(out_shape[1:]))
-        bias = None if layer.bias is None else np.repeat(np.asarray(layer.bias, dtype=np.float64), positions)
+        bias = (
+            None
+            if layer.bias is None
+            else np.repeat(np.asarray(layer.bias, dtype=np.float64), positions)
+        )
         v0 = layer.v0
         if v0 is not None and np.ndim(v0) > 0:
             v0 = np.broadcast_to(np.asarray(v0, dtype=np.float64), out_shape).reshape(-1).copy()
-        layers.append(FloatLayer(
-            kind="dense", name=layer.name, weight=response.reshape(size, -1).T.numpy().copy(),
-            bias=bias, v0=v0,
-        ))
+        layers.append(
+            FloatLayer(
+                kind="dense",
+                name=layer.name,
+                weight=response.reshape(size, -1).T.numpy().copy(),
+                bias=bias,
+                v0=v0,
+            )
+        )
         shape = out_shape
     return FloatNetwork(
-        spec=network.spec, input_shape=(int(np.prod(network.input_shape)),), layers=tuple(layers),
-        readout=network.readout, output_scale=network.output_scale,
+        spec=network.spec,
+        input_shape=(int(np.prod(network.input_shape)),),
+        layers=tuple(layers),
+        readout=network.readout,
+        output_scale=network.output_scale,
     )
 
 
@@ -253,9 +284,13 @@ def _synapses(network: FloatNetwork) -> tuple[tuple[int, ...], list[FloatLayer]]
     for index, layer in enumerate(layers):
         where = f"export.netx: layer {index} {layer.name!r} ({layer.kind})"
         if layer.kind == "max_pool":
-            raise ExportError(f"{where}: max-pooling is not loadable by netx; replace it with average pooling and fold that into the next conv")
+            raise ExportError(
+                f"{where}: max-pooling is not loadable by netx; replace it with average pooling and fold that into the next conv"
+            )
         if layer.kind == "avg_pool":
-            raise ExportError(f"{where}: netx cannot load pooling layers; fold average pooling into the next conv (a strided conv with the pooled kernel)")
+            raise ExportError(
+                f"{where}: netx cannot load pooling layers; fold average pooling into the next conv (a strided conv with the pooled kernel)"
+            )
         if layer.kind not in ("dense", "conv", "flatten"):
             raise ExportError(f"{where}: netx has no such layer")
     if layers and layers[0].kind == "flatten":
@@ -275,15 +310,28 @@ def _even(x: np.ndarray) -> np.ndarray:
     return (2 * np.rint(np.asarray(x) / 2)).astype(np.int64)
 
 
-def _report(name: str, scale: float, weight: np.ndarray, w_int: np.ndarray, bias: np.ndarray, b_int: np.ndarray, v0: np.ndarray, v_int: np.ndarray):
+def _report(
+    name: str,
+    scale: float,
+    weight: np.ndarray,
+    w_int: np.ndarray,
+    bias: np.ndarray,
+    b_int: np.ndarray,
+    v0: np.ndarray,
+    v_int: np.ndarray,
+):
     from snn_encodings.export.netx import LayerReport
 
     def err(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.abs(b / scale - a).max()) if a.size else 0.0
 
     return LayerReport(
-        name=name, scale=scale, weight_error=err(weight, w_int), bias_error=err(bias, b_int),
-        v0_error=err(v0, v_int), weight_range=(int(w_int.min()), int(w_int.max())),
+        name=name,
+        scale=scale,
+        weight_error=err(weight, w_int),
+        bias_error=err(bias, b_int),
+        v0_error=err(v0, v_int),
+        weight_range=(int(w_int.min()), int(w_int.max())),
     )
 
 
@@ -312,7 +360,9 @@ def _integrator(start: np.ndarray | None = None) -> Cuba:
     return Cuba(v_th_mant=VTH_MAX, i_decay=4096, v_decay=0, v_init=start)
 
 
-def _icrate_subtract(network: FloatNetwork, shape: tuple[int, ...], layers: list[FloatLayer], theta: float):
+def _icrate_subtract(
+    network: FloatNetwork, shape: tuple[int, ...], layers: list[FloatLayer], theta: float
+):
     for index, layer in enumerate(layers):
         if layer.kind != "dense":
             dense, conv = _synapse_count(unroll_convolutions(network)), _synapse_count(network)
@@ -324,15 +374,22 @@ def _icrate_subtract(network: FloatNetwork, shape: tuple[int, ...], layers: list
                 "approximation whose accuracy the caller should measure)"
             )
     if len(shape) != 1:
-        raise ExportError("export.netx: IC-rate with reset='subtract' needs a flat input; start the network with a flatten")
+        raise ExportError(
+            "export.netx: IC-rate with reset='subtract' needs a flat input; start the network with a flatten"
+        )
     membrane = network.readout == "membrane"
     last = len(layers) - 1
     weights = [np.asarray(layer.weight, dtype=np.float64) for layer in layers]
     # even integers: Lava truncates the recurrent (all-negative) synapse with the bit budget of
     # the mixed-sign feed-forward one, which is exact only for even weights (also Loihi's grid);
     # a membrane readout has no recurrent synapse and no threshold to fit, only its weights
-    scales = [_scale(w, theta, math.inf if membrane and k == last else _W) for k, w in enumerate(weights)]
-    biases = [np.zeros(w.shape[0]) if layer.bias is None else np.asarray(layer.bias, dtype=np.float64) for w, layer in zip(weights, layers)]
+    scales = [
+        _scale(w, theta, math.inf if membrane and k == last else _W) for k, w in enumerate(weights)
+    ]
+    biases = [
+        np.zeros(w.shape[0]) if layer.bias is None else np.asarray(layer.bias, dtype=np.float64)
+        for w, layer in zip(weights, layers)
+    ]
     b_ints = [_even(b * s) for b, s in zip(biases, scales)]
     clocks = max((math.ceil(np.abs(b).max() / _W) for b in b_ints if b.any()), default=0)
     int_layers = [Layer(kind="input", shape=(shape[0] + clocks,), name="input")]
@@ -340,7 +397,9 @@ def _icrate_subtract(network: FloatNetwork, shape: tuple[int, ...], layers: list
     for k, (layer, w, s, b, b_int) in enumerate(zip(layers, weights, scales, biases, b_ints)):
         out, n_in = w.shape
         if n_in != int_layers[-1].shape[0] - clocks:
-            raise ExportError(f"export.netx: layer {layer.name!r}: weight has {n_in} inputs, the previous layer {int_layers[-1].shape[0] - clocks} outputs")
+            raise ExportError(
+                f"export.netx: layer {layer.name!r}: weight has {n_in} inputs, the previous layer {int_layers[-1].shape[0] - clocks} outputs"
+            )
         w_int = _even(w * s)
         chunks = np.zeros((out, clocks), dtype=np.int64)
         rest = b_int.copy()
@@ -351,15 +410,23 @@ def _icrate_subtract(network: FloatNetwork, shape: tuple[int, ...], layers: list
         if membrane and k == last:
             # compensated readout (count + residual - v0) = sum of the input currents: integrate
             weight = np.concatenate([w_int, chunks], axis=1)
-            int_layers.append(Layer(
-                kind="dense", shape=(out,), name=layer.name, weight=weight, neuron=_integrator(),
-                metadata={"scale": s, "readout": "membrane"},
-            ))
+            int_layers.append(
+                Layer(
+                    kind="dense",
+                    shape=(out,),
+                    name=layer.name,
+                    weight=weight,
+                    neuron=_integrator(),
+                    metadata={"scale": s, "readout": "membrane"},
+                )
+            )
             reports.append(_report(layer.name, s, w, w_int, b, b_int, v0, np.rint(v0 * s)))
             continue
         theta_int = int(_even(np.asarray(theta * s)))
         if theta_int < 2:
-            raise ExportError(f"export.netx: layer {layer.name!r}: threshold rounds to 0 at scale {s:.3g}; rescale the layer")
+            raise ExportError(
+                f"export.netx: layer {layer.name!r}: threshold rounds to 0 at scale {s:.3g}; rescale the layer"
+            )
         relays = clocks if k < last else 0
         weight = np.zeros((out + relays, n_in + clocks), dtype=np.int64)
         weight[:out, :n_in] = w_int
@@ -367,12 +434,17 @@ def _icrate_subtract(network: FloatNetwork, shape: tuple[int, ...], layers: list
         weight[out:, n_in:] = np.eye(relays, clocks, dtype=np.int64) * theta_int
         v0_int = np.rint(v0 * s).astype(np.int64)
         u_init = np.concatenate([v0_int, np.zeros(relays, dtype=np.int64)]) << 6
-        int_layers.append(Layer(
-            kind="dense_rec", shape=(out + relays,), name=layer.name, weight=weight,
-            weight_rec=-theta_int * np.eye(out + relays, dtype=np.int64),
-            neuron=Cuba(v_th_mant=theta_int - 1, i_decay=0, v_decay=4096, u_init=u_init),
-            metadata={"scale": s, "relays": relays, "theta": theta_int},
-        ))
+        int_layers.append(
+            Layer(
+                kind="dense_rec",
+                shape=(out + relays,),
+                name=layer.name,
+                weight=weight,
+                weight_rec=-theta_int * np.eye(out + relays, dtype=np.int64),
+                neuron=Cuba(v_th_mant=theta_int - 1, i_decay=0, v_decay=4096, u_init=u_init),
+                metadata={"scale": s, "relays": relays, "theta": theta_int},
+            )
+        )
         reports.append(_report(layer.name, s, w, w_int, b, b_int, v0, v0_int))
     notes: tuple[str, ...] = (
         (
@@ -382,11 +454,17 @@ def _icrate_subtract(network: FloatNetwork, shape: tuple[int, ...], layers: list
         ),
     )
     if clocks:
-        notes += (f"biases arrive from {clocks} clock input channel(s) appended to the input (IntNetwork.drive adds them)",)
+        notes += (
+            f"biases arrive from {clocks} clock input channel(s) appended to the input (IntNetwork.drive adds them)",
+        )
     if membrane:
         notes += (_readout_note(scales[-1], network),)
     meta = _meta(network, len(layers), "subtract")
-    return IntNetwork(layers=tuple(int_layers), metadata=meta, clock_inputs=clocks), tuple(reports), notes
+    return (
+        IntNetwork(layers=tuple(int_layers), metadata=meta, clock_inputs=clocks),
+        tuple(reports),
+        notes,
+    )
 
 
 def _readout_note(scale: float, network: FloatNetwork) -> str:
@@ -398,7 +476,9 @@ def _readout_note(scale: float, network: FloatNetwork) -> str:
     )
 
 
-def _icrate_zero(network: FloatNetwork, shape: tuple[int, ...], layers: list[FloatLayer], theta: float):
+def _icrate_zero(
+    network: FloatNetwork, shape: tuple[int, ...], layers: list[FloatLayer], theta: float
+):
     int_layers = [Layer(kind="input", shape=shape, name="input")]
     reports = []
     current = shape
@@ -415,27 +495,56 @@ def _icrate_zero(network: FloatNetwork, shape: tuple[int, ...], layers: list[Flo
         w = np.asarray(layer.weight, dtype=np.float64)
         b = np.zeros(w.shape[0]) if layer.bias is None else np.asarray(layer.bias, dtype=np.float64)
         top_b = float(np.abs(b).max()) if b.size else 0.0
-        s = min(_scale(w, theta, math.inf if readout else VTH_MAX + 1), BIAS_RANGE[1] / top_b if top_b else math.inf)
+        s = min(
+            _scale(w, theta, math.inf if readout else VTH_MAX + 1),
+            BIAS_RANGE[1] / top_b if top_b else math.inf,
+        )
         theta_int = round(theta * s)
         w_int = np.rint(w * s).astype(np.int64)
         b_int = np.rint(b * s).astype(np.int64)
         if layer.kind == "dense":
             out_shape: tuple[int, ...] = (w.shape[0],)
         else:
-            sizes = [(current[1 + a] + 2 * layer.padding[a] - layer.dilation[a] * (w.shape[2 + a] - 1) - 1) // layer.stride[a] + 1 for a in (0, 1)]
+            sizes = [
+                (
+                    current[1 + a]
+                    + 2 * layer.padding[a]
+                    - layer.dilation[a] * (w.shape[2 + a] - 1)
+                    - 1
+                )
+                // layer.stride[a]
+                + 1
+                for a in (0, 1)
+            ]
             out_shape = (w.shape[0], *sizes)
         v0 = _v0(layer, network.spec, out_shape)
         v0_int = np.rint(v0 * s).astype(np.int64)
-        bias_map = b_int if layer.kind == "dense" else b_int.reshape(-1, 1, 1) * np.ones(out_shape, dtype=np.int64)
-        geometry: dict[str, Any] = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups}
+        bias_map = (
+            b_int
+            if layer.kind == "dense"
+            else b_int.reshape(-1, 1, 1) * np.ones(out_shape, dtype=np.int64)
+        )
+        geometry: dict[str, Any] = {
+            "stride": layer.stride,
+            "padding": layer.padding,
+            "dilation": layer.dilation,
+            "groups": layer.groups,
+        }
         if readout:
             # the integrator sums the bias on every step; the k steps before its first input
             # are cancelled exactly through the initial membrane (it never resets)
-            int_layers.append(Layer(
-                kind="dense" if layer.kind == "dense" else "conv", shape=out_shape, name=layer.name,
-                weight=w_int, bias=b_int if b_int.any() else None, **geometry,
-                neuron=_integrator(start=(-k * bias_map) << 6), metadata={"scale": s, "readout": "membrane"},
-            ))
+            int_layers.append(
+                Layer(
+                    kind="dense" if layer.kind == "dense" else "conv",
+                    shape=out_shape,
+                    name=layer.name,
+                    weight=w_int,
+                    bias=b_int if b_int.any() else None,
+                    **geometry,
+                    neuron=_integrator(start=(-k * bias_map) << 6),
+                    metadata={"scale": s, "readout": "membrane"},
+                )
+            )
             reports.append(_report(layer.name, s, w, w_int, b, b_int, v0, v0_int))
             current = out_shape
             continue
@@ -447,12 +556,18 @@ def _icrate_zero(network: FloatNetwork, shape: tuple[int, ...], layers: list[Flo
                 f"export.netx: layer {layer.name!r}: with reset='zero' its negative bias during the "
                 f"{k} steps of latency would fire it before any input; use reset='subtract'"
             )
-        int_layers.append(Layer(
-            kind="dense" if layer.kind == "dense" else "conv", shape=out_shape, name=layer.name,
-            weight=w_int, bias=b_int if b_int.any() else None, **geometry,
-            neuron=Cuba(v_th_mant=theta_int - 1, i_decay=4096, v_decay=0, v_init=start << 6),
-            metadata={"scale": s, "theta": theta_int},
-        ))
+        int_layers.append(
+            Layer(
+                kind="dense" if layer.kind == "dense" else "conv",
+                shape=out_shape,
+                name=layer.name,
+                weight=w_int,
+                bias=b_int if b_int.any() else None,
+                **geometry,
+                neuron=Cuba(v_th_mant=theta_int - 1, i_decay=4096, v_decay=0, v_init=start << 6),
+                metadata={"scale": s, "theta": theta_int},
+            )
+        )
         reports.append(_report(layer.name, s, w, w_int, b, b_int, v0, v0_int))
         current = out_shape
     notes: tuple[str, ...] = (
@@ -463,7 +578,11 @@ def _icrate_zero(network: FloatNetwork, shape: tuple[int, ...], layers: list[Flo
     )
     if membrane:
         notes += (_readout_note(reports[-1].scale, network),)
-    return IntNetwork(layers=tuple(int_layers), metadata=_meta(network, k, "zero")), tuple(reports), notes
+    return (
+        IntNetwork(layers=tuple(int_layers), metadata=_meta(network, k, "zero")),
+        tuple(reports),
+        notes,
+    )
 
 
 def _meta(network: FloatNetwork, latency: int, reset: str) -> dict[str, str | int | float]:
@@ -499,10 +618,16 @@ def decode_output(network: IntNetwork, spikes: np.ndarray, v: np.ndarray) -> np.
     """
     meta = network.metadata
     if meta.get("encoding") != "icrate":
-        raise ExportError(f"decode_output: the file holds a {meta.get('encoding')!r} network, not an IC-rate export")
+        raise ExportError(
+            f"decode_output: the file holds a {meta.get('encoding')!r} network, not an IC-rate export"
+        )
     steps, latency = int(meta["steps"]), int(meta["latency"])
     last = network.layers[-1]
-    out = last.shape[0] if last.kind == "conv" else last.shape[0] - int(last.metadata.get("relays", 0))
+    out = (
+        last.shape[0]
+        if last.kind == "conv"
+        else last.shape[0] - int(last.metadata.get("relays", 0))
+    )
     scale = float(last.metadata["scale"])
     factor = np.asarray(json.loads(str(meta["output_scale"])), dtype=np.float64)
     spikes = np.asarray(spikes)
@@ -544,7 +669,14 @@ def run_float(network: FloatNetwork, spikes: np.ndarray) -> tuple[np.ndarray, np
         if layer.kind == "dense":
             cur = x @ w.T
         else:
-            cur = torch.nn.functional.conv2d(x, w, stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
+            cur = torch.nn.functional.conv2d(
+                x,
+                w,
+                stride=layer.stride,
+                padding=layer.padding,
+                dilation=layer.dilation,
+                groups=layer.groups,
+            )
         if layer.bias is not None:
             b = torch.as_tensor(np.asarray(layer.bias), dtype=torch.float64)
             cur = cur + (b if layer.kind == "dense" else b.view(-1, 1, 1))

@@ -102,7 +102,9 @@ def netx(model: Any, path: str | os.PathLike[str], **options: Any) -> ExportRepo
 
     if isinstance(model, IntNetwork):
         if options:
-            raise ExportError(f"export.netx: options {sorted(options)} apply to converted networks only")
+            raise ExportError(
+                f"export.netx: options {sorted(options)} apply to converted networks only"
+            )
         write_netx(model, path)
         return ExportReport(path=Path(path), network=model, layers=())
     from snn_encodings.conversion.network import SpikingNetwork
@@ -150,7 +152,9 @@ def write_netx(network: IntNetwork, path: str | os.PathLike[str]) -> Path:
         handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
         os.close(handle)
     except OSError as error:
-        raise ExportError(f"export.netx: cannot write {os.fspath(path)!r}: {error.strerror or error}") from error
+        raise ExportError(
+            f"export.netx: cannot write {os.fspath(path)!r}: {error.strerror or error}"
+        ) from error
     try:
         with h5py.File(temporary, "w") as file:
             meta = dict(network.metadata, clock_inputs=network.clock_inputs)

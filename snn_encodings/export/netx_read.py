@@ -41,7 +41,9 @@ def read_netx(path: str | os.PathLike[str]) -> IntNetwork:
         raise ExportError(f"read_netx: cannot open {os.fspath(path)!r} as HDF5: {error}") from error
     with handle:
         if "layer" not in handle:
-            raise ExportError(f"read_netx: {os.fspath(path)!r} has no /layer group; not a netx file")
+            raise ExportError(
+                f"read_netx: {os.fspath(path)!r} has no /layer group; not a netx file"
+            )
         group = handle["layer"]
         layers = tuple(_read_layer(group[str(i)], i) for i in range(len(group)))
         meta = json.loads(handle.attrs.get("snn_encodings", "{}"))
@@ -76,7 +78,9 @@ def _pair(group: Any, key: str, default: int) -> tuple[int, int]:
 def _read_layer(group: Any, index: int) -> Layer:
     kind = _text(group["type"])
     if kind not in _KINDS:
-        raise ExportError(f"read_netx: layer {index} has type {kind!r}, which this reader does not run")
+        raise ExportError(
+            f"read_netx: layer {index} has type {kind!r}, which this reader does not run"
+        )
     shape = tuple(int(s) for s in _ints(group["shape"]).reshape(-1))
     meta = json.loads(group.attrs.get("snn_encodings", "{}"))
     name = str(meta.pop("name", ""))
@@ -94,7 +98,9 @@ def _read_layer(group: Any, index: int) -> Layer:
         shape=shape,
         name=name,
         weight=weight,
-        weight_rec=_ints(group["weight_rec"]).reshape(shape[0], -1) if "weight_rec" in group else None,
+        weight_rec=_ints(group["weight_rec"]).reshape(shape[0], -1)
+        if "weight_rec" in group
+        else None,
         bias=_ints(group["bias"]) if "bias" in group else None,
         delay=_delay(group, weight.shape) if "delay" in group and kind != "conv" else None,
         stride=_pair(group, "stride", 1),
@@ -122,7 +128,9 @@ def _read_neuron(group: Any, index: int) -> Cuba:
     neuron = group["neuron"]
     kind = _text(neuron["type"])
     if kind not in ("CUBA", "LOIHI"):
-        raise ExportError(f"read_netx: layer {index} has neuron type {kind!r}; only CUBA is run here")
+        raise ExportError(
+            f"read_netx: layer {index} has neuron type {kind!r}; only CUBA is run here"
+        )
     return Cuba(
         v_th_mant=int(_ints(neuron["vThMant"])),
         i_decay=int(_ints(neuron["iDecay"])),

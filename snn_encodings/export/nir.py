@@ -45,9 +45,13 @@ def nir(model: FloatNetwork, path: str | os.PathLike[str]) -> Path:
     try:
         import nir as nir_lib  # type: ignore[import-untyped]
     except ImportError as error:
-        raise ExportError('NIR export needs the nir package: pip install "snn-encodings[nir]"') from error
+        raise ExportError(
+            'NIR export needs the nir package: pip install "snn-encodings[nir]"'
+        ) from error
     if not isinstance(model, FloatNetwork):
-        raise ExportError(f"export.nir: expected a converted network (FloatNetwork), got {type(model).__name__}")
+        raise ExportError(
+            f"export.nir: expected a converted network (FloatNetwork), got {type(model).__name__}"
+        )
     spec = model.spec
     if spec.name != "icrate":
         raise ExportError(
@@ -57,7 +61,12 @@ def nir(model: FloatNetwork, path: str | os.PathLike[str]) -> Path:
     theta = float(spec.threshold)  # type: ignore[attr-defined]
     shape = tuple(model.input_shape)
     _synapses(model)  # refuses pooling with the reason
-    common: dict[str, Any] = {"encoding": spec.name, "spec": repr(spec), "steps": spec.steps_per_layer, "reset": "subtract"}
+    common: dict[str, Any] = {
+        "encoding": spec.name,
+        "spec": repr(spec),
+        "steps": spec.steps_per_layer,
+        "reset": "subtract",
+    }
     nodes: dict[str, Any] = {"input": nir_lib.Input(input_type={"input": np.array(shape)})}
     edges: list[tuple[str, str]] = []
     last = "input"
@@ -65,33 +74,68 @@ def nir(model: FloatNetwork, path: str | os.PathLike[str]) -> Path:
     for index, layer in enumerate(model.layers):
         name = layer.name or f"layer{index}"
         if layer.kind == "flatten":
-            node = nir_lib.Flatten(input_type={"input": np.array(current)}, start_dim=0, metadata=dict(common))
+            node = nir_lib.Flatten(
+                input_type={"input": np.array(current)}, start_dim=0, metadata=dict(common)
+            )
             current = (int(np.prod(current)),)
             nodes[name], last = node, _link(edges, last, name)
             continue
         weight = np.asarray(layer.weight, dtype=np.float64)
-        bias = np.zeros(weight.shape[0]) if layer.bias is None else np.asarray(layer.bias, dtype=np.float64)
+        bias = (
+            np.zeros(weight.shape[0])
+            if layer.bias is None
+            else np.asarray(layer.bias, dtype=np.float64)
+        )
         if layer.kind == "dense":
             node = nir_lib.Affine(weight=weight, bias=bias, metadata=dict(common))
             current = (weight.shape[0],)
         else:
-            node = nir_lib.Conv2d(input_shape=current[1:], weight=weight, stride=layer.stride, padding=layer.padding,
-                                  dilation=layer.dilation, groups=layer.groups, bias=bias, metadata=dict(common))
-            current = (weight.shape[0], *[(current[1 + a] + 2 * layer.padding[a] - layer.dilation[a] * (weight.shape[2 + a] - 1) - 1) // layer.stride[a] + 1 for a in (0, 1)])
+            node = nir_lib.Conv2d(
+                input_shape=current[1:],
+                weight=weight,
+                stride=layer.stride,
+                padding=layer.padding,
+                dilation=layer.dilation,
+                groups=layer.groups,
+                bias=bias,
+                metadata=dict(common),
+            )
+            current = (
+                weight.shape[0],
+                *[
+                    (
+                        current[1 + a]
+                        + 2 * layer.padding[a]
+                        - layer.dilation[a] * (weight.shape[2 + a] - 1)
+                        - 1
+                    )
+                    // layer.stride[a]
+                    + 1
+                    for a in (0, 1)
+                ],
+            )
         nodes[name], last = node, _link(edges, last, name)
         v0 = _v0(layer, spec, current)
-        neuron = nir_lib.IF(r=np.ones(current), v_threshold=np.full(current, theta), v_reset=np.zeros(current),
-                            metadata=dict(common, v_init=v0.tolist()))
+        neuron = nir_lib.IF(
+            r=np.ones(current),
+            v_threshold=np.full(current, theta),
+            v_reset=np.zeros(current),
+            metadata=dict(common, v_init=v0.tolist()),
+        )
         nodes[f"{name}.neuron"], last = neuron, _link(edges, last, f"{name}.neuron")
     nodes["output"] = nir_lib.Output(output_type={"output": np.array(current)})
     _link(edges, last, "output")
     graph = nir_lib.NIRGraph(nodes=nodes, edges=edges, metadata=dict(common), type_check=False)
     target = Path(path)
     try:
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        handle, temporary = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+        )
         os.close(handle)
     except OSError as error:
-        raise ExportError(f"export.nir: cannot write {os.fspath(path)!r}: {error.strerror or error}") from error
+        raise ExportError(
+            f"export.nir: cannot write {os.fspath(path)!r}: {error.strerror or error}"
+        ) from error
     try:
         nir_lib.write(temporary, graph)
         os.replace(temporary, target)

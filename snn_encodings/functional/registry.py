@@ -21,7 +21,9 @@ class NeuronFunctions(NamedTuple):
 _TABLE: dict[type[Spec], NeuronFunctions] = {}
 
 
-def register_neuron(spec_type: type[Spec], initial_state: Callable[..., Any], step: Callable[..., Any]) -> None:
+def register_neuron(
+    spec_type: type[Spec], initial_state: Callable[..., Any], step: Callable[..., Any]
+) -> None:
     """Make ``spec_type``'s neuron known to :func:`simulate` and the adapters."""
     _TABLE[spec_type] = NeuronFunctions(initial_state, step)
 

@@ -39,7 +39,9 @@ def _where(spec: Any, field: str) -> str:
     return f"{type(spec).__name__}.{field}"
 
 
-def check_int(spec: Any, field: str, *, minimum: int | None = None, maximum: int | None = None) -> None:
+def check_int(
+    spec: Any, field: str, *, minimum: int | None = None, maximum: int | None = None
+) -> None:
     """Raise :class:`SpecError` unless ``spec.<field>`` is an int (not a bool) within bounds."""
     value = getattr(spec, field)
     bounds = _bounds_text(minimum, maximum)

@@ -4,8 +4,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
-
 from conftest import require
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,9 @@ from snn_encodings.specs import ICRate
 
 
 def test_parse_spec_reads_typed_fields() -> None:
-    assert parse_spec("icrate:steps=16,init=data,compensate=false") == ICRate(steps=16, init="data", compensate=False)
+    assert parse_spec("icrate:steps=16,init=data,compensate=false") == ICRate(
+        steps=16, init="data", compensate=False
+    )
     assert parse_spec("ICRate") == ICRate()
 
 
@@ -48,14 +50,35 @@ def test_load_model_reads_state_dict_and_refuses_pickles(tmp_path: Path) -> None
         load_model(str(tmp_path / "bad.pt"), "mlp", trust_file=False)
 
 
-def test_demo_prints_a_row_per_variant(capsys: pytest.CaptureFixture[str], mnist_cache: str) -> None:
-    code = main(["demo", "--architecture", "mlp", "--epochs", "1", "--steps", "4", "--encodings", "icrate", "--eval-limit", "100", "--calibration-limit", "200", "--quiet"])
+def test_demo_prints_a_row_per_variant(
+    capsys: pytest.CaptureFixture[str], mnist_cache: str
+) -> None:
+    code = main(
+        [
+            "demo",
+            "--architecture",
+            "mlp",
+            "--epochs",
+            "1",
+            "--steps",
+            "4",
+            "--encodings",
+            "icrate",
+            "--eval-limit",
+            "100",
+            "--calibration-limit",
+            "200",
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "ANN (mlp)" in out and out.count("icrate init=") == 6
 
 
-def test_evaluate_command_reports_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_evaluate_command_reports_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     code = main(["evaluate", str(tmp_path / "missing.pt"), "--spec", "icrate"])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err

@@ -104,7 +104,9 @@ def test_convert_rejects_activation_as_output_and_bad_spec() -> None:
 
 
 def test_converted_network_rejects_wrong_shape_and_nan() -> None:
-    network = se.convert(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)), se.ICRate(), _loader((4,)))
+    network = se.convert(
+        nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)), se.ICRate(), _loader((4,))
+    )
     with pytest.raises(ConversionError, match=r"\(B, 4\)"):
         network(torch.zeros(2, 5))
     with pytest.raises(ConversionError, match="NaN"):
@@ -131,20 +133,29 @@ def test_icrate_max_pool_gate_counts_the_max() -> None:
 
 def test_evaluate_reports_operations_and_steps(trained_ann, mnist_calibration, mnist_eval) -> None:
     loader = DataLoader(torch.utils.data.Subset(mnist_eval, range(200)), batch_size=100)
-    network = se.convert(trained_ann, se.ICRate(steps=8), DataLoader(mnist_calibration, batch_size=250))
+    network = se.convert(
+        trained_ann, se.ICRate(steps=8), DataLoader(mnist_calibration, batch_size=250)
+    )
     result = se.evaluate(network, loader, progress=False)
     assert result.samples == 200 and result.steps == 8
-    assert result.spikes_per_sample > 0 and result.synaptic_events_per_sample > result.spikes_per_sample
+    assert (
+        result.spikes_per_sample > 0
+        and result.synaptic_events_per_sample > result.spikes_per_sample
+    )
     longer = se.evaluate(network, loader, steps=16, progress=False)
     assert longer.steps == 16 and longer.spikes_per_sample > result.spikes_per_sample
     assert network.spec.steps == 8
 
 
-def test_icrate_on_mnist_matches_ann_and_beats_zero_init(trained_ann, mnist_calibration, mnist_eval) -> None:
+def test_icrate_on_mnist_matches_ann_and_beats_zero_init(
+    trained_ann, mnist_calibration, mnist_eval
+) -> None:
     calibration = DataLoader(mnist_calibration, batch_size=250)
     evaluation = DataLoader(mnist_eval, batch_size=500)
     ann = se.evaluate(trained_ann, evaluation, progress=False).accuracy
-    at32 = se.evaluate(se.convert(trained_ann, se.ICRate(steps=32), calibration), evaluation, progress=False).accuracy
+    at32 = se.evaluate(
+        se.convert(trained_ann, se.ICRate(steps=32), calibration), evaluation, progress=False
+    ).accuracy
     assert at32 >= ann - 0.005
     zero = se.convert(trained_ann, se.ICRate(steps=8, init="zero", compensate=False), calibration)
     base = se.evaluate(zero, evaluation, progress=False).accuracy
@@ -154,7 +165,9 @@ def test_icrate_on_mnist_matches_ann_and_beats_zero_init(trained_ann, mnist_cali
 
 
 def test_data_init_measures_per_channel_membranes(trained_ann, mnist_calibration) -> None:
-    network = se.convert(trained_ann, se.ICRate(steps=8, init="data"), DataLoader(mnist_calibration, batch_size=250))
+    network = se.convert(
+        trained_ann, se.ICRate(steps=8, init="data"), DataLoader(mnist_calibration, batch_size=250)
+    )
     first = network.stages[0].neurons.v0
     assert first.shape == (16,)
     assert torch.all((first >= 0) & (first <= 1)) and not torch.all(first == 0.5)

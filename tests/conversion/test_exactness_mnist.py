@@ -29,7 +29,11 @@ def test_radix_exact_mode_reproduces_twin_values(trained_ann, calibration, image
 
 def _spikes_per_layer(network: se.SpikingNetwork, images: torch.Tensor) -> list[torch.Tensor]:
     recorded: list[torch.Tensor] = []
-    hooks = [stage.neurons.register_forward_hook(lambda m, a, out: recorded.append(out)) for stage in network.stages if stage.neurons is not None]
+    hooks = [
+        stage.neurons.register_forward_hook(lambda m, a, out: recorded.append(out))
+        for stage in network.stages
+        if stage.neurons is not None
+    ]
     try:
         with torch.no_grad():
             network(images)
@@ -40,7 +44,9 @@ def _spikes_per_layer(network: se.SpikingNetwork, images: torch.Tensor) -> list[
 
 
 @pytest.mark.parametrize("t_max", [8, 16, 32])
-def test_quartz_reproduces_twin_without_early_spikes(trained_ann, calibration, images, t_max) -> None:
+def test_quartz_reproduces_twin_without_early_spikes(
+    trained_ann, calibration, images, t_max
+) -> None:
     # at the maximum (percentile 100) no neuron of this network fires during the encode phase
     network = se.convert(trained_ann, Quartz(t_max=t_max), calibration, percentile=100.0)
     with torch.no_grad():
@@ -61,8 +67,12 @@ def test_quartz_default_percentile_reports_early_spikes(trained_ann, calibration
     assert (out.argmax(1) == twin.argmax(1)).float().mean() >= 0.95
 
 
-def test_quartz_analytic_path_equals_step_simulation_on_mnist(trained_ann, calibration, images) -> None:
+def test_quartz_analytic_path_equals_step_simulation_on_mnist(
+    trained_ann, calibration, images
+) -> None:
     stepped = se.convert(trained_ann, Quartz(t_max=8), calibration)
     analytic = se.convert(trained_ann, Quartz(t_max=8, analytic=True), calibration)
-    for got, want in zip(_spikes_per_layer(analytic, images[:50]), _spikes_per_layer(stepped, images[:50])):
+    for got, want in zip(
+        _spikes_per_layer(analytic, images[:50]), _spikes_per_layer(stepped, images[:50])
+    ):
         assert torch.equal(got, want)

@@ -22,7 +22,7 @@ def test_shipped_mnist_has_expected_shape_and_range() -> None:
 def test_split_sizes_follow_index_rule() -> None:
     train, evaluation = mnist_split("train"), mnist_split("eval")
     assert len(train) == 8000 and len(evaluation) == 2000
-    x, y = load_mnist()
+    _, y = load_mnist()
     assert int(evaluation.tensors[1][1]) == int(y[5])
 
 

@@ -13,7 +13,9 @@ import pytest
 from snn_encodings.export.layers import Cuba, IntNetwork, Layer
 
 ROOT = Path(__file__).resolve().parents[2]
-LAVA_PYTHON = Path(os.environ.get("SNN_ENCODINGS_LAVA_VENV", ROOT / ".lava-venv")) / "bin" / "python"
+LAVA_PYTHON = (
+    Path(os.environ.get("SNN_ENCODINGS_LAVA_VENV", ROOT / ".lava-venv")) / "bin" / "python"
+)
 
 
 def _lava_missing() -> str | None:
@@ -43,10 +45,17 @@ def lava() -> Callable[[Path, np.ndarray], dict[str, np.ndarray]]:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         done = subprocess.run(
             [str(LAVA_PYTHON), "-m", "snn_encodings.export.lava_run", str(request), str(result)],
-            check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+            check=False,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if done.returncode != 0:
-            pytest.fail(f"Lava run failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            pytest.fail(
+                f"Lava run failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            )
         with np.load(result) as data:
             return {key: data[key] for key in data.files}
 
@@ -69,14 +78,31 @@ def dense_chain(seed: int = 0) -> IntNetwork:
     return IntNetwork(
         layers=(
             Layer(kind="input", shape=(6,)),
-            Layer(kind="dense", shape=(5,), name="fc1", weight=rng.integers(-60, 120, (5, 6)),
-                  bias=rng.integers(-5, 10, 5), delay=rng.integers(0, 4, (5, 6)),
-                  neuron=cuba(50, 4096, 0, v_init=rng.integers(0, 50 * 64, 5))),
-            Layer(kind="dense_rec", shape=(4,), name="fc2", weight=rng.integers(-100, 200, (4, 5)),
-                  weight_rec=rng.integers(-256, 100, (4, 4)),
-                  neuron=cuba(60, 1000, 300, u_init=np.int64(-640))),
-            Layer(kind="dense", shape=(3,), name="fc3", weight=rng.integers(-256, 254, (3, 4)),
-                  bias=np.array([3, -2, 0]), neuron=cuba(30, 2048, 2048)),
+            Layer(
+                kind="dense",
+                shape=(5,),
+                name="fc1",
+                weight=rng.integers(-60, 120, (5, 6)),
+                bias=rng.integers(-5, 10, 5),
+                delay=rng.integers(0, 4, (5, 6)),
+                neuron=cuba(50, 4096, 0, v_init=rng.integers(0, 50 * 64, 5)),
+            ),
+            Layer(
+                kind="dense_rec",
+                shape=(4,),
+                name="fc2",
+                weight=rng.integers(-100, 200, (4, 5)),
+                weight_rec=rng.integers(-256, 100, (4, 4)),
+                neuron=cuba(60, 1000, 300, u_init=np.int64(-640)),
+            ),
+            Layer(
+                kind="dense",
+                shape=(3,),
+                name="fc3",
+                weight=rng.integers(-256, 254, (3, 4)),
+                bias=np.array([3, -2, 0]),
+                neuron=cuba(30, 2048, 2048),
+            ),
         ),
         metadata={"encoding": "hand-built"},
     )
@@ -88,17 +114,38 @@ def conv_chain(seed: int = 0) -> IntNetwork:
     return IntNetwork(
         layers=(
             Layer(kind="input", shape=(2, 6, 6)),
-            Layer(kind="conv", shape=(4, 6, 6), name="c1", weight=rng.integers(-40, 80, (4, 2, 3, 3)),
-                  bias=rng.integers(-3, 6, 4), padding=(1, 1), neuron=cuba(60, 4096, 0)),
-            Layer(kind="conv", shape=(4, 3, 3), name="c2", weight=rng.integers(-30, 90, (4, 2, 2, 3)),
-                  stride=(2, 2), padding=(0, 1), groups=2, neuron=cuba(40, 2000, 100)),
+            Layer(
+                kind="conv",
+                shape=(4, 6, 6),
+                name="c1",
+                weight=rng.integers(-40, 80, (4, 2, 3, 3)),
+                bias=rng.integers(-3, 6, 4),
+                padding=(1, 1),
+                neuron=cuba(60, 4096, 0),
+            ),
+            Layer(
+                kind="conv",
+                shape=(4, 3, 3),
+                name="c2",
+                weight=rng.integers(-30, 90, (4, 2, 2, 3)),
+                stride=(2, 2),
+                padding=(0, 1),
+                groups=2,
+                neuron=cuba(40, 2000, 100),
+            ),
             Layer(kind="flatten", shape=(36,)),
-            Layer(kind="dense", shape=(5,), name="fc", weight=rng.integers(-50, 100, (5, 36)),
-                  neuron=cuba(50, 4096, 0)),
+            Layer(
+                kind="dense",
+                shape=(5,),
+                name="fc",
+                weight=rng.integers(-50, 100, (5, 36)),
+                neuron=cuba(50, 4096, 0),
+            ),
         ),
     )
 
 
-def random_spikes(shape: tuple[int, ...], steps: int, rate: float = 0.4, seed: int = 1) -> np.ndarray:
+def random_spikes(
+    shape: tuple[int, ...], steps: int, rate: float = 0.4, seed: int = 1
+) -> np.ndarray:
     return (np.random.default_rng(seed).random((steps, *shape)) < rate).astype(np.int8)
-

@@ -90,19 +90,26 @@ def test_netx_accepts_converted_network_and_file_tracks_float_snn(tmp_path):
         got.append(decode_output(back, run.output, run.v[-1]))
     # weights on an even grid of 2/scale threshold units: outputs move by a few grid steps
     scale = min(r.scale for r in report.layers)
-    assert np.abs(np.array(got) - want).max() <= 40 / scale * float(np.max(net.output_scale.numpy()))
+    assert np.abs(np.array(got) - want).max() <= 40 / scale * float(
+        np.max(net.output_scale.numpy())
+    )
 
 
 def test_netx_conv_with_subtractive_reset_names_the_unroll_option(tmp_path):
     net = converted(tiny_convnet())
-    with pytest.raises(ExportError, match=r"layer '2' \(conv\).*dense_rec.*unroll_conv=True.*4,194 synapses instead of 333"):
+    with pytest.raises(
+        ExportError,
+        match=r"layer '2' \(conv\).*dense_rec.*unroll_conv=True.*4,194 synapses instead of 333",
+    ):
         netx(net, tmp_path / "x.net")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_netx_refuses_max_pool_stage_with_the_reason(tmp_path):
     net = converted(tiny_convnet(pool=nn.MaxPool2d(2, stride=1)))
-    with pytest.raises(ExportError, match=r"'3' \(max-pooling\): netx cannot load pooling.*strided convolutions"):
+    with pytest.raises(
+        ExportError, match=r"'3' \(max-pooling\): netx cannot load pooling.*strided convolutions"
+    ):
         netx(net, tmp_path / "x.net", reset="zero")
 
 
@@ -122,7 +129,9 @@ class Residual(nn.Module):
 def test_netx_refuses_residual_connection_naming_the_layer(tmp_path):
     torch.manual_seed(0)
     net = converted(Residual().eval())
-    with pytest.raises(ExportError, match=r"sum of 2 branches \(a residual or skip connection\).*without skip"):
+    with pytest.raises(
+        ExportError, match=r"sum of 2 branches \(a residual or skip connection\).*without skip"
+    ):
         netx(net, tmp_path / "x.net")
 
 
@@ -136,7 +145,9 @@ def test_netx_refuses_analog_icrate_input(tmp_path):
 
 def test_netx_refuses_quartz_with_the_precise_reason(tmp_path):
     net = converted(tiny_convnet(), se.Quartz(t_max=8))
-    with pytest.raises(ExportError, match=r"Quartz cannot be exported faithfully.*fire once.*rectifier"):
+    with pytest.raises(
+        ExportError, match=r"Quartz cannot be exported faithfully.*fire once.*rectifier"
+    ):
         netx(net, tmp_path / "x.net")
 
 
@@ -149,6 +160,7 @@ def test_decode_output_raises_when_the_integrator_saturates(tmp_path):
 
 # --- the demo network on MNIST ---------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def mnist_network(trained_ann, mnist_calibration):
     calibration = DataLoader(TensorDataset(mnist_calibration.tensors[0][:500]), batch_size=250)
@@ -157,13 +169,22 @@ def mnist_network(trained_ann, mnist_calibration):
 
 def fixed_point_outputs(back, spikes):
     check_network(back)
-    runs = [run_fixed_point(back, back.drive(sample.reshape(sample.shape[0], *back.data_shape)), check=False) for sample in spikes]
+    runs = [
+        run_fixed_point(
+            back, back.drive(sample.reshape(sample.shape[0], *back.data_shape)), check=False
+        )
+        for sample in spikes
+    ]
     assert all(run.wrapped == 0 for run in runs)
     return np.stack([decode_output(back, run.output, run.v[-1]) for run in runs])
 
 
-@pytest.mark.parametrize("options", [{"unroll_conv": True}, {"reset": "zero"}], ids=["subtract-unrolled", "zero-conv"])
-def test_mnist_convnet_fixed_point_agrees_with_float_snn(options, mnist_network, mnist_eval, tmp_path):
+@pytest.mark.parametrize(
+    "options", [{"unroll_conv": True}, {"reset": "zero"}], ids=["subtract-unrolled", "zero-conv"]
+)
+def test_mnist_convnet_fixed_point_agrees_with_float_snn(
+    options, mnist_network, mnist_eval, tmp_path
+):
     x = mnist_eval.tensors[0][:8]
     report = netx(mnist_network, tmp_path / "convnet.net", **options)
     back = read_netx(tmp_path / "convnet.net")

@@ -14,11 +14,18 @@ from snn_encodings.export.layers import Cuba, IntNetwork, Layer
 def one_neuron(weight: int, **cuba: int) -> IntNetwork:
     params = {"v_th_mant": 12, "i_decay": 4096, "v_decay": 0} | cuba
     bias = params.pop("bias", None)
-    return IntNetwork(layers=(
-        Layer(kind="input", shape=(1,)),
-        Layer(kind="dense", shape=(1,), weight=np.array([[weight]]),
-              bias=None if bias is None else np.array([bias]), neuron=Cuba(**params)),
-    ))
+    return IntNetwork(
+        layers=(
+            Layer(kind="input", shape=(1,)),
+            Layer(
+                kind="dense",
+                shape=(1,),
+                weight=np.array([[weight]]),
+                bias=None if bias is None else np.array([bias]),
+                neuron=Cuba(**params),
+            ),
+        )
+    )
 
 
 def pulse(steps: int, at: int = 0) -> np.ndarray:
@@ -50,11 +57,19 @@ def test_fixed_point_threshold_is_strict_and_bias_goes_to_v():
 
 def test_fixed_point_latency_is_one_step_per_synapse_plus_delay():
     big = Cuba(v_th_mant=0, i_decay=4096, v_decay=4096)
-    net = IntNetwork(layers=(
-        Layer(kind="input", shape=(1,)),
-        Layer(kind="dense", shape=(3,), weight=np.array([[1], [1], [1]]), delay=np.array([[0], [3], [7]]), neuron=big),
-        Layer(kind="dense", shape=(1,), weight=np.array([[1, 0, 0]]), neuron=big),
-    ))
+    net = IntNetwork(
+        layers=(
+            Layer(kind="input", shape=(1,)),
+            Layer(
+                kind="dense",
+                shape=(3,),
+                weight=np.array([[1], [1], [1]]),
+                delay=np.array([[0], [3], [7]]),
+                neuron=big,
+            ),
+            Layer(kind="dense", shape=(1,), weight=np.array([[1, 0, 0]]), neuron=big),
+        )
+    )
     run = run_fixed_point(net, pulse(12, at=1))
     assert np.flatnonzero(run.spikes[1][:, 0]).tolist() == [2]
     assert np.flatnonzero(run.spikes[1][:, 1]).tolist() == [5]
@@ -63,11 +78,18 @@ def test_fixed_point_latency_is_one_step_per_synapse_plus_delay():
 
 
 def test_fixed_point_recurrent_weight_acts_one_step_after_the_spike():
-    net = IntNetwork(layers=(
-        Layer(kind="input", shape=(1,)),
-        Layer(kind="dense_rec", shape=(1,), weight=np.array([[20]]), weight_rec=np.array([[-254]]),
-              neuron=Cuba(v_th_mant=30, i_decay=0, v_decay=0)),
-    ))
+    net = IntNetwork(
+        layers=(
+            Layer(kind="input", shape=(1,)),
+            Layer(
+                kind="dense_rec",
+                shape=(1,),
+                weight=np.array([[20]]),
+                weight_rec=np.array([[-254]]),
+                neuron=Cuba(v_th_mant=30, i_decay=0, v_decay=0),
+            ),
+        )
+    )
     # u ramps at 20/step from step 1; v = 20, 60, 120 > 30 fires at step 2; the self-weight
     # reaches u at step 3 and keeps it negative: the neuron fires exactly once
     run = run_fixed_point(net, pulse(10))
@@ -77,15 +99,27 @@ def test_fixed_point_recurrent_weight_acts_one_step_after_the_spike():
 def test_fixed_point_conv_is_cross_correlation_like_torch(nets):
     rng = np.random.default_rng(3)
     weight = rng.integers(-9, 9, (3, 2, 3, 2))
-    net = IntNetwork(layers=(
-        Layer(kind="input", shape=(2, 5, 6)),
-        Layer(kind="conv", shape=(3, 3, 3), weight=weight, stride=(2, 2), padding=(1, 0),
-              neuron=Cuba(v_th_mant=131071, i_decay=4096, v_decay=4096)),
-    ))
+    net = IntNetwork(
+        layers=(
+            Layer(kind="input", shape=(2, 5, 6)),
+            Layer(
+                kind="conv",
+                shape=(3, 3, 3),
+                weight=weight,
+                stride=(2, 2),
+                padding=(1, 0),
+                neuron=Cuba(v_th_mant=131071, i_decay=4096, v_decay=4096),
+            ),
+        )
+    )
     frame = (rng.random((2, 5, 6)) < 0.5).astype(np.int8)
     run = run_fixed_point(net, np.stack([frame, np.zeros_like(frame)]))
-    want = torch.nn.functional.conv2d(torch.tensor(frame[None], dtype=torch.float64),
-                                      torch.tensor(weight, dtype=torch.float64), stride=2, padding=(1, 0))
+    want = torch.nn.functional.conv2d(
+        torch.tensor(frame[None], dtype=torch.float64),
+        torch.tensor(weight, dtype=torch.float64),
+        stride=2,
+        padding=(1, 0),
+    )
     assert np.array_equal(run.u[1], want[0].numpy().astype(np.int64) * 64)
 
 

@@ -50,8 +50,12 @@ def test_netx_write_read_roundtrip(kind, nets, tmp_path):
 def test_netx_export_rejects_weight_overflow(nets, tmp_path):
     net = nets["dense"]()
     layers = list(net.layers)
-    layers[3] = dataclasses.replace(layers[3], weight=layers[3].weight * 0 + 300 * np.eye(3, 4, dtype=int) - 1)
-    with pytest.raises(ExportError, match=r"layer 3 .*'fc3'.*weight 299 is outside netx's 8-bit range"):
+    layers[3] = dataclasses.replace(
+        layers[3], weight=layers[3].weight * 0 + 300 * np.eye(3, 4, dtype=int) - 1
+    )
+    with pytest.raises(
+        ExportError, match=r"layer 3 .*'fc3'.*weight 299 is outside netx's 8-bit range"
+    ):
         write_netx(dataclasses.replace(net, layers=tuple(layers)), tmp_path / "x.net")
     assert list(tmp_path.iterdir()) == []
 
@@ -59,10 +63,14 @@ def test_netx_export_rejects_weight_overflow(nets, tmp_path):
 def test_netx_export_rejects_float_weights_and_bias_overflow(nets, tmp_path):
     net = nets["dense"]()
     layers = list(net.layers)
-    bad = dataclasses.replace(net, layers=(*layers[:3], dataclasses.replace(layers[3], weight=layers[3].weight * 0.5)))
+    bad = dataclasses.replace(
+        net, layers=(*layers[:3], dataclasses.replace(layers[3], weight=layers[3].weight * 0.5))
+    )
     with pytest.raises(ExportError, match="weights must be integers"):
         write_netx(bad, tmp_path / "x.net")
-    bad = dataclasses.replace(net, layers=(*layers[:3], dataclasses.replace(layers[3], bias=np.array([5000, 0, 0]))))
+    bad = dataclasses.replace(
+        net, layers=(*layers[:3], dataclasses.replace(layers[3], bias=np.array([5000, 0, 0])))
+    )
     with pytest.raises(ExportError, match="bias 5000 is outside Loihi's 13-bit range"):
         write_netx(bad, tmp_path / "x.net")
 
@@ -80,12 +88,22 @@ def test_netx_export_rejects_weights_lava_would_truncate(tmp_path, nets):
     # truncate the recurrent synapse with a negative shift, so the file would compute something else
     from snn_encodings.export.layers import Layer
 
-    net = IntNetwork(layers=(
-        Layer(kind="input", shape=(2,)),
-        Layer(kind="dense_rec", shape=(2,), name="rec", weight=np.array([[254, -5], [7, 1]]),
-              weight_rec=np.array([[-10, 0], [0, -10]]), neuron=nets["cuba"]()),
-    ))
-    with pytest.raises(ExportError, match="'rec'.*would not load these weights exactly.*even weights"):
+    net = IntNetwork(
+        layers=(
+            Layer(kind="input", shape=(2,)),
+            Layer(
+                kind="dense_rec",
+                shape=(2,),
+                name="rec",
+                weight=np.array([[254, -5], [7, 1]]),
+                weight_rec=np.array([[-10, 0], [0, -10]]),
+                neuron=nets["cuba"](),
+            ),
+        )
+    )
+    with pytest.raises(
+        ExportError, match="'rec'.*would not load these weights exactly.*even weights"
+    ):
         write_netx(net, tmp_path / "x.net")
 
 
@@ -118,22 +136,34 @@ def test_netx_rejects_plain_torch_module(tmp_path):
 
 
 def icrate_net(layers, spec=None, shape=(6,)):
-    return FloatNetwork(spec=spec or ICRate(steps=8, input_coding="sigma_delta"), input_shape=shape, layers=tuple(layers))
+    return FloatNetwork(
+        spec=spec or ICRate(steps=8, input_coding="sigma_delta"),
+        input_shape=shape,
+        layers=tuple(layers),
+    )
 
 
-@pytest.mark.parametrize(("kind", "fragment"), [
-    ("max_pool", "max-pooling is not loadable by netx"),
-    ("avg_pool", "fold average pooling into the next conv"),
-])
+@pytest.mark.parametrize(
+    ("kind", "fragment"),
+    [
+        ("max_pool", "max-pooling is not loadable by netx"),
+        ("avg_pool", "fold average pooling into the next conv"),
+    ],
+)
 def test_netx_rejects_pooling_naming_the_layer(kind, fragment, tmp_path):
-    net = icrate_net([FloatLayer(kind=kind, name="pool1"), FloatLayer(kind="dense", weight=np.ones((2, 6)))])
+    net = icrate_net(
+        [FloatLayer(kind=kind, name="pool1"), FloatLayer(kind="dense", weight=np.ones((2, 6)))]
+    )
     with pytest.raises(ExportError, match=f"'pool1'.*{fragment}"):
         netx(net, tmp_path / "x.net")
 
 
 def test_netx_icrate_conv_needs_zero_reset(tmp_path):
     conv = FloatLayer(kind="conv", name="conv1", weight=np.ones((2, 1, 3, 3)) / 9)
-    net = icrate_net([conv, FloatLayer(kind="flatten"), FloatLayer(kind="dense", weight=np.ones((3, 32)) / 32)], shape=(1, 6, 6))
+    net = icrate_net(
+        [conv, FloatLayer(kind="flatten"), FloatLayer(kind="dense", weight=np.ones((3, 32)) / 32)],
+        shape=(1, 6, 6),
+    )
     with pytest.raises(ExportError, match="'conv1'.*dense_rec.*reset='zero'"):
         netx(net, tmp_path / "x.net")
     report = netx(net, tmp_path / "y.net", reset="zero")
@@ -157,7 +187,9 @@ class Radix(Spec):
 
 def test_netx_radix_is_refused_with_the_reason(tmp_path):
     net = icrate_net([FloatLayer(kind="dense", weight=np.ones((2, 6)))], spec=Radix())
-    with pytest.raises(ExportError, match="radix cannot be exported.*reset by subtraction plus doubling"):
+    with pytest.raises(
+        ExportError, match="radix cannot be exported.*reset by subtraction plus doubling"
+    ):
         netx(net, tmp_path / "x.net")
     assert not os.listdir(tmp_path)
 
@@ -167,10 +199,20 @@ def grid_network(seed: int, grid: float = 32.0) -> FloatNetwork:
     rng = np.random.default_rng(seed)
     w1, w2 = 2 * rng.integers(-20, 40, (9, 6)), 2 * rng.integers(-40, 60, (4, 9))
     w1[0, 0] = w2[0, 0] = 254  # the largest weight sets the scale: 254 / max|w| = grid
-    return icrate_net([
-        FloatLayer(kind="dense", name="fc1", weight=w1 / grid, bias=2 * rng.integers(-200, 300, 9) / grid),
-        FloatLayer(kind="dense", name="fc2", weight=w2 / grid, bias=2 * rng.integers(-10, 20, 4) / grid),
-    ], spec=ICRate(steps=16, input_coding="sigma_delta"))
+    return icrate_net(
+        [
+            FloatLayer(
+                kind="dense",
+                name="fc1",
+                weight=w1 / grid,
+                bias=2 * rng.integers(-200, 300, 9) / grid,
+            ),
+            FloatLayer(
+                kind="dense", name="fc2", weight=w2 / grid, bias=2 * rng.integers(-10, 20, 4) / grid
+            ),
+        ],
+        spec=ICRate(steps=16, input_coding="sigma_delta"),
+    )
 
 
 def exported_run(net: FloatNetwork, path, x, **options):
@@ -178,7 +220,12 @@ def exported_run(net: FloatNetwork, path, x, **options):
     back = read_netx(path)
     run = run_fixed_point(back, back.drive(x))
     latency = back.synapse_layers
-    return report, back, run, run.output[latency : latency + x.shape[0], : net.layers[-1].weight.shape[0]]
+    return (
+        report,
+        back,
+        run,
+        run.output[latency : latency + x.shape[0], : net.layers[-1].weight.shape[0]],
+    )
 
 
 def test_netx_icrate_file_equals_float_snn_on_the_grid(tmp_path):
@@ -198,10 +245,18 @@ def test_netx_icrate_file_equals_float_snn_on_the_grid(tmp_path):
 
 def test_netx_icrate_off_grid_stays_within_quantisation(tmp_path):
     rng = np.random.default_rng(5)
-    net = icrate_net([
-        FloatLayer(kind="dense", name="fc1", weight=rng.normal(0, 0.4, (12, 6)), bias=rng.normal(0, 0.05, 12)),
-        FloatLayer(kind="dense", name="fc2", weight=rng.normal(0, 0.4, (3, 12))),
-    ], spec=ICRate(steps=16, input_coding="sigma_delta"))
+    net = icrate_net(
+        [
+            FloatLayer(
+                kind="dense",
+                name="fc1",
+                weight=rng.normal(0, 0.4, (12, 6)),
+                bias=rng.normal(0, 0.05, 12),
+            ),
+            FloatLayer(kind="dense", name="fc2", weight=rng.normal(0, 0.4, (3, 12))),
+        ],
+        spec=ICRate(steps=16, input_coding="sigma_delta"),
+    )
     x = (rng.random((16, 6)) < 0.5).astype(np.int8)
     report, _, _, out = exported_run(net, tmp_path / "ic.net", x)
     want, _ = run_float(net, x)

@@ -14,9 +14,14 @@ from snn_encodings.specs import ICRate
 def test_nir_export_roundtrips_weights_and_metadata(tmp_path):
     nir = pytest.importorskip("nir")
     weight = np.arange(12.0).reshape(2, 6) / 10
-    net = FloatNetwork(spec=ICRate(steps=8, input_coding="sigma_delta"), input_shape=(1, 2, 3), layers=(
-        FloatLayer(kind="flatten"), FloatLayer(kind="dense", name="fc", weight=weight, bias=np.array([0.1, -0.2])),
-    ))
+    net = FloatNetwork(
+        spec=ICRate(steps=8, input_coding="sigma_delta"),
+        input_shape=(1, 2, 3),
+        layers=(
+            FloatLayer(kind="flatten"),
+            FloatLayer(kind="dense", name="fc", weight=weight, bias=np.array([0.1, -0.2])),
+        ),
+    )
     graph = nir.read(export_nir(net, tmp_path / "net.nir"))
     assert np.allclose(graph.nodes["fc"].weight, weight)
     neuron = graph.nodes["fc.neuron"]
@@ -27,6 +32,10 @@ def test_nir_export_roundtrips_weights_and_metadata(tmp_path):
 
 def test_nir_export_unwritable_path_raises(tmp_path):
     pytest.importorskip("nir")
-    net = FloatNetwork(spec=ICRate(input_coding="sigma_delta"), input_shape=(2,), layers=(FloatLayer(kind="dense", weight=np.ones((1, 2))),))
+    net = FloatNetwork(
+        spec=ICRate(input_coding="sigma_delta"),
+        input_shape=(2,),
+        layers=(FloatLayer(kind="dense", weight=np.ones((1, 2))),),
+    )
     with pytest.raises(ExportError, match="cannot write"):
         export_nir(net, tmp_path / "missing" / "net.nir")

@@ -118,10 +118,14 @@ class ICRateRule(Rule):
         with torch.no_grad():
             for layer in layers:
                 network(x)
-                layer.v0 = mean_residual(layer.last_state.v, self.spec.threshold, merge=collective.sum).to(layer.v0.dtype)
+                layer.v0 = mean_residual(
+                    layer.last_state.v, self.spec.threshold, merge=collective.sum
+                ).to(layer.v0.dtype)
 
 
-def mean_residual(v: Tensor, threshold: float, merge: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+def mean_residual(
+    v: Tensor, threshold: float, merge: Callable[[Tensor], Tensor] | None = None
+) -> Tensor:
     """Per-channel mean of the non-negative residual membranes ``v`` ``(B, C, *)``, shape ``(C,)``.
 
     Neurons driven below zero carry no rate information and are left out; a channel with no
@@ -131,7 +135,9 @@ def mean_residual(v: Tensor, threshold: float, merge: Callable[[Tensor], Tensor]
     """
     rows = v.transpose(0, 1).reshape(v.shape[1], -1).to(torch.float64)
     mask = rows >= 0
-    sums = torch.cat([torch.where(mask, rows, torch.zeros_like(rows)).sum(1), mask.sum(1).to(torch.float64)])
+    sums = torch.cat(
+        [torch.where(mask, rows, torch.zeros_like(rows)).sum(1), mask.sum(1).to(torch.float64)]
+    )
     total, count = (sums if merge is None else merge(sums)).chunk(2)
     mean = torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, threshold / 2))
     return mean.clamp(0, threshold)
