@@ -45,13 +45,14 @@ class Row:
     steps: int
     latency: int | None
     accuracy: float
-    twin_agreement: float | None
-    spikes_per_image: float | None
-    synops_per_image: float | None
-    omega_per_image: float | None
-    first_correct_step: float | None
     sim_seconds: float
     ann_ratio: float | None
+    twin_agreement: float | None = None
+    spikes_per_image: float | None = None
+    synops_per_image: float | None = None
+    omega_per_image: float | None = None
+    first_correct_step: float | None = None
+    early_spike_fraction: float | None = None
 
 
 def _timed(fn: Any) -> tuple[Any, float]:
@@ -130,18 +131,13 @@ def _spikingjelly_rows(
             )
             rows.append(
                 Row(
-                    "spikingjelly ann2snn",
-                    f"mode={mode}",
-                    t,
-                    t,
-                    correct / len(evaluation.dataset),
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    seconds,
-                    seconds / (ann_seconds * t),
+                    method="spikingjelly ann2snn",
+                    variant=f"mode={mode}",
+                    steps=t,
+                    latency=t,
+                    accuracy=correct / len(evaluation.dataset),
+                    sim_seconds=seconds,
+                    ann_ratio=seconds / (ann_seconds * t),
                 )
             )
     return rows
@@ -183,6 +179,7 @@ def _snn_row(
         else None
     )
     agreement = _twin_agreement(network, evaluation) if method in ("radix", "quartz") else None
+    early = None
     if method == "quartz":
         layers = [
             stage.neurons for stage in network.stages if hasattr(stage.neurons, "early_spikes")
@@ -190,20 +187,20 @@ def _snn_row(
         early = sum(layer.early_spikes for layer in layers) / max(
             sum(layer.neurons for layer in layers), 1
         )
-        variant = f"{variant}, early spikes {100 * early:.2f}%"
     return Row(
-        method,
-        variant,
-        result.steps,
-        result.latency,
-        result.accuracy,
-        agreement,
-        result.spikes_per_sample,
-        result.synaptic_events_per_sample,
-        omega,
-        first,
-        seconds,
-        seconds / (ann_seconds * steps_for_ratio),
+        method=method,
+        variant=variant,
+        steps=result.steps,
+        latency=result.latency,
+        accuracy=result.accuracy,
+        twin_agreement=agreement,
+        spikes_per_image=result.spikes_per_sample,
+        synops_per_image=result.synaptic_events_per_sample,
+        omega_per_image=omega,
+        first_correct_step=first,
+        early_spike_fraction=early,
+        sim_seconds=seconds,
+        ann_ratio=seconds / (ann_seconds * steps_for_ratio),
     )
 
 
@@ -227,18 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     ann_seconds = _ann_seconds(ann, evaluation)
     rows = [
         Row(
-            "ANN",
-            args.architecture,
-            1,
-            1,
-            ann_accuracy,
-            None,
-            None,
-            None,
-            None,
-            None,
-            ann_seconds,
-            1.0,
+            method="ANN",
+            variant=args.architecture,
+            steps=1,
+            latency=1,
+            accuracy=ann_accuracy,
+            sim_seconds=ann_seconds,
+            ann_ratio=1.0,
         )
     ]
 
@@ -361,13 +353,14 @@ def _fmt(value: float | None, spec: str) -> str:
 def _markdown(rows: list[Row], overhead: list[dict[str, Any]]) -> str:
     ann = rows[0].accuracy
     lines = [
-        "| method | variant | steps | latency | accuracy % | twin agree % | spikes/img | syn.ops/img | Omega/img | first correct step | time / (ANN x T) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | variant | steps | latency | accuracy % | twin agree % | early spikes % | spikes/img | syn.ops/img | Omega/img | first correct step | time / (ANN x T) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r.method} | {r.variant} | {r.steps} | {_fmt(r.latency, 'd')} | {100 * r.accuracy:.2f} | "
-            f"{_fmt(None if r.twin_agreement is None else 100 * r.twin_agreement, '.1f')} | {_fmt(r.spikes_per_image, ',.0f')} | "
+            f"{_fmt(None if r.twin_agreement is None else 100 * r.twin_agreement, '.1f')} | "
+            f"{_fmt(None if r.early_spike_fraction is None else 100 * r.early_spike_fraction, '.2f')} | {_fmt(r.spikes_per_image, ',.0f')} | "
             f"{_fmt(r.synops_per_image, ',.0f')} | {_fmt(r.omega_per_image, ',.0f')} | {_fmt(r.first_correct_step, '.2f')} | {_fmt(r.ann_ratio, '.2f')} |"
         )
     lines += [
