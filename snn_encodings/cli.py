@@ -275,39 +275,32 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--encodings", nargs="+", default=names, choices=names)
     demo.set_defaults(run=_demo)
 
-    ev = sub.add_parser(
-        "evaluate",
-        parents=[common],
-        help="convert a saved ANN with the given specs and evaluate on MNIST",
-    )
-    ev.add_argument(
+    saved = argparse.ArgumentParser(add_help=False)
+    saved.add_argument(
         "model", help="torch.save'd state_dict (with --architecture) or module (with --trust-file)"
     )
-    ev.add_argument("--spec", nargs="+", required=True, help='e.g. "icrate:steps=16,init=data"')
-    ev.add_argument("--architecture", default=None, choices=sorted(ARCHITECTURES))
-    ev.add_argument(
+    saved.add_argument("--architecture", default=None, choices=sorted(ARCHITECTURES))
+    saved.add_argument(
         "--trust-file",
         action="store_true",
         help="allow pickled modules (torch.load weights_only=False)",
     )
+
+    ev = sub.add_parser(
+        "evaluate",
+        parents=[common, saved],
+        help="convert a saved ANN with the given specs and evaluate on MNIST",
+    )
+    ev.add_argument("--spec", nargs="+", required=True, help='e.g. "icrate:steps=16,init=data"')
     ev.set_defaults(run=_evaluate)
 
     cv = sub.add_parser(
         "convert",
-        parents=[common],
+        parents=[common, saved],
         help="convert a saved ANN with one spec and save the spiking network (load_network reads it)",
-    )
-    cv.add_argument(
-        "model", help="torch.save'd state_dict (with --architecture) or module (with --trust-file)"
     )
     cv.add_argument("--spec", required=True, help='e.g. "icrate:steps=16,init=data"')
     cv.add_argument("--output", required=True, help="file to write (save_network format)")
-    cv.add_argument("--architecture", default=None, choices=sorted(ARCHITECTURES))
-    cv.add_argument(
-        "--trust-file",
-        action="store_true",
-        help="allow pickled modules (torch.load weights_only=False)",
-    )
     cv.set_defaults(run=_convert)
     return parser
 

@@ -82,3 +82,31 @@ def test_evaluate_command_reports_errors(
     code = main(["evaluate", str(tmp_path / "missing.pt"), "--spec", "icrate"])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_convert_command_writes_a_loadable_network(tmp_path: Path, mnist_cache: str) -> None:
+    from snn_encodings.conversion import load_network
+    from snn_encodings.data import mnist_split
+
+    model = build("mlp")
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    out = tmp_path / "net.pt"
+    code = main(
+        [
+            "convert",
+            str(tmp_path / "w.pt"),
+            "--architecture",
+            "mlp",
+            "--spec",
+            "icrate:steps=4",
+            "--output",
+            str(out),
+            "--calibration-limit",
+            "100",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    network = load_network(out)
+    x = mnist_split("eval", limit=8).tensors[0]
+    assert network(x).shape == (8, 10)
