@@ -138,6 +138,12 @@ class SpikingNetwork(nn.Module):
         """Simulate the SNN on inputs ``(B, *)``; return decoded outputs ``(B, K)``."""
         x = self._check_input(x)
         rule = self.rule
+        fast = rule.fast_forward(self, x)
+        if fast is not None:
+            if self.counting:
+                for index, stage in enumerate([None, *self.stages]):
+                    self._count_totals(index, fast.spikes[: index + 1], stage)
+            return fast.output * _channel(self.output_scale, fast.output)
         sequences = [rule.encode_input(x)]
         steps = sequences[0].shape[0]
         self._count(0, sequences[0], None, sequences)
@@ -165,12 +171,16 @@ class SpikingNetwork(nn.Module):
     ) -> None:
         if not self.counting:
             return
+        per_neuron = [seq.detach().abs().sum(0) for seq in sequences[:index]]
+        self._count_totals(index, [*per_neuron, spikes.detach().abs().sum(0)], stage)
+
+    def _count_totals(self, index: int, per_neuron: list[Tensor], stage: Stage | None) -> None:
+        """Add node ``index``'s spikes and synaptic events from per-neuron spike counts."""
         counts = self.counts[index]
-        counts.samples += spikes.shape[1]
-        counts.spikes += float(spikes.detach().abs().sum())
+        counts.samples += per_neuron[index].shape[0]
+        counts.spikes += float(per_neuron[index].sum())
         if stage is not None and stage.synapse is not None:
-            per_neuron = [seq.detach().abs().sum(0) for seq in sequences]
-            counts.synaptic_events += float(stage.synapse.synaptic_events(per_neuron).sum())
+            counts.synaptic_events += float(stage.synapse.synaptic_events(per_neuron[:index]).sum())
 
     # --- ANN views -------------------------------------------------------------------------------
     def twin(self, x: Tensor) -> Tensor:

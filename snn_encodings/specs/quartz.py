@@ -61,7 +61,9 @@ class Quartz(Spec):
         float_first_layer: compute the first parameter layer in float and encode its
             (rectified, quantised) output, as the authors do for standardised image inputs.
         analytic: neuron layers compute the first spike in closed form from the currents
-            (vectorised cumulative sums) instead of looping over time; spike for spike equal.
+            (vectorised cumulative sums) instead of looping over time, and a converted
+            network computes every fire time from a few value passes instead of simulating
+            the window; spike for spike equal.
 
     Raises:
         SpecError: for a field out of range, naming the field.

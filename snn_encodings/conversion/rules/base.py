@@ -10,7 +10,7 @@ one *window* of ``spec.steps_per_layer`` steps; a layer whose output comes later
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,7 @@ from snn_encodings.functional.loop import simulate
 from snn_encodings.functional.surrogate import Surrogate
 from snn_encodings.specs.base import Spec
 
-__all__ = ["NeuronLayer", "Rule", "register_rule", "rule_for"]
+__all__ = ["FastPass", "NeuronLayer", "Rule", "register_rule", "rule_for"]
 
 
 class NeuronLayer(nn.Module):
@@ -169,8 +169,31 @@ class Rule:
         """Apply max-pooling ``pool`` to spike trains ``(T, B, C, *)`` under this encoding."""
         raise ConversionError(f"{type(self.spec).__name__} does not support max-pooling")
 
+    def fast_forward(self, network: nn.Module, x: Tensor) -> FastPass | None:
+        """A loop-free forward pass of ``network`` on checked inputs ``x``, or ``None``.
+
+        When it returns a :class:`FastPass`, ``SpikingNetwork.forward`` uses it instead of
+        simulating the window: its output and spike counts must equal the simulation's.
+        Default ``None`` (simulate).
+        """
+        return None
+
     def finalize(self, network: nn.Module, calibration: Any) -> None:
         """Last step of ``convert`` (e.g. measuring initial membranes on data); default none."""
+
+
+class FastPass(NamedTuple):
+    """Result of :meth:`Rule.fast_forward`.
+
+    Attributes:
+        output: decoded outputs ``(B, *)`` before the output scale, as :meth:`Rule.decode_output`
+            gives them.
+        spikes: per value node (input first, then one per stage) the spike count of every
+            neuron over the window, ``(B, *)``.
+    """
+
+    output: Tensor
+    spikes: list[Tensor]
 
 
 _RULES: dict[type[Spec], type[Rule]] = {}

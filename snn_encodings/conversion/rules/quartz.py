@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from snn_encodings.coding.quartz import decode_quartz, encode_quartz, quantise_quartz
-from snn_encodings.conversion.rules.base import NeuronLayer, Rule, register_rule
+from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, register_rule
 from snn_encodings.errors import ConversionError
 from snn_encodings.functional.quartz import QuartzState, quartz_first_spikes
 from snn_encodings.specs.quartz import Quartz
@@ -63,6 +63,10 @@ class QuartzLayer(NeuronLayer):
     phase, before the readout step :math:`2K`: the neuron crossed threshold while inputs were
     still arriving, Lenz et al. Sec. 6.2; its value then differs from the ANN twin).
     ``last_early`` is the bool mask ``(B, *)`` of early spikes in the last call.
+
+    With ``spec.analytic`` a converted network does not call its layers: it computes every
+    fire time from value passes (:meth:`QuartzRule.fast_forward`) and updates these counters
+    and ``last_state`` itself, so forward hooks on the layers do not run.
 
     Args:
         spec: encoding parameters.
@@ -234,6 +238,19 @@ class QuartzRule(Rule):
 
     def decode_output(self, spikes: Tensor, layer: nn.Module) -> Tensor:
         return decode_quartz(spikes, self.spec)
+
+    def fast_forward(self, network: nn.Module, x: Tensor) -> FastPass | None:
+        """With ``spec.analytic`` (and no surrogate), the fire times of every layer from a few
+        value passes (:func:`~snn_encodings.conversion.quartz_fast.quartz_fast_forward`);
+        spikes, outputs and counters equal the simulation's. Otherwise ``None``."""
+        if not self.spec.analytic:
+            return None
+        for module in network.modules():
+            if isinstance(module, QuartzLayer) and module.surrogate is not None:
+                return None
+        from snn_encodings.conversion.quartz_fast import quartz_fast_forward
+
+        return quartz_fast_forward(network, x)  # type: ignore[arg-type]
 
     def max_pool(self, spikes: Tensor, pool: nn.Module) -> Tensor:
         r"""Earliest spike wins: pool the has-fired trains, then keep each window's first step.

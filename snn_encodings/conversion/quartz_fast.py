@@ -1,0 +1,184 @@
+r"""Loop-free forward pass of a converted Quartz network: fire times from a few value passes.
+
+Every Quartz neuron spikes at most once per window, so a layer's spike trains are fully given
+by one fire time per neuron. With input levels :math:`n_j` (spike step :math:`s_j = 2K - n_j`)
+the membrane before the readout is
+
+.. math::
+    v_t = \sum_j w_j\,(t + 1 - s_j)_+ + \mathrm{sign}(n_b)\,(t + 1 - s_b)_+, \qquad t < 2K,
+
+so :math:`v_{2K-1} = Kz` (one pass of the layer on the levels), and a neuron that does not
+cross :math:`\theta` before the readout fires :math:`\max(0, \lceil\theta - 1 - Kz\rceil)` steps
+after :math:`2K` (no input arrives after :math:`2K`). Since :math:`0 \le (t + 1 - s_j)_+ \le
+n_j`, :math:`v_t \le \sum_j w_j^+ n_j + n_b^+ = \tfrac12(Kz - n_b + |W| n) + n_b^+`, one pass
+with the absolute weights; only images where that bound reaches :math:`\theta` get the exact
+trajectory (one pass per step from their first input to :math:`2K - 1`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, cast
+
+import torch
+from torch import Tensor, nn
+
+from snn_encodings.coding.quartz import quantise_quartz
+from snn_encodings.conversion.graph import WEIGHTED
+from snn_encodings.conversion.rules.base import FastPass
+from snn_encodings.conversion.rules.quartz import QuartzLayer, quartz_bias_levels
+from snn_encodings.conversion.synapse import Synapse
+from snn_encodings.functional.quartz import QuartzState
+from snn_encodings.specs.quartz import Quartz
+
+if TYPE_CHECKING:
+    from snn_encodings.conversion.network import SpikingNetwork
+
+__all__ = ["quartz_fast_forward"]
+
+
+def _view(gain: Tensor, like: Tensor) -> Tensor:
+    return gain if gain.dim() == 0 else gain.view(-1, *([1] * (like.dim() - 2)))
+
+
+def _apply(
+    synapse: Synapse, ops_list: list[nn.Module], levels: list[Tensor], absolute: bool
+) -> Tensor:
+    """Bias-free synapse on per-node tensors ``(B, *)`` (absolute gains when ``absolute``)."""
+    total: Tensor | None = None
+    for i, (source, ops) in enumerate(zip(synapse.sources, ops_list)):
+        g_in, g_out = synapse.gains(i)
+        if absolute:
+            g_in, g_out = g_in.abs(), g_out.abs()
+        out = ops(levels[source] * g_in)
+        out = out * _view(g_out, out)
+        total = out if total is None else total + out
+    assert total is not None
+    return total
+
+
+def _absolute_ops(synapse: Synapse) -> list[nn.Module]:
+    """Copies of the synapse's branch ops with absolute weights (cached on the synapse)."""
+    cached = getattr(synapse, "_quartz_abs_ops", None)
+    key = [op.weight.data_ptr() for op in synapse.modules() if isinstance(op, WEIGHTED)]
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    ops_list = []
+    for ops in synapse.ops:
+        ops = copy.deepcopy(ops)
+        with torch.no_grad():
+            for op in ops.modules():
+                if isinstance(op, WEIGHTED):
+                    op.weight.abs_()
+        ops_list.append(ops)
+    object.__setattr__(synapse, "_quartz_abs_ops", (key, ops_list))
+    return ops_list
+
+
+def _early_times(
+    synapse: Synapse, levels: list[Tensor], bias_levels: Tensor, drive: Tensor, spec: Quartz
+) -> tuple[Tensor, Tensor]:
+    r"""Early-spike mask and fire times :math:`t < 2K` (``(B, *)``; :math:`2K` where none).
+
+    With :math:`d = 2K - 1 - t` and the weight part :math:`V(d) = \sum_j w_j (n_j - d)_+`:
+    :math:`V(d) \le U (1 - d/N)_+` (convexity of :math:`(n - d)_+`, :math:`U = \sum_j w_j^+ n_j`,
+    :math:`N` the image's largest level) and :math:`V(d) = Kz_w - \sum_j w_j \min(n_j, d) \le
+    Kz_w + d \sum_j w_j^- [n_j > 0]`. The membrane is computed exactly only at the steps and
+    images where the smaller bound plus the bias ramp reaches :math:`\theta`.
+    """
+    k2 = spec.read_step
+    absolute = _absolute_ops(synapse)
+    ops_list = list(synapse.ops)
+    positive = (drive + _apply(synapse, absolute, levels, absolute=True)) / 2
+    arrived = [(n > 0).to(n.dtype) for n in levels]
+    negative = (
+        _apply(synapse, absolute, arrived, absolute=True)
+        - _apply(synapse, ops_list, arrived, absolute=False)
+    ) / 2
+    top = torch.stack([n.flatten(1).amax(1) for n in levels]).amax(0).clamp(min=1)
+    top = top.view(-1, *([1] * (drive.dim() - 1)))
+    bias_abs, bias_sign = bias_levels.abs(), torch.sign(bias_levels)
+    # steps d where min(rising, falling) + n_b^+ can reach theta: an interval [low, high]
+    # per neuron (bounds rounded outwards), then per image the union over its neurons
+    level = spec.threshold - 0.25 - bias_levels.clamp(min=0)
+    never = float(k2)
+    rise = torch.where(negative > 0, torch.floor((level - drive) / negative), never)
+    low = torch.where(drive >= level, 0.0, rise).clamp(min=0)
+    fall = torch.ceil(top * (1 - level / positive.clamp(min=1e-300)))
+    high = torch.where(level <= 0, never - 1, torch.where(positive > 0, fall, -1.0))
+    high = high.clamp(max=k2 - 1)
+    valid = (low <= high).flatten(1)
+    batch = drive.shape[0]
+    marks = torch.zeros((batch, k2 + 1), dtype=drive.dtype, device=drive.device)
+    ones = valid.to(drive.dtype)
+    marks.scatter_add_(1, low.flatten(1).clamp(max=k2).to(torch.int64), ones)
+    marks.scatter_add_(1, (high.flatten(1) + 1).clamp(min=0, max=k2).to(torch.int64), -ones)
+    active = marks.cumsum(1)[:, :k2] > 0.5
+    flagged = [(d, active[:, d].nonzero().flatten()) for d in range(k2)]
+    flagged = [(d, rows) for d, rows in flagged if rows.numel()]
+    fire = torch.full(drive.shape, k2, dtype=torch.int64, device=drive.device)
+    # smallest d (latest step) first: the last overwrite is the earliest crossing
+    for d, rows in flagged:
+        every = rows.numel() == batch
+        ramps = [(n if every else n[rows]) - d for n in levels]
+        v = _apply(synapse, ops_list, [r.clamp_(min=0) for r in ramps], absolute=False)
+        v = v + bias_sign * (bias_abs - d).clamp(min=0)
+        crossed = v >= spec.threshold
+        if every:
+            fire.masked_fill_(crossed, k2 - 1 - d)
+        else:
+            fire[rows] = fire[rows].masked_fill_(crossed, k2 - 1 - d)
+    return fire < k2, fire
+
+
+def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
+    """Fire times of every layer of a converted Quartz ``network`` on checked inputs ``x``.
+
+    Equal to simulating the window with ``QuartzLayer``: same decoded outputs, same spike
+    counts per neuron, and the same ``QuartzLayer`` counters (``neurons``, ``spikes``,
+    ``early_spikes``, ``last_early``, ``last_state``).
+    """
+    spec = network.spec
+    assert isinstance(spec, Quartz)
+    k = spec.t_max
+    k2, k3, k4 = spec.read_step, spec.rectify_step, spec.steps_per_layer
+    levels = [torch.round(quantise_quartz(x, spec) * k)]
+    fired = [torch.ones_like(x, dtype=torch.bool)]
+    output: Tensor | None = None
+    for stage in network.stages:
+        if stage.kind == "pool":
+            source, pool = cast(int, stage.source), cast(nn.Module, stage.pool)
+            pooled = pool(torch.where(fired[source], levels[source], -1.0))
+            levels.append(pooled.clamp(min=0))
+            fired.append(pooled >= 0)
+            continue
+        synapse, neurons = cast(Synapse, stage.synapse), stage.neurons
+        assert isinstance(neurons, QuartzLayer)
+        bias_levels = quartz_bias_levels(cast(Tensor, synapse.bias), spec).to(x.dtype)
+        drive = _apply(synapse, list(synapse.ops), levels, absolute=False)
+        kz = drive + bias_levels
+        fire = k2 + torch.ceil(spec.threshold - 1 - kz).clamp(min=0)
+        if neurons.rectify:
+            fire = fire.clamp(max=k3)
+        early, times = _early_times(synapse, levels, bias_levels, drive, spec)
+        fire = torch.where(early, times.to(fire.dtype), fire)
+        spiked = fire < k4
+        neurons.neurons += kz.numel()
+        neurons.spikes += int(spiked.sum().item())
+        neurons.early_spikes += int(early.sum().item())
+        neurons.last_early = early
+        zero = torch.zeros_like(kz)
+        neurons.last_state = QuartzState(
+            v=torch.where(spiked, zero, kz + k2),
+            i=torch.where(spiked, zero, torch.ones_like(kz)),
+            t=torch.full(kz.shape, k4, dtype=torch.int64, device=kz.device),
+            fired=spiked,
+        )
+        step = (fire - k).clamp(min=0)
+        levels.append(torch.where(spiked, k2 - step, zero))
+        fired.append(spiked)
+        if stage.kind == "output":
+            step = step.clamp(max=k3)
+            output = (k2 - step) / k
+    assert output is not None
+    return FastPass(output=output, spikes=[f.to(x.dtype) for f in fired])
