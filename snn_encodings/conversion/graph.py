@@ -189,7 +189,7 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
 
     nodes: list[GraphNode] = [GraphNode(kind="input", name="input")]
     value_index: dict[fx.Node, int] = {placeholders[0]: 0}
-    linear: dict[fx.Node, tuple[list[Branch], object]] = {}
+    linear: dict[fx.Node, list[Branch]] = {}  # pre-activation branches of linear nodes
     values: dict[fx.Node, Tensor] = {}
     zeros: dict[fx.Node, Tensor] = {}  # each node's value with every source set to zero
     deferred_pool: dict[fx.Node, fx.Node] = {}
@@ -197,7 +197,7 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
     def branches_of(node: fx.Node) -> list[Branch]:
         if node in value_index:
             return [Branch(value_index[node], [])]
-        return linear[node][0]
+        return linear[node]
 
     with torch.no_grad():
         values[placeholders[0]] = example
@@ -303,10 +303,9 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
                         "linear layer after max-pooling of a pre-activation",
                         "apply ReLU before MaxPool",
                     )
-                linear[node] = (
-                    [Branch(b.source, b.ops + [_without_bias(op)]) for b in branches_of(source)],
-                    None,
-                )
+                linear[node] = [
+                    Branch(b.source, b.ops + [_without_bias(op)]) for b in branches_of(source)
+                ]
                 values[node] = op(values[source])
                 zeros[node] = op(zeros[source])
                 continue
@@ -319,7 +318,7 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
                         "addition after max-pooling of a pre-activation",
                         "apply ReLU before MaxPool",
                     )
-                linear[node] = (branches_of(args[0]) + branches_of(args[1]), None)
+                linear[node] = branches_of(args[0]) + branches_of(args[1])
                 values[node] = values[args[0]] + values[args[1]]
                 zeros[node] = zeros[args[0]] + zeros[args[1]]
                 continue
