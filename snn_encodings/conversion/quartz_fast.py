@@ -58,11 +58,8 @@ def _apply(
 
 
 def _absolute_ops(synapse: Synapse) -> list[nn.Module]:
-    """Copies of the synapse's branch ops with absolute weights (cached on the synapse)."""
-    cached = getattr(synapse, "_quartz_abs_ops", None)
-    key = [op.weight.data_ptr() for op in synapse.modules() if isinstance(op, WEIGHTED)]
-    if cached is not None and cached[0] == key:
-        return cached[1]
+    """Copies of the synapse's branch ops with absolute weights (made per call, so that weights
+    changed in place are never stale)."""
     ops_list = []
     for ops in synapse.ops:
         ops = copy.deepcopy(ops)
@@ -71,7 +68,6 @@ def _absolute_ops(synapse: Synapse) -> list[nn.Module]:
                 if isinstance(op, WEIGHTED):
                     op.weight.abs_()
         ops_list.append(ops)
-    object.__setattr__(synapse, "_quartz_abs_ops", (key, ops_list))
     return ops_list
 
 
