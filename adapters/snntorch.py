@@ -381,6 +381,7 @@ class SnnTorchNetwork(nn.Module):
                 f"got {type(network).__name__}"
             )
         self.network = network
+        network.use_fast_path = False  # the output layer's spike trains are recorded below
         self.output: Tensor | None = None
 
     @property

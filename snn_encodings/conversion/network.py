@@ -88,6 +88,9 @@ class SpikingNetwork(nn.Module):
         self.register_buffer("output_scale", output_scale.clone())
         self.input_shape = input_shape
         self.counting = False
+        #: Let the rule evaluate in closed form when it can (same outputs); views that record
+        #: every layer's spike trains (e.g. the snnTorch adapter) turn it off.
+        self.use_fast_path = True
         self.counts: list[LayerCounts] = []
         self.reset_counts()
 
@@ -138,7 +141,7 @@ class SpikingNetwork(nn.Module):
         """Simulate the SNN on inputs ``(B, *)``; return decoded outputs ``(B, K)``."""
         x = self._check_input(x)
         rule = self.rule
-        fast = rule.fast_forward(self, x)
+        fast = rule.fast_forward(self, x) if self.use_fast_path else None
         if fast is not None:
             if self.counting:
                 for index, stage in enumerate([None, *self.stages]):
