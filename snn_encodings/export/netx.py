@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from snn_encodings.errors import ExportError
+from snn_encodings.export.atomic import write_atomically
 from snn_encodings.export.layers import IntNetwork, Layer, check_network
 from snn_encodings.export.netx_read import _h5py
 
@@ -146,30 +146,16 @@ def write_netx(network: IntNetwork, path: str | os.PathLike[str]) -> Path:
     """
     check_network(network)
     h5py = _h5py()
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    try:
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(handle)
-    except OSError as error:
-        raise ExportError(
-            f"export.netx: cannot write {os.fspath(path)!r}: {error.strerror or error}"
-        ) from error
-    try:
+
+    def write(temporary: str) -> None:
         with h5py.File(temporary, "w") as file:
             meta = dict(network.metadata, clock_inputs=network.clock_inputs)
             file.attrs["snn_encodings"] = json.dumps(meta, sort_keys=True)
             group = file.create_group("layer")
             for index, layer in enumerate(network.layers):
                 _write_layer(group.create_group(str(index)), layer)
-        os.replace(temporary, target)
-    except BaseException as error:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        if isinstance(error, OSError):
-            raise ExportError(f"export.netx: cannot write {os.fspath(path)!r}: {error}") from error
-        raise
-    return target
+
+    return write_atomically(path, write, "export.netx")
 
 
 def _packed(values: Any) -> dict[str, Any]:

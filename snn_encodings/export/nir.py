@@ -18,13 +18,13 @@ weights in threshold units, ``IF(r=1, v_threshold=threshold, v_reset=0)``.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from snn_encodings.errors import ExportError
+from snn_encodings.export.atomic import write_atomically
 from snn_encodings.export.lowering import FloatNetwork, _synapses, _v0
 
 __all__ = ["nir"]
@@ -126,26 +126,7 @@ def nir(model: FloatNetwork, path: str | os.PathLike[str]) -> Path:
     nodes["output"] = nir_lib.Output(output_type={"output": np.array(current)})
     _link(edges, last, "output")
     graph = nir_lib.NIRGraph(nodes=nodes, edges=edges, metadata=dict(common), type_check=False)
-    target = Path(path)
-    try:
-        handle, temporary = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-        )
-        os.close(handle)
-    except OSError as error:
-        raise ExportError(
-            f"export.nir: cannot write {os.fspath(path)!r}: {error.strerror or error}"
-        ) from error
-    try:
-        nir_lib.write(temporary, graph)
-        os.replace(temporary, target)
-    except BaseException as error:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        if isinstance(error, OSError):
-            raise ExportError(f"export.nir: cannot write {os.fspath(path)!r}: {error}") from error
-        raise
-    return target
+    return write_atomically(path, lambda temporary: nir_lib.write(temporary, graph), "export.nir")
 
 
 def _link(edges: list[tuple[str, str]], source: str, target: str) -> str:
