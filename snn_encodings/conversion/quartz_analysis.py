@@ -40,7 +40,7 @@ def quartz_layer_values(
         v_t = \sum_j w_j\,(t - s_j + 1)_+ + \mathrm{sign}(n_b)\,(t - s_b + 1)_+, \quad t < 2K
 
     i.e. the layer applied to the integer "ramp" maps :math:`(t - s + 1)_+`. A neuron whose
-    :math:`v_t` reaches :math:`\theta` there fires early at :math:`t`; every other neuron
+    :math:`v_t` reaches :math:`\theta` there fires early at :math:`t` (paper mode); every other neuron
     fires at :math:`3K - \hat n` with :math:`\hat n` = :func:`quartz_twin_levels` (clipped to
     :math:`[0, K]`, or :math:`[-K, K]` for the output layer). The result equals the decoded
     output of :class:`~snn_encodings.conversion.rules.quartz.QuartzLayer` spike for spike.
@@ -48,7 +48,8 @@ def quartz_layer_values(
     Cost: one pass of ``linear`` for the twin plus one per step at which some input has
     arrived before the readout (at most :math:`2K`, :math:`K` for inputs in :math:`[0, 1]`),
     batched; ``exact_early=False`` skips the ramp passes (one pass, exact when no neuron
-    fires early, which it cannot then report).
+    fires early, which it cannot then report). In exact mode (``spec.mode``) no neuron fires
+    early and the single pass is the whole evaluation.
 
     Args:
         x: input values on the grid :math:`1/K` in :math:`[0, 2]`, shape ``(B, *)``.
@@ -77,7 +78,7 @@ def quartz_layer_values(
     low = -k if output else 0
     n_hat = quartz_twin_levels(z, spec).clamp(low, k)
     early = torch.zeros(n_hat.shape, dtype=torch.bool, device=n_hat.device)
-    if not exact_early:
+    if not exact_early or spec.mode == "exact":
         return n_hat / k, early
     read = spec.read_step
     times = 2 * k - levels

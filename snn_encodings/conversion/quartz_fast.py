@@ -12,7 +12,8 @@ cross :math:`\theta` before the readout fires :math:`\max(0, \lceil\theta - 1 - 
 after :math:`2K` (no input arrives after :math:`2K`). Since :math:`0 \le (t + 1 - s_j)_+ \le
 n_j`, :math:`v_t \le \sum_j w_j^+ n_j + n_b^+ = \tfrac12(Kz - n_b + |W| n) + n_b^+`, one pass
 with the absolute weights; only images where that bound reaches :math:`\theta` get the exact
-trajectory (one pass per step from their first input to :math:`2K - 1`).
+trajectory (one pass per step from their first input to :math:`2K - 1`). In exact mode no
+neuron fires before the readout, so each layer costs a single pass.
 """
 
 from __future__ import annotations
@@ -156,8 +157,11 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
         fire = k2 + torch.ceil(spec.threshold - 1 - kz).clamp(min=0)
         if neurons.rectify:
             fire = fire.clamp(max=k3)
-        early, times = _early_times(synapse, levels, bias_levels, drive, spec)
-        fire = torch.where(early, times.to(fire.dtype), fire)
+        if spec.mode == "paper":
+            early, times = _early_times(synapse, levels, bias_levels, drive, spec)
+            fire = torch.where(early, times.to(fire.dtype), fire)
+        else:
+            early = torch.zeros_like(kz, dtype=torch.bool)
         spiked = fire < k4
         neurons.neurons += kz.numel()
         neurons.spikes += int(spiked.sum().item())

@@ -71,11 +71,11 @@ def quartz_step(
         i_t = \begin{cases} 1 & t = 2K \\ i_{t-1} + I_t & \text{otherwise} \end{cases}
         \qquad v_t = v_{t-1} + i_t
 
-        s_t = (1 - f_{t-1})\,\max\big(H(v_t - \theta),\ r\,[t = 3K]\big),
+        s_t = (1 - f_{t-1})\,\max\big(g_t\,H(v_t - \theta),\ r\,[t = 3K]\big),
         \qquad f_t = f_{t-1} \lor s_t, \qquad (v_t, i_t) \leftarrow (0, 0) \text{ if } f_t
 
     :math:`I` input current (weighted input spikes), :math:`i` synaptic current, :math:`v`
-    membrane, :math:`K` = ``spec.t_max``, :math:`\theta` = ``spec.threshold`` (:math:`K + 1/2`
+    membrane, :math:`g_t = [t \ge 2K]` in exact mode (1 in paper mode), :math:`K` = ``spec.t_max``, :math:`\theta` = ``spec.threshold`` (:math:`K + 1/2`
     or :math:`K + 1`), :math:`f` the has-fired flag, :math:`r` = ``rectify``; time in steps,
     :math:`t` counted from the window's start by the state.
 
@@ -87,6 +87,9 @@ def quartz_step(
       :math:`\lceil \theta - 1 - Kz\rceil` steps later (Eqs. 6-8; derivation reconstructed).
       Inputs that arrive after :math:`2K` are integrated without compensation (they are
       outside the encoding).
+    - *Exact mode* (``spec.mode == "exact"``): no spike before the readout step :math:`2K`; a
+      neuron whose membrane reached :math:`\theta` during the encode phase fires at :math:`2K`
+      (value 1, the twin's clipped value) instead of early.
     - *Rectifier* at :math:`3K`: a neuron that has not fired fires now (encodes 0, ReLU, Eq. 5).
     - A spike clears :math:`v` and :math:`i` and the neuron stays silent for the rest of the
       window (the refractory period of Eq. 5).
@@ -125,6 +128,8 @@ def quartz_step(
     i = torch.where(at_read, torch.ones_like(state.i), state.i + current)
     v = state.v + i
     spikes = spike(v - spec.threshold, surrogate)
+    if spec.mode == "exact":
+        spikes = torch.where(state.t < spec.read_step, torch.zeros_like(spikes), spikes)
     if rect:
         forced = state.t == spec.rectify_step
         spikes = torch.where(forced, torch.ones_like(spikes), spikes)
@@ -150,9 +155,9 @@ def quartz_first_spikes(
     .. math::
         i_t = \begin{cases} C_t & t < 2K \\ 1 + C_t - C_{2K} & t \ge 2K \end{cases},
         \qquad v_t = \sum_{s \le t} i_s,
-        \qquad t^* = \min\{t : v_t \ge \theta \ \lor\ (r \land t = 3K)\}
+        \qquad t^* = \min\{t \ge t_0 : v_t \ge \theta \ \lor\ (r \land t = 3K)\}
 
-    and the neuron spikes once, at :math:`t^*`. Two cumulative sums replace the time loop.
+    (:math:`t_0` = ``spec.first_fire_step``) and the neuron spikes once, at :math:`t^*`. Two cumulative sums replace the time loop.
     With currents on a dyadic grid (what conversion produces) every sum is exact, so the
     spikes equal :func:`quartz_step`'s spike for spike; with arbitrary float currents the two
     sum in different orders and can differ where :math:`v_t` lands within rounding of
@@ -187,6 +192,7 @@ def quartz_first_spikes(
         i[read:] = 1.0 + (cumulative[read:] - cumulative[read])
     v = torch.cumsum(i, dim=0)
     crossing = v >= spec.threshold
+    crossing[: spec.first_fire_step] = False
     if rect and steps > spec.rectify_step:
         crossing[spec.rectify_step :] = True
     first = crossing & (torch.cumsum(crossing.to(torch.int64), dim=0) == 1)

@@ -11,6 +11,7 @@ from snn_encodings.specs.base import Spec, check_choice, check_float, check_int
 __all__ = ["Quartz"]
 
 QuartzRounding = Literal["round", "floor"]
+QuartzMode = Literal["exact", "paper"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,8 +47,18 @@ class Quartz(Spec):
     ``rounding``: ``"round"`` (threshold :math:`K + 1/2`, the code's ``Tmax - 0.5``) or
     ``"floor"`` (threshold :math:`K + 1`, Eq. 8's floor behaviour).
 
+    **Modes.** ``mode="paper"`` is the paper's neuron: it fires whenever its membrane reaches
+    the threshold, also during the encode phase when large positive inputs arrive before the
+    negative ones (an *early spike*, Lenz et al. Sec. 6.2; its value then differs from the
+    ANN twin's, the paper's main source of conversion error). ``mode="exact"`` (default)
+    holds the spike until the readout: the threshold is out of reach during the encode phase
+    (the two-level dynamic threshold of other TTFS schemes), so a neuron whose sum exceeds 1
+    fires at the readout with the clipped value 1, which is what the twin computes: the
+    network then equals its twin on every input. Both modes share everything else.
+
     Args:
         t_max: steps per phase :math:`K \ge 2`; values live on the grid :math:`1/K`.
+        mode: ``"exact"`` (no spike before the readout step) or ``"paper"`` (early spikes).
         rounding: ``"round"`` (nearest, halves up) or ``"floor"``: how a neuron maps its
             membrane to a spike time, and how inputs are quantised.
         rectify: hidden neurons fire at the rectifier step if still silent (ReLU); the
@@ -75,6 +86,7 @@ class Quartz(Spec):
     """
 
     t_max: int = 16
+    mode: QuartzMode = "exact"
     rounding: QuartzRounding = "round"
     rectify: bool = True
     percentile: float = 98.5
@@ -85,6 +97,7 @@ class Quartz(Spec):
 
     def __post_init__(self) -> None:
         check_int(self, "t_max", minimum=2)
+        check_choice(self, "mode", ("exact", "paper"))
         check_choice(self, "rounding", ("round", "floor"))
         check_float(self, "percentile", positive=True, maximum=100)
         check_int(self, "weight_frac_bits", minimum=0, maximum=40)
@@ -112,6 +125,11 @@ class Quartz(Spec):
     def rectify_step(self) -> int:
         """Step :math:`3K` at which the rectifier forces every silent neuron to fire."""
         return 3 * self.t_max
+
+    @property
+    def first_fire_step(self) -> int:
+        """Earliest step a neuron may fire: the readout :math:`2K` (``"exact"``), else 0."""
+        return self.read_step if self.mode == "exact" else 0
 
     @property
     def threshold(self) -> float:
