@@ -84,7 +84,8 @@ def demo_specs(
     """The demo's conversions: every available encoding and variant.
 
     IC-rate: each initialisation with and without compensation at each of ``steps``; Quartz:
-    each ``t_max``; radix: exact and paper mode at each of ``radix_steps``.
+    exact and paper mode at each ``t_max`` (closed-form path); radix: exact and paper mode at
+    each of ``radix_steps``.
     """
     classes = {cls.__name__.lower(): cls for cls in ALL_SPECS}
     specs: list[tuple[str, Spec]] = []
@@ -99,7 +100,11 @@ def demo_specs(
                         label = f"icrate init={init}{' +comp' if compensate else ''}"
                         specs.append((label, ICRate(steps=t, init=init, compensate=compensate)))
         elif name == "quartz":
-            specs.extend((f"quartz t_max={t}", cls(t_max=t)) for t in t_max)
+            for t in t_max:
+                specs.extend(
+                    (f"quartz {mode}", cls(t_max=t, mode=mode, analytic=True))
+                    for mode in ("exact", "paper")
+                )
         elif name == "radix":
             for t in radix_steps:
                 specs.extend(

@@ -48,8 +48,8 @@ inputs), which does not produce radix spikes.
 
 **Quartz** raises (:data:`QUARTZ_REASON`): its ramp (``iDecay = 0, vDecay = 0``), readout
 (a clock channel, delayed to step :math:`2K`, with per-neuron weight :math:`1 - \sum w - b`)
-and bias spikes (delayed clock synapses) are expressible, but fire-once after an early spike
-and the rectifier are not (see the message).
+and bias spikes (delayed clock synapses) are expressible, but fire-once after an early spike,
+the rectifier and the exact mode's hold until the readout are not (see the message).
 """
 
 from __future__ import annotations
@@ -202,7 +202,9 @@ QUARTZ_REASON = (
     "to fire at step 3K needs an input larger than theta minus their membrane, which is unbounded "
     "below (it is K times the pre-activation), while the same input must not re-fire a neuron "
     "that fired one step earlier (membrane 0); a fixed weight cannot do both, and CUBA has no "
-    "state-dependent gate. Export the network with the IC-rate encoding instead"
+    "state-dependent gate. The exact mode (the default) adds a third: no spike before the "
+    "readout step 2K, a time-varying threshold that CUBA's fixed vth cannot express. Export the "
+    "network with the IC-rate encoding instead"
 )
 
 

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from snn_encodings.cli import load_model, main, parse_spec
+from snn_encodings.cli import demo_specs, load_model, main, parse_spec
 from snn_encodings.errors import SnnEncodingsError, SpecError
 from snn_encodings.models import build
-from snn_encodings.specs import ICRate
+from snn_encodings.specs import ICRate, Quartz
 
 
 def test_parse_spec_reads_typed_fields() -> None:
@@ -16,6 +16,20 @@ def test_parse_spec_reads_typed_fields() -> None:
         steps=16, init="data", compensate=False
     )
     assert parse_spec("ICRate") == ICRate()
+
+
+def test_parse_spec_reads_quartz_mode() -> None:
+    assert parse_spec("quartz:t_max=8,mode=paper") == Quartz(t_max=8, mode="paper")
+    with pytest.raises(SpecError, match="Quartz.mode"):
+        parse_spec("quartz:mode=early")
+
+
+def test_demo_specs_run_both_quartz_modes_on_the_closed_form_path() -> None:
+    specs = demo_specs([8], ["quartz"], t_max=[16])
+    assert specs == [
+        ("quartz exact", Quartz(t_max=16, mode="exact", analytic=True)),
+        ("quartz paper", Quartz(t_max=16, mode="paper", analytic=True)),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,8 @@ class QuartzLayer(NeuronLayer):
     Counters, accumulated over forward calls until :meth:`reset_counters`:
     ``neurons`` (neurons times samples), ``spikes``, ``early_spikes`` (spikes during the encode
     phase, before the readout step :math:`2K`: the neuron crossed threshold while inputs were
-    still arriving, Lenz et al. Sec. 6.2; its value then differs from the ANN twin).
+    still arriving, Lenz et al. Sec. 6.2; its value then differs from the ANN twin). Only the
+    paper mode fires early; in exact mode the counter stays 0.
     ``last_early`` is the bool mask ``(B, *)`` of early spikes in the last call.
 
     With ``spec.analytic`` a converted network does not call its layers: it computes every
@@ -140,8 +141,8 @@ class QuartzRule(Rule):
     is then a sum of multiples of :math:`2^{-q}` far below :math:`2^{53 - q}`, exact in any
     summation order, and the twin recovers the exact :math:`Kz` by snapping (see
     :func:`quartz_twin_levels`). The decoded output equals :meth:`twin` / :meth:`twin_output`
-    bit for bit unless a neuron fires early (``QuartzLayer.early_spikes``); average pooling
-    stays exact for power-of-two window sizes.
+    bit for bit in exact mode (``Quartz.mode``), and in paper mode unless a neuron fires early
+    (``QuartzLayer.early_spikes``); average pooling stays exact for power-of-two window sizes.
     """
 
     dtype = torch.float64
