@@ -548,11 +548,17 @@ def from_spiking_network(
         method, alpha: Norse surrogate for the layers (only gradients depend on it).
     Raises:
         ConversionError: if the network is not a chain (a layer adds several branches):
-            Norse's ``SequentialState`` runs chains only; use ``network`` itself then.
+            Norse's ``SequentialState`` runs chains only; use ``network`` itself then. Also
+            for a network with a float first layer.
     """
     if not isinstance(network, SpikingNetwork):
         raise TypeError(
             f"from_spiking_network: expected a SpikingNetwork, got {type(network).__name__}"
+        )
+    if network.float_first:
+        raise ConversionError(
+            "adapters.norse: a network with a float first layer (float_first_layer=True) runs "
+            "its first layer outside the spiking simulation; run the SpikingNetwork itself"
         )
     network = copy.deepcopy(network)
     rule = network.rule

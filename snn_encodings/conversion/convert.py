@@ -64,7 +64,9 @@ def convert(
     directly); normalise (:math:`W_l \leftarrow W_l \lambda_{l-1}/\lambda_l`,
     :math:`b_l \leftarrow b_l/\lambda_l`, Lenz et al.'s bias-corrected rule); build the
     encoding's neuron layers; run the encoding's finishing step (e.g. IC-SNN's data-based
-    initial membranes). The user's model is never modified.
+    initial membranes). The user's model is never modified. With ``float_first_layer``
+    (Quartz) the first layer keeps float parameters and runs on the raw input (see
+    :class:`SpikingNetwork`).
 
     Args:
         ann: a trained ``nn.Module`` of Conv1d/2d, Linear, BatchNorm, ReLU (or ReLU6, Hardtanh(0, M),
@@ -143,6 +145,7 @@ def convert(
                         collector.update_histogram(observed)
             collective.merge_stats(stats.values(), "max" if index == 0 else "histogram")
 
+    float_first = bool(getattr(spec, "float_first_layer", False))
     scales: list[Tensor] = [torch.ones(())]
     stages: list[Stage] = []
     for i, node in enumerate(nodes[1:], start=1):
@@ -159,7 +162,10 @@ def convert(
             torch.tensor(float(node.clip)) if node.clip is not None else stats[i].scale(percentile)
         )
         synapse = Synapse(node.branches, node.bias, scales, scale, shapes)
-        rule.quantise_synapse(synapse)
+        if float_first and not stages:
+            synapse.to(rule.dtype)  # computed in float on the raw input: no parameter grid
+        else:
+            rule.quantise_synapse(synapse)
         scales.append(scale)
         stages.append(
             Stage(

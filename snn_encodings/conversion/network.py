@@ -75,7 +75,16 @@ class SpikingNetwork(nn.Module):
     decoded outputs ``(B, K)`` in the ANN's logit units. :meth:`twin` evaluates the ANN twin on
     the same graph and weights: the SNN reproduces it (exactly for radix and Quartz).
 
+    With a spec whose ``float_first_layer`` is set (Quartz), the first layer is computed in
+    float on the raw inputs (any finite values, e.g. standardised images) and its activation,
+    rounded to the encoding's grid as in the twin, is encoded as the first spike trains; its
+    multiply-accumulates are not synaptic events and its neurons are not simulated.
+
     Built by :func:`snn_encodings.convert`; not meant to be constructed by hand.
+
+    Raises:
+        ConversionError: with ``float_first_layer`` when the first layer is not a hidden layer
+            fed by the input alone, or when a later layer also reads the input.
     """
 
     def __init__(
@@ -87,12 +96,43 @@ class SpikingNetwork(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.register_buffer("output_scale", output_scale.clone())
         self.input_shape = input_shape
+        #: The first stage runs in float on the raw input (``spec.float_first_layer``).
+        self.float_first = bool(getattr(spec, "float_first_layer", False))
+        if self.float_first:
+            self._check_float_first()
         self.counting = False
         #: Let the rule evaluate in closed form when it can (same outputs); views that record
         #: every layer's spike trains (e.g. the snnTorch adapter) turn it off.
         self.use_fast_path = True
         self.counts: list[LayerCounts] = []
         self.reset_counts()
+
+    def _check_float_first(self) -> None:
+        stages = list(self.stages)
+        first = stages[0] if stages else None
+        if first is None or first.kind != "neuron" or list(first.synapse.sources) != [0]:
+            raise ConversionError(
+                "SpikingNetwork: float_first_layer needs a hidden layer (with its ReLU) fed by "
+                "the input alone as the first layer"
+            )
+        for stage in stages[1:]:
+            sources = [stage.source] if stage.kind == "pool" else list(stage.synapse.sources)
+            if 0 in sources:
+                raise ConversionError(
+                    f"SpikingNetwork: with float_first_layer only the first layer may read the "
+                    f"input, but {stage.name!r} does too"
+                )
+
+    def first_values(self, x: Tensor) -> list[Tensor]:
+        """Twin values of the nodes the spiking simulation starts from, for checked inputs.
+
+        ``[decode_input(x)]``, or with ``float_first`` ``[x, twin(first layer(x))]``: the raw
+        input and the float first layer's activation on the encoding's grid.
+        """
+        rule = self.rule
+        if not self.float_first:
+            return [rule.decode_input(x)]
+        return [x, rule.twin(self.stages[0].synapse.value([x]))]
 
     # --- bookkeeping -------------------------------------------------------------------------
     def reset_counts(self) -> None:
@@ -109,8 +149,10 @@ class SpikingNetwork(nn.Module):
     def spiking_depth(self) -> int:
         """Number of neuron layers on the longest path from input to output (output included)."""
         depth = [0]
-        for stage in self.stages:
-            if stage.kind == "pool":
+        for index, stage in enumerate(self.stages):
+            if index == 0 and self.float_first:
+                depth.append(0)  # computed in float: its output is the first spike train
+            elif stage.kind == "pool":
                 depth.append(depth[stage.source])
             else:
                 assert stage.synapse is not None
@@ -148,11 +190,18 @@ class SpikingNetwork(nn.Module):
                 for index, stage in enumerate([None, *self.stages]):
                     self._count_totals(index, counts[: index + 1], stage)
             return fast.output * _channel(self.output_scale, fast.output)
-        sequences = [rule.encode_input(x)]
-        steps = sequences[0].shape[0]
-        self._count(0, sequences[0], None, sequences)
+        start = self.first_values(x)
+        sequences: list[Tensor | None] = [None] * (len(start) - 1) + [rule.encode_input(start[-1])]
+        spikes = sequences[-1]
+        assert spikes is not None
+        steps = spikes.shape[0]
+        if self.float_first:
+            self._count(0, torch.zeros_like(x).unsqueeze(0), None, [])
+        self._count(len(start) - 1, spikes, None, sequences)
         output = None
         for index, stage in enumerate(self.stages, start=1):
+            if index < len(start):
+                continue
             if stage.kind == "pool":
                 spikes = rule.max_pool(sequences[stage.source], stage.pool)
             else:
@@ -171,18 +220,25 @@ class SpikingNetwork(nn.Module):
         return output
 
     def _count(
-        self, index: int, spikes: Tensor, stage: Stage | None, sequences: list[Tensor]
+        self, index: int, spikes: Tensor, stage: Stage | None, sequences: list[Tensor | None]
     ) -> None:
         if not self.counting:
             return
-        per_neuron = [seq.detach().abs().sum(0) for seq in sequences[:index]]
+        per_neuron = [
+            None if seq is None else seq.detach().abs().sum(0) for seq in sequences[:index]
+        ]
         self._count_totals(index, [*per_neuron, spikes.detach().abs().sum(0)], stage)
 
-    def _count_totals(self, index: int, per_neuron: list[Tensor], stage: Stage | None) -> None:
-        """Add node ``index``'s spikes and synaptic events from per-neuron spike counts."""
+    def _count_totals(
+        self, index: int, per_neuron: list[Tensor | None], stage: Stage | None
+    ) -> None:
+        """Add node ``index``'s spikes and synaptic events from per-neuron spike counts (``None``
+        for a node without spike trains: the raw input of a float first layer)."""
         counts = self.counts[index]
-        counts.samples += per_neuron[index].shape[0]
-        counts.spikes += float(per_neuron[index].sum())
+        own = per_neuron[index]
+        assert own is not None
+        counts.samples += own.shape[0]
+        counts.spikes += float(own.sum())
         if stage is not None and stage.synapse is not None:
             counts.synaptic_events += float(stage.synapse.synaptic_events(per_neuron[:index]).sum())
 
@@ -191,8 +247,8 @@ class SpikingNetwork(nn.Module):
         """The ANN twin on inputs ``(B, *)``: what the SNN's decoded outputs reproduce, ``(B, K)``."""
         x = self._check_input(x)
         rule = self.rule
-        values = [rule.decode_input(x)]
-        for stage in self.stages:
+        values = self.first_values(x)
+        for stage in list(self.stages)[len(values) - 1 :]:
             if stage.kind == "pool":
                 values.append(stage.pool(values[stage.source]))
                 continue
@@ -205,8 +261,8 @@ class SpikingNetwork(nn.Module):
     def activations(self, x: Tensor) -> list[Tensor]:
         """Twin activations of every value node (normalised units), for inspection."""
         x = self._check_input(x)
-        values = [self.rule.decode_input(x)]
-        for stage in self.stages:
+        values = self.first_values(x)
+        for stage in list(self.stages)[len(values) - 1 :]:
             if stage.kind == "pool":
                 values.append(stage.pool(values[stage.source]))
             elif stage.kind == "output":

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import Tensor, nn
 
-from snn_encodings.coding.quartz import quantise_quartz
 from snn_encodings.conversion.graph import WEIGHTED
 from snn_encodings.conversion.rules.base import FastPass
 from snn_encodings.conversion.rules.quartz import QuartzLayer, quartz_bias_levels
@@ -139,10 +138,13 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
     assert isinstance(spec, Quartz)
     k = spec.t_max
     k2, k3, k4 = spec.read_step, spec.rectify_step, spec.steps_per_layer
-    levels = [torch.round(quantise_quartz(x, spec) * k)]
-    fired = [torch.ones_like(x, dtype=torch.bool)]
+    start = network.first_values(x)
+    levels = [torch.round(value * k) for value in start]
+    fired = [torch.ones_like(value, dtype=torch.bool) for value in start]
+    if network.float_first:
+        fired[0] = torch.zeros_like(fired[0])  # the raw input sends no spikes
     output: Tensor | None = None
-    for stage in network.stages:
+    for stage in list(network.stages)[len(start) - 1 :]:
         if stage.kind == "pool":
             source, pool = cast(int, stage.source), cast(nn.Module, stage.pool)
             pooled = pool(torch.where(fired[source], levels[source], -1.0))

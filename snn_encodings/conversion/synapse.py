@@ -143,7 +143,8 @@ class Synapse(nn.Module):
         fan-out); average pooling before a weighted op is counted as part of that op's fan-in.
         Returns one number per sample, ``(B,)``.
         """
-        total = torch.zeros(counts[0].shape[0], dtype=torch.float64, device=counts[0].device)
+        reference = counts[self.sources[0]]
+        total = torch.zeros(reference.shape[0], dtype=torch.float64, device=reference.device)
         for source, ops in zip(self.sources, self.ops):
             x = counts[source].to(torch.float64)
             for op in ops:

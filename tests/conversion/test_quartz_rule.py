@@ -216,8 +216,3 @@ def test_quartz_convert_reproduces_twin_on_mnist(percentile, mode) -> None:
     if mode == "exact":
         assert not early.any()
         assert torch.equal(out, twin)
-
-
-def test_quartz_rule_rejects_float_first_layer_for_now() -> None:
-    with pytest.raises(ConversionError, match="float_first_layer"):
-        QuartzRule(Quartz(float_first_layer=True))

@@ -151,11 +151,6 @@ class QuartzRule(Rule):
     def __init__(self, spec: Quartz) -> None:
         if not isinstance(spec, Quartz):
             raise TypeError(f"QuartzRule needs a Quartz spec, got {type(spec).__name__}")
-        if spec.float_first_layer:
-            raise ConversionError(
-                "convert: Quartz(float_first_layer=True) is not supported by the conversion "
-                "pipeline yet; convert with float_first_layer=False (inputs in [0, 1])"
-            )
         super().__init__(spec)
         self.spec: Quartz = spec
 
