@@ -3,6 +3,7 @@ core torch step spike for spike (tests marked ``cuda``, skipped without one)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -164,15 +165,19 @@ def test_icrate_node_cupy_backend_matches_single_steps_on_gpu(make_currents) -> 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("shape", [(1,), (3, 5), (4, 3, 8, 8), (257, 129)], ids=str)
 @pytest.mark.parametrize("rectify", [True, False])
-def test_quartz_kernel_matches_torch_step_on_gpu(spec, shape, dtype, rectify, make_currents):
+@pytest.mark.parametrize("mode", ["exact", "paper"])
+def test_quartz_kernel_matches_torch_step_on_gpu(spec, shape, dtype, rectify, mode, make_currents):
     kernels = _kernels()
     require("cupy")
     from snn_encodings.functional import quartz_initial_state, simulate
 
     if not isinstance(spec, Quartz):
         pytest.skip("Quartz kernel")
+    spec = dataclasses.replace(spec, mode=mode)
     currents = make_currents(shape, steps=spec.steps_per_layer + 3, dtype=dtype).cuda()
     want = simulate(spec, currents, record=True, rectify=rectify)
+    early = want.spikes[: spec.read_step].any()
+    assert bool(early) == (mode == "paper"), "the currents must cross the threshold early"
     state = tuple(quartz_initial_state(spec, currents[0]))
     spikes, final, membranes = kernels.quartz_multi_step(currents, state, spec, rectify=rectify)
     assert_same_trace((spikes, membranes), (want.spikes, want.states.v))

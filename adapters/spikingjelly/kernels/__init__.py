@@ -280,7 +280,9 @@ def quartz_multi_step(
     """Run Quartz neurons over ``currents`` ``(T, B, *)`` from the state ``(v, i, t, fired)``.
 
     The CuPy counterpart of :func:`snn_encodings.functional.simulate` for a
-    :class:`~snn_encodings.specs.Quartz` spec (reference: ``quartz_step``), forward only.
+    :class:`~snn_encodings.specs.Quartz` spec in either mode (reference: ``quartz_step``; in
+    exact mode no spike before ``spec.first_fire_step``), forward only. ``t`` counts steps from
+    the window's start.
 
     Returns:
         ``(spikes, final_state, membranes)``: spikes and the membrane after every step
@@ -330,6 +332,7 @@ def quartz_multi_step(
             fired_last,
             _scalar(spec.threshold, x_seq.dtype),
             numpy.int64(spec.read_step),
+            numpy.int64(spec.first_fire_step),
             numpy.int64(spec.rectify_step),
             numpy.int32(int(use_rectifier)),
             numpy.int32(steps),
