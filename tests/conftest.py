@@ -17,7 +17,7 @@ SPEC_EXAMPLES: tuple[Spec, ...] = (
     Radix(steps=4),
     Radix(steps=3, base=3, mode="paper"),
     Quartz(t_max=4),
-    Quartz(t_max=3, rounding="floor", analytic=True),
+    Quartz(t_max=3, rounding="floor", mode="paper", analytic=True),
 )
 """One or more examples per spec class; a test checks every class in ALL_SPECS has one."""
 

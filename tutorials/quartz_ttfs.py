@@ -18,17 +18,22 @@ here by K to leave room for values above 1). A layer's window has four phases of
   the ReLU (Eq. 5).
 
 Because the membrane only sums, the converted network reproduces its ANN twin (the ReLU rounded
-to the 1/K grid) exactly, except for one failure mode the paper discusses (Sec. 6.2): a neuron
-whose large positive inputs arrive before its negative ones can cross the threshold during the
-encode phase, an *early spike*, whose value then differs from the twin's. A lower activation
-percentile at normalisation trades quantisation error for more early spikes (98.5 on MNIST).
+to the 1/K grid), except for one failure mode the paper discusses (Sec. 6.2): a neuron whose
+large positive inputs arrive before its negative ones can cross the threshold during the encode
+phase, an *early spike*, whose value then differs from the twin's. A lower activation percentile
+at normalisation trades quantisation error for more early spikes (98.5 on MNIST).
+
+``Quartz(mode="paper")`` is the paper's neuron, early spikes included. The default
+``mode="exact"`` holds a spike until the readout (no spike during the encode phase): a neuron
+whose membrane crossed early fires at 2K, the clipped value 1 the twin computes, so the network
+equals its twin on every input.
 
 The paper counts the cost of one image as Omega = sigma + 2 nu T_max (Eq. 9): sigma synaptic
 operations (each spike times its fan-out), nu spiking neurons, each updated during 2 T_max steps.
 
-This script draws one Quartz neuron's timing diagram for the paper's Figure 1 example plus an
-early spike, and converts an MNIST network at ``t_max = 16``, reporting accuracy, the fraction of
-early spikes and Omega per image.
+This script draws Quartz neurons' timing diagrams for the paper's Figure 1 example plus an early
+spike (in both modes), and converts an MNIST network at ``t_max = 16`` in both modes, reporting
+accuracy, agreement with the twin, the fraction of early spikes and Omega per image.
 
 Run:
     python tutorials/quartz_ttfs.py --plot quartz.png
@@ -52,55 +57,61 @@ from snn_encodings.data import mnist_split
 from snn_encodings.functional import simulate
 from snn_encodings.models import train_mnist
 
-#: Timing diagram: the two input values of Lenz et al.'s Figure 1 and three neurons' weights.
+#: Timing diagram: the two input values of Lenz et al.'s Figure 1; per neuron its weights and
+#: the neuron mode.
 INPUTS = (0.75, 0.25)
 NEURONS = {
-    "w = (1, -1): z = 0.5": (1.0, -1.0),
-    "w = (-1, 1): z = -0.5, rectified": (-1.0, 1.0),
-    "w = (2.5, -4): z = 0.875, early spike": (2.5, -4.0),
+    "w = (1, -1): z = 0.5": ((1.0, -1.0), "exact"),
+    "w = (-1, 1): z = -0.5, rectified": ((-1.0, 1.0), "exact"),
+    "w = (2.5, -4): z = 0.875, paper mode: early spike": ((2.5, -4.0), "paper"),
+    "w = (2.5, -4): z = 0.875, exact mode: held": ((2.5, -4.0), "exact"),
 }
 
 
 def neuron_timing(t_max: int) -> dict[str, torch.Tensor]:
-    """Simulate three Quartz neurons on the same two input spikes over one window."""
+    """Simulate four Quartz neurons on the same two input spikes over one window."""
     spec = Quartz(t_max=t_max)
     x = torch.tensor([INPUTS], dtype=torch.float64)
     inputs = encode_quartz(x, spec)[:, 0]  # (4K, 2): one spike per input, at 2K - n
-    weights = torch.tensor(list(NEURONS.values()), dtype=torch.float64)  # (neurons, inputs)
+    weights = torch.tensor([w for w, _ in NEURONS.values()], dtype=torch.float64)
     currents = (inputs @ weights.T).unsqueeze(1)  # the synapse: (4K, 1, neurons)
-    run = simulate(spec, currents, record=True)
+    runs = {
+        mode: simulate(Quartz(t_max=t_max, mode=mode), currents, record=True)
+        for mode in ("exact", "paper")
+    }
+    # each neuron's trace comes from the run of its own mode
+    pick = torch.tensor([mode == "paper" for _, mode in NEURONS.values()])
+    spikes = torch.where(pick, runs["paper"].spikes, runs["exact"].spikes)
+    v = torch.where(pick, runs["paper"].states.v, runs["exact"].states.v)
+    i = torch.where(pick, runs["paper"].states.i, runs["exact"].states.i)
     z = x @ weights.T
     # the layer's output sits K steps earlier (the next layer's input times)
-    values = decode_quartz(run.spikes[spec.layer_latency :], spec)[0]
+    values = decode_quartz(spikes[spec.layer_latency :], spec)[0]
     twin = rule_for(spec).twin(z)[0]
-    times = run.spikes[:, 0].argmax(0)
+    times = spikes[:, 0].argmax(0)
     print(f"Quartz(t_max={t_max}): inputs {INPUTS} spike at steps {inputs.argmax(0).tolist()}")
     for j, label in enumerate(NEURONS):
         phase = "encode phase: early" if times[j] < spec.read_step else "decode phase"
         if times[j] == spec.rectify_step:
             phase = "rectifier"
         print(
-            f"  {label:<38} spike at step {int(times[j]):>2} ({phase}) -> {values[j]:.4f}, "
+            f"  {label:<52} spike at step {int(times[j]):>2} ({phase}) -> {values[j]:.4f}, "
             f"ANN twin {twin[j]:.4f}"
         )
     return {
         "inputs": inputs,
-        "v": run.states.v[:, 0],
-        "i": run.states.i[:, 0],
-        "spikes": run.spikes[:, 0],
+        "v": v[:, 0],
+        "i": i[:, 0],
+        "spikes": spikes[:, 0],
         "times": times,
         "values": values,
         "twin": twin,
     }
 
 
-def convert_and_count(quick: bool, t_max: int) -> dict[str, object]:
-    """Convert an MNIST network with Quartz: accuracy, early spikes, operations per image."""
-    ann = train_mnist("mlp" if quick else "convnet", epochs=1 if quick else 4, progress=False)
-    calibration = DataLoader(mnist_split("train", limit=256 if quick else 2000), batch_size=256)
-    evaluation = DataLoader(mnist_split("eval", limit=64 if quick else None), batch_size=500)
-    spec = Quartz(t_max=t_max)
-    network = snn_encodings.convert(ann, spec, calibration)
+def measure(network: snn_encodings.SpikingNetwork, evaluation: DataLoader) -> dict[str, object]:
+    """Accuracy, agreement with the twin, early spikes and operations of a converted network."""
+    spec = network.spec
     layers = [stage.neurons for stage in network.stages if stage.kind != "pool"]
     for layer in layers:
         layer.reset_counters()
@@ -111,7 +122,6 @@ def convert_and_count(quick: bool, t_max: int) -> dict[str, object]:
     ]
     ops = quartz_operations(snn.synaptic_events_per_sample, neurons, spec)
     twin = snn_encodings.evaluate(network, evaluation, twin=True, progress=False)
-    original = snn_encodings.evaluate(ann, evaluation, progress=False)
     outputs, references, early_images = [], [], []
     with torch.no_grad():
         for x, _ in evaluation:
@@ -125,8 +135,8 @@ def convert_and_count(quick: bool, t_max: int) -> dict[str, object]:
     clean = ~torch.cat(early_images)
     identical, clean_identical = int(same.sum()), int((same & clean).sum())
     samples = len(evaluation.dataset)
-    print(f"Quartz(t_max={t_max}) on {samples} MNIST evaluation images:")
-    print(f"  ANN {original.accuracy:.4f}, ANN twin {twin.accuracy:.4f}, SNN {snn.accuracy:.4f}")
+    print(f"{spec.mode} mode:")
+    print(f"  ANN twin {twin.accuracy:.4f}, SNN {snn.accuracy:.4f}")
     print(
         f"  SNN outputs == twin outputs on {identical}/{samples} images; on the "
         f"{int(clean.sum())} images without an early spike: {clean_identical}"
@@ -138,7 +148,6 @@ def convert_and_count(quick: bool, t_max: int) -> dict[str, object]:
     )
     print(f"  latency {snn.latency} steps")
     return {
-        "ann_accuracy": original.accuracy,
         "twin_accuracy": twin.accuracy,
         "snn_accuracy": snn.accuracy,
         "early_fraction": early,
@@ -150,6 +159,24 @@ def convert_and_count(quick: bool, t_max: int) -> dict[str, object]:
         "outputs": out,
         "twin_outputs": reference,
     }
+
+
+def convert_and_count(quick: bool, t_max: int) -> dict[str, object]:
+    """Convert an MNIST network with Quartz in both modes and :func:`measure` each."""
+    ann = train_mnist("mlp" if quick else "convnet", epochs=1 if quick else 4, progress=False)
+    calibration = DataLoader(mnist_split("train", limit=256 if quick else 2000), batch_size=256)
+    evaluation = DataLoader(mnist_split("eval", limit=64 if quick else None), batch_size=500)
+    original = snn_encodings.evaluate(ann, evaluation, progress=False)
+    print(f"Quartz(t_max={t_max}) on {len(evaluation.dataset)} MNIST evaluation images:")
+    print(f"  ANN {original.accuracy:.4f}")
+    results: dict[str, object] = {"ann_accuracy": original.accuracy}
+    for mode in ("exact", "paper"):
+        # analytic=True: fire times from value passes, spike for spike the window's simulation
+        network = snn_encodings.convert(
+            ann, Quartz(t_max=t_max, mode=mode, analytic=True), calibration
+        )
+        results[mode] = measure(network, evaluation)
+    return results
 
 
 def plot(
@@ -189,7 +216,7 @@ def plot(
     raster.set_yticks([1, 2], ["x1", "x2"])
     raster.set_ylim(0.4, 2.9)
     raster.set_title(
-        f"three Quartz neurons on the same two inputs, K = t_max = {k}, threshold θ = K + 1/2",
+        f"four Quartz neurons on the same two inputs, K = t_max = {k}, threshold θ = K + 1/2",
         fontsize=10,
     )
     for row, label in enumerate(NEURONS):
@@ -248,19 +275,28 @@ def plot(
     axes[-1].set_xlim(0, steps - 1)
 
     scatter = figure.add_subplot(grid[1:, 1])
-    twin_out = mnist["twin_outputs"].flatten()
-    out = mnist["outputs"].flatten()
-    scatter.plot(twin_out, out, ".", markersize=3, alpha=0.5)
-    low, high = (
-        float(torch.minimum(twin_out.min(), out.min())),
-        float(torch.maximum(twin_out.max(), out.max())),
-    )
+    low, high = 0.0, 0.0
+    for mode, marker in (("paper", "x"), ("exact", ".")):
+        result = mnist[mode]
+        twin_out, out = result["twin_outputs"].flatten(), result["outputs"].flatten()
+        scatter.plot(
+            twin_out,
+            out,
+            marker,
+            markersize=3,
+            alpha=0.5,
+            label=f"{mode}: SNN {result['snn_accuracy']:.3f}, twin {result['twin_accuracy']:.3f}, "
+            f"early spikes {100 * result['early_fraction']:.2f}%",
+        )
+        low = min(low, float(torch.minimum(twin_out.min(), out.min())))
+        high = max(high, float(torch.maximum(twin_out.max(), out.max())))
     scatter.plot([low, high], [low, high], "k--", linewidth=0.8)
     scatter.set_xlabel("ANN twin output (logit units)")
     scatter.set_ylabel("SNN output")
+    scatter.legend(frameon=False, fontsize=7, loc="upper left")
     scatter.set_title(
-        f"MNIST, t_max = {mnist_t_max}: SNN {mnist['snn_accuracy']:.3f}, twin {mnist['twin_accuracy']:.3f}\n"
-        f"early spikes {100 * mnist['early_fraction']:.2f}%, Ω = {mnist['ops'].total:.3g} ops/image",
+        f"MNIST, t_max = {mnist_t_max}: ANN {mnist['ann_accuracy']:.3f}, "
+        f"Ω = {mnist['exact']['ops'].total:.3g} ops/image",
         fontsize=9,
     )
     figure.tight_layout()

@@ -144,8 +144,9 @@ class SpikingNetwork(nn.Module):
         fast = rule.fast_forward(self, x) if self.use_fast_path else None
         if fast is not None:
             if self.counting:
+                counts = [spikes.to(fast.output.dtype) for spikes in fast.spikes]
                 for index, stage in enumerate([None, *self.stages]):
-                    self._count_totals(index, fast.spikes[: index + 1], stage)
+                    self._count_totals(index, counts[: index + 1], stage)
             return fast.output * _channel(self.output_scale, fast.output)
         sequences = [rule.encode_input(x)]
         steps = sequences[0].shape[0]

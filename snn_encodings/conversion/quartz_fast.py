@@ -153,32 +153,36 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
         assert isinstance(neurons, QuartzLayer)
         bias_levels = quartz_bias_levels(cast(Tensor, synapse.bias), spec).to(x.dtype)
         drive = _apply(synapse, list(synapse.ops), levels, absolute=False)
-        kz = drive + bias_levels
-        fire = k2 + torch.ceil(spec.threshold - 1 - kz).clamp(min=0)
-        if neurons.rectify:
-            fire = fire.clamp(max=k3)
         if spec.mode == "paper":
             early, times = _early_times(synapse, levels, bias_levels, drive, spec)
+        kz = drive.add_(bias_levels)
+        # steps after the readout until the membrane Kz + 1 + s reaches theta
+        fire = torch.ceil_(spec.threshold - 1 - kz).clamp_(min=0).add_(k2)
+        if neurons.rectify:
+            fire.clamp_(max=k3)
+        if spec.mode == "paper":
             fire = torch.where(early, times.to(fire.dtype), fire)
         else:
-            early = torch.zeros_like(kz, dtype=torch.bool)
+            early = torch.zeros(kz.shape, dtype=torch.bool, device=kz.device)
         spiked = fire < k4
+        every = neurons.rectify or bool(spiked.all())
         neurons.neurons += kz.numel()
-        neurons.spikes += int(spiked.sum().item())
-        neurons.early_spikes += int(early.sum().item())
+        neurons.spikes += kz.numel() if every else int(spiked.sum().item())
+        neurons.early_spikes += int(early.sum().item()) if spec.mode == "paper" else 0
         neurons.last_early = early
-        zero = torch.zeros_like(kz)
+        # a silent neuron (output layer only) ends the window ramping: v = Kz + 2K, i = 1
+        silent = ~spiked
         neurons.last_state = QuartzState(
-            v=torch.where(spiked, zero, kz + k2),
-            i=torch.where(spiked, zero, torch.ones_like(kz)),
-            t=torch.full(kz.shape, k4, dtype=torch.int64, device=kz.device),
+            v=kz.add_(k2).masked_fill_(spiked, 0.0),
+            i=silent.to(kz.dtype),
+            t=torch.full((), k4, dtype=torch.int64, device=kz.device).expand(kz.shape),
             fired=spiked,
         )
-        step = (fire - k).clamp(min=0)
-        levels.append(torch.where(spiked, k2 - step, zero))
-        fired.append(spiked)
+        step = fire.sub_(k).clamp_(min=0)  # the output's step, K earlier (layer_latency)
         if stage.kind == "output":
-            step = step.clamp(max=k3)
-            output = (k2 - step) / k
+            output = (k2 - step.clamp(max=k3)) / k
+        level = step.neg_().add_(k2)
+        levels.append(level if every else level.masked_fill_(silent, 0.0))
+        fired.append(spiked)
     assert output is not None
-    return FastPass(output=output, spikes=[f.to(x.dtype) for f in fired])
+    return FastPass(output=output, spikes=fired)

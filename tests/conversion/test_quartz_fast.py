@@ -57,17 +57,22 @@ def _compare(ann: nn.Module, x: torch.Tensor, calibration, **spec) -> int:
     return sum(c[2] for c in got[2])
 
 
+@pytest.mark.parametrize("mode", ["exact", "paper"])
 @pytest.mark.parametrize("pool", ["max", "avg"])
 @pytest.mark.parametrize(("t_max", "rounding"), [(4, "round"), (8, "floor"), (16, "round")])
-def test_quartz_fast_forward_equals_simulation_on_random_networks(pool, t_max, rounding) -> None:
+def test_quartz_fast_forward_equals_simulation_on_random_networks(
+    pool, t_max, rounding, mode
+) -> None:
     ann = _random_net(t_max, pool)
     torch.manual_seed(1)
     x = torch.rand(40, 1, 8, 8)
     calibration = DataLoader(TensorDataset(x[:20], torch.zeros(20)), batch_size=10)
-    _compare(ann, x, calibration, t_max=t_max, rounding=rounding)
+    _compare(ann, x, calibration, t_max=t_max, rounding=rounding, mode=mode)
 
 
-def test_quartz_fast_forward_reproduces_early_spikes() -> None:
+@pytest.mark.parametrize("mode", ["exact", "paper"])
+def test_quartz_fast_forward_reproduces_early_spikes(mode) -> None:
+    # large weights: the paper's neuron fires early, the exact one holds those spikes
     ann = _random_net(3, "max")
     with torch.no_grad():
         for module in ann.modules():
@@ -76,12 +81,15 @@ def test_quartz_fast_forward_reproduces_early_spikes() -> None:
     torch.manual_seed(2)
     x = torch.rand(40, 1, 8, 8)
     calibration = DataLoader(TensorDataset(x[:20], torch.zeros(20)), batch_size=10)
-    assert _compare(ann, x, calibration, t_max=8) > 0
+    early = _compare(ann, x, calibration, t_max=8, mode=mode)
+    assert (early > 0) == (mode == "paper")
 
 
+@pytest.mark.parametrize("mode", ["exact", "paper"])
 def test_quartz_fast_forward_equals_simulation_on_mnist(
-    trained_ann, mnist_eval, mnist_calibration
+    trained_ann, mnist_eval, mnist_calibration, mode
 ) -> None:
     calibration = DataLoader(Subset(mnist_calibration, range(500)), batch_size=250)
     images = mnist_eval.tensors[0][:60]
-    assert _compare(trained_ann, images, calibration, t_max=8) > 0
+    early = _compare(trained_ann, images, calibration, t_max=8, mode=mode)
+    assert (early > 0) == (mode == "paper")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -16,6 +18,7 @@ SPECS = [
     Quartz(t_max=6, rounding="floor"),
     Quartz(t_max=16, analytic=True),
 ]
+PAPER_SPECS = [dataclasses.replace(spec, mode="paper") for spec in SPECS]
 
 
 def _layer(rule: QuartzRule, n_in: int, n_out: int, scale: float, seed: int):
@@ -36,7 +39,8 @@ def _early_mask(rule: QuartzRule, spikes, weight, bias, output: bool):
     currents = spikes @ weight.T + rule.bias_currents(bias, spikes.shape[0]).unsqueeze(1)
     from snn_encodings.functional import quartz_first_spikes
 
-    raw, _ = quartz_first_spikes(currents, rule.spec, rectify=not output)
+    paper = dataclasses.replace(rule.spec, mode="paper")
+    raw, _ = quartz_first_spikes(currents, paper, rectify=not output)
     return raw[: rule.spec.read_step].any(0)
 
 
@@ -62,8 +66,8 @@ def test_quartz_layer_equals_twin_without_early_spikes(spec, output) -> None:
     assert layer.last_state is not None and layer.last_state.v.shape == (64, 30)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=repr)
-def test_quartz_layer_equals_twin_except_early_spikes(spec) -> None:
+@pytest.mark.parametrize("spec", PAPER_SPECS, ids=repr)
+def test_quartz_paper_layer_equals_twin_except_early_spikes(spec) -> None:
     rule = QuartzRule(spec)
     weight, bias = _layer(rule, 20, 30, scale=0.6, seed=3)
     x = torch.rand(64, 20, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
@@ -78,7 +82,22 @@ def test_quartz_layer_equals_twin_except_early_spikes(spec) -> None:
     assert (decoded[early] >= want[early]).all()  # an early spike reads too high
 
 
-@pytest.mark.parametrize("spec", SPECS[:3], ids=repr)
+@pytest.mark.parametrize("spec", SPECS, ids=repr)
+@pytest.mark.parametrize("output", [False, True])
+def test_quartz_exact_layer_equals_twin_where_the_paper_neuron_fires_early(spec, output) -> None:
+    rule = QuartzRule(spec)
+    weight, bias = _layer(rule, 20, 30, scale=0.6, seed=3)
+    x = torch.rand(64, 20, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    spikes = rule.encode_input(x)
+    layer, out = _snn_layer(rule, spikes, weight, bias, output)
+    z = rule.decode_input(x) @ weight.T + bias
+    want = rule.twin_output(z) if output else rule.twin(z)
+    assert _early_mask(rule, spikes, weight, bias, output).sum() > 0  # the gate held these
+    assert layer.early_spikes == 0
+    assert torch.equal(rule.decode_output(out, layer), want)
+
+
+@pytest.mark.parametrize("spec", SPECS[:3] + PAPER_SPECS[:3], ids=repr)
 def test_quartz_analytic_values_equal_simulation_spike_for_spike(spec) -> None:
     rule = QuartzRule(spec)
     x = torch.rand(32, 20, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
@@ -95,7 +114,7 @@ def test_quartz_analytic_values_equal_simulation_spike_for_spike(spec) -> None:
         assert int(early.sum()) == layer.early_spikes
         assert torch.equal(rule.decode_output(spikes, layer), values)
         total_early += layer.early_spikes
-    assert total_early > 0
+    assert (total_early > 0) == (spec.mode == "paper")
 
 
 def test_quartz_multilayer_network_equals_twin_chain() -> None:
@@ -169,8 +188,9 @@ def test_quartz_rule_rejects_other_specs() -> None:
         QuartzRule(ICRate())
 
 
+@pytest.mark.parametrize("mode", ["exact", "paper"])
 @pytest.mark.parametrize("percentile", [98.5, 100.0])
-def test_quartz_convert_reproduces_twin_on_mnist(percentile) -> None:
+def test_quartz_convert_reproduces_twin_on_mnist(percentile, mode) -> None:
     from snn_encodings import convert
     from snn_encodings.data.mnist import mnist_split
 
@@ -185,7 +205,7 @@ def test_quartz_convert_reproduces_twin_on_mnist(percentile) -> None:
         nn.Linear(16, 10),
     )
     x = mnist_split("eval", limit=32).tensors[0]
-    spec = Quartz(t_max=16, analytic=percentile == 100.0)
+    spec = Quartz(t_max=16, mode=mode, analytic=percentile == 100.0)
     snn = convert(ann, spec, [x], percentile=percentile)
     with torch.no_grad():
         out, twin = snn(x), snn.twin(x)
@@ -193,6 +213,9 @@ def test_quartz_convert_reproduces_twin_on_mnist(percentile) -> None:
     early = torch.stack([layer.last_early.flatten(1).any(1) for layer in layers]).any(0)
     assert (~early).sum() > 0
     assert torch.equal(out[~early], twin[~early])
+    if mode == "exact":
+        assert not early.any()
+        assert torch.equal(out, twin)
 
 
 def test_quartz_rule_rejects_float_first_layer_for_now() -> None:

@@ -22,6 +22,7 @@ from snn_encodings.specs import Quartz
         ({"t_max": 4.0}, "Quartz.t_max"),
         ({"t_max": True}, "Quartz.t_max"),
         ({"rounding": "ceil"}, "Quartz.rounding"),
+        ({"mode": "literal"}, "Quartz.mode"),
         ({"percentile": 0.0}, "Quartz.percentile"),
         ({"percentile": 100.5}, "Quartz.percentile"),
         ({"percentile": math.nan}, "Quartz.percentile"),
@@ -81,14 +82,27 @@ def test_quartz_step_rectifier_forces_zero_spike() -> None:
     assert spikes == [0] * 13 + [1, 0, 0]  # v(8) = 0 -> crosses 4.5 at 8 + 5
 
 
-def test_quartz_step_fires_once_and_early() -> None:
+def test_quartz_step_paper_mode_fires_once_and_early() -> None:
     # Two inputs of weight 3 at step 4 (x = 1) cross theta during the encode phase.
-    spec = Quartz(t_max=4)
+    spec = Quartz(t_max=4, mode="paper")
     currents = [0.0] * 16
     currents[4] = 3.0
     currents[6] = -3.0
     spikes, _ = _run(spec, currents)
     assert spikes == [0] * 5 + [1] + [0] * 10  # v = 3, 6 -> early spike at 5, then silent
+
+
+def test_quartz_step_exact_mode_holds_the_spike_until_the_readout() -> None:
+    # Same inputs: v = 3, 6, 6, 6 before the readout; held, then v(8) = 7 >= 4.5 fires at 2K
+    # (value 1, the twin's clipped value), once.
+    spec = Quartz(t_max=4)
+    assert spec.mode == "exact" and spec.first_fire_step == spec.read_step == 8
+    currents = [0.0] * 16
+    currents[4] = 3.0
+    currents[6] = -3.0
+    spikes, v = _run(spec, currents)
+    assert spikes == [0] * 8 + [1] + [0] * 7
+    assert v[:8] == [0, 0, 0, 0, 3, 6, 6, 6]
 
 
 def test_quartz_step_rejects_shape_change() -> None:
@@ -99,7 +113,11 @@ def test_quartz_step_rejects_shape_change() -> None:
 
 
 @pytest.mark.parametrize("rectify", [True, False])
-@pytest.mark.parametrize("spec", [Quartz(t_max=4), Quartz(t_max=5, rounding="floor")], ids=repr)
+@pytest.mark.parametrize(
+    "spec",
+    [Quartz(t_max=4), Quartz(t_max=4, mode="paper"), Quartz(t_max=5, rounding="floor")],
+    ids=repr,
+)
 def test_quartz_first_spikes_equals_simulation(spec, rectify) -> None:
     generator = torch.Generator().manual_seed(0)
     # dyadic currents (multiples of 1/64), signed, sparse in time like weighted spikes

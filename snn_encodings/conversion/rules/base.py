@@ -189,7 +189,7 @@ class FastPass(NamedTuple):
         output: decoded outputs ``(B, *)`` before the output scale, as :meth:`Rule.decode_output`
             gives them.
         spikes: per value node (input first, then one per stage) the spike count of every
-            neuron over the window, ``(B, *)``.
+            neuron over the window, ``(B, *)`` (bool where a neuron spikes at most once).
     """
 
     output: Tensor
