@@ -48,8 +48,9 @@ class EncodingNode(neuron.BaseNode):
         step_mode: ``'s'`` (input ``(B, *)``) or ``'m'`` (input ``(T, B, *)``).
         backend: ``'torch'`` (the core step functions) or ``'cupy'`` (our CUDA kernel for the
             multi-step mode; single steps always use the core step). ``'cupy'`` needs a CUDA
-            GPU, ``snn-encodings[cupy]`` and an encoding with a kernel (IC-rate; Quartz
-            forward only, see :mod:`.kernels`).
+            GPU, ``snn-encodings[cupy]`` and an encoding with a kernel: IC-rate and radix
+            (forward and surrogate-gradient backward), Quartz (forward only); see
+            :mod:`.kernels`.
         v0: initial membrane in threshold units handed to the core state constructor: a float
             or a tensor broadcastable to the layer (per channel); ``None`` uses the spec's rule.
         store_v_seq: in ``'m'`` mode keep the membrane after every step in ``self.v_seq``.
@@ -209,14 +210,15 @@ class ICRateNode(EncodingNode):
 
 
 class RadixNode(EncodingNode):
-    """Radix node (core ``radix_step``)."""
+    """Radix node (core ``radix_step``, either mode); ``backend='cupy'`` runs the ``radix.cu``
+    kernels (forward and surrogate-gradient backward)."""
 
     spec_type = Radix
 
 
 class QuartzNode(EncodingNode):
-    """Quartz time-to-first-spike node (core ``quartz_step``); ``backend='cupy'`` runs the
-    forward-only ``quartz.cu`` kernel (inference)."""
+    """Quartz time-to-first-spike node (core ``quartz_step``, either mode); ``backend='cupy'``
+    runs the forward-only ``quartz.cu`` kernel (inference)."""
 
     spec_type = Quartz
 

@@ -13,6 +13,7 @@ from snn_encodings.specs.radix import Radix
 
 __all__ = [
     "RadixState",
+    "radix_digit_thresholds",
     "radix_initial_state",
     "radix_step",
     "radix_twin",
@@ -57,6 +58,29 @@ def radix_initial_state(
     v = zeros if v0 is None else zeros + torch.as_tensor(v0, dtype=like.dtype, device=like.device)
     return RadixState(
         v=v, acc=zeros, k=torch.zeros(like.shape, dtype=torch.int64, device=like.device)
+    )
+
+
+def radix_digit_thresholds(spec: Radix, like: Tensor) -> Tensor:
+    r"""Exact mode's digit thresholds :math:`r^{T-1-j}` for digits :math:`j = 0, \dots, T-1`.
+
+    They are in units of the output's least significant digit :math:`r^{-T}` (the units of
+    ``RadixState.v``); digit :math:`j` of a window compares the membrane with entry :math:`j`.
+
+    Args:
+        spec: encoding parameters (``steps`` :math:`T`, ``base`` :math:`r`).
+        like: gives dtype and device.
+    Returns:
+        Shape ``(T,)``, dtype and device of ``like``; each power rounded to that dtype (in
+        float16, powers above 65504 become ``inf``).
+    Example:
+        >>> radix_digit_thresholds(Radix(steps=3), torch.zeros(1)).tolist()
+        [4.0, 2.0, 1.0]
+    """
+    return torch.tensor(
+        [float(spec.base ** (spec.steps - 1 - j)) for j in range(spec.steps)],
+        dtype=like.dtype,
+        device=like.device,
     )
 
 
@@ -156,12 +180,7 @@ def radix_step(
         return spikes, RadixState(v=v, acc=state.acc, k=state.k + 1)
 
     digit = position // substeps
-    table = torch.tensor(
-        [float(base ** (spec.steps - 1 - j)) for j in range(spec.steps)],
-        dtype=current.dtype,
-        device=current.device,
-    )
-    threshold = table[digit]
+    threshold = radix_digit_thresholds(spec, current)[digit]
     acc = torch.where(sub_step == 0, state.acc * base, state.acc) + current
     # relative to the digit's threshold: same sign, surrogate sees O(1) values at every digit
     spikes = spike((state.v - threshold) / threshold, surrogate)

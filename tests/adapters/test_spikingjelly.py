@@ -387,9 +387,10 @@ def test_spikingjelly_icrate_recipe_agrees_with_core_converter_on_mnist() -> Non
     assert (ours == ann_prediction).float().mean() >= 0.95
 
 
-def test_spikingjelly_cupy_backend_names_the_encodings_with_kernels() -> None:
+def test_spikingjelly_cupy_backend_names_the_encodings_with_kernels(monkeypatch) -> None:
     adapter = _adapter()
     from snn_encodings.specs import Radix
 
+    monkeypatch.delitem(adapter.kernels.KERNEL_SOURCES, Radix)
     with pytest.raises(ValueError, match=r"no kernel for Radix \(kernels: ICRate, Quartz\)"):
         adapter.RadixNode(Radix(steps=4), backend="cupy")

@@ -3,10 +3,11 @@
 The CUDA sources live next to this file (``<encoding>.cu``, sharing the storage helpers of
 ``common.cuh``, which :func:`source` inlines) and are compiled at first use with NVRTC through
 ``cupy.RawModule``. Each kernel runs one thread per neuron and loops over the ``T`` steps of a
-time-first ``[T, N]`` block. IC-rate has a forward and a surrogate-gradient backward kernel;
-Quartz a forward kernel only (inference: a run that needs gradients raises). The core torch step function is the reference: a
-kernel is only used where a test compares it with :func:`snn_encodings.functional.simulate`
-spike for spike.
+time-first ``[T, N]`` block. IC-rate and radix (both modes) have a forward and a
+surrogate-gradient backward kernel; Quartz (both modes) a forward kernel only (inference: a run
+that needs gradients raises). The core torch step function is the reference: each forward
+kernel repeats its operations with the same rounding, and a test compares it with
+:func:`snn_encodings.functional.simulate` spike for spike and membrane for membrane.
 
 Nothing here imports cupy at module import time, so the package imports on machines without
 CUDA; :func:`require_cupy` raises a clear error when a kernel is asked for there.
@@ -23,7 +24,8 @@ import torch
 from torch import Tensor
 
 from snn_encodings.errors import SpecError
-from snn_encodings.specs import ICRate, Quartz
+from snn_encodings.functional.radix import radix_digit_thresholds
+from snn_encodings.specs import ICRate, Quartz, Radix
 from snn_encodings.specs.base import Spec
 
 __all__ = [
@@ -35,12 +37,17 @@ __all__ = [
     "icrate_multi_step",
     "multi_step",
     "quartz_multi_step",
+    "radix_multi_step",
     "require_cupy",
     "source",
     "surrogate_kind",
 ]
 
-KERNEL_SOURCES: dict[type[Spec], str] = {ICRate: "icrate.cu", Quartz: "quartz.cu"}
+KERNEL_SOURCES: dict[type[Spec], str] = {
+    ICRate: "icrate.cu",
+    Radix: "radix.cu",
+    Quartz: "quartz.cu",
+}
 """Spec class -> CUDA source file of its multi-step kernels."""
 
 COMPILE_OPTIONS: tuple[str, ...] = ("-fmad=false",)
@@ -231,21 +238,124 @@ class _ICRateKernel(torch.autograd.Function):
         return grad_x, grad_v_init, None, None, None
 
 
-def _check_tensors(currents: Tensor, v: Tensor) -> None:
-    if not currents.is_cuda or not v.is_cuda:
+class _RadixKernel(torch.autograd.Function):
+    """``(x_seq [T, N], v, acc, k [N]) -> (spikes [T, N], v_seq [T, N], acc, k [N])``."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x_seq: Tensor,
+        v_init: Tensor,
+        acc_init: Tensor,
+        k_init: Tensor,
+        thresholds: Tensor,
+        spec: Radix,
+        kind: int,
+        alpha: float,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        cupy = require_cupy()
+        steps, n = x_seq.shape
+        spikes = torch.empty_like(x_seq)
+        v_seq = torch.empty_like(x_seq)
+        acc_last = torch.empty_like(acc_init)
+        k_last = torch.empty_like(k_init)
+        _launch(
+            cupy,
+            "radix.cu",
+            f"radix_forward_{_SUFFIX[x_seq.dtype]}",
+            x_seq,
+            n,
+            (
+                x_seq,
+                v_init,
+                acc_init,
+                k_init,
+                thresholds,
+                spikes,
+                v_seq,
+                acc_last,
+                k_last,
+                *_radix_scalars(spec, x_seq.dtype),
+                numpy.int32(steps),
+                numpy.int64(n),
+            ),
+        )
+        ctx.mark_non_differentiable(k_last)
+        ctx.save_for_backward(x_seq, v_init, v_seq, k_init, thresholds)
+        ctx.spec, ctx.kind, ctx.alpha = spec, kind, alpha
+        return spikes, v_seq, acc_last, k_last
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_spikes: Tensor, grad_v_seq: Tensor, grad_acc: Tensor, grad_k: object
+    ) -> tuple[Tensor, Tensor, Tensor, None, None, None, None, None]:
+        cupy = require_cupy()
+        x_seq, v_init, v_seq, k_init, thresholds = ctx.saved_tensors
+        steps, n = x_seq.shape
+        grad_x = torch.empty_like(x_seq)
+        grad_v_init = torch.empty_like(v_init)
+        grad_acc_init = torch.empty_like(v_init)
+        dtype = x_seq.dtype
+        _launch(
+            cupy,
+            "radix.cu",
+            f"radix_backward_{_SUFFIX[dtype]}",
+            x_seq,
+            n,
+            (
+                grad_spikes.contiguous(),
+                grad_v_seq.contiguous(),
+                grad_acc.contiguous(),
+                x_seq,
+                v_init,
+                v_seq,
+                k_init,
+                thresholds,
+                grad_x,
+                grad_v_init,
+                grad_acc_init,
+                *_radix_scalars(ctx.spec, dtype),
+                numpy.int32(ctx.kind),
+                _scalar(ctx.alpha, dtype),
+                numpy.int32(steps),
+                numpy.int64(n),
+            ),
+        )
+        return grad_x, grad_v_init, grad_acc_init, None, None, None, None, None
+
+
+def _radix_scalars(spec: Radix, dtype: torch.dtype) -> tuple[Any, ...]:
+    """``(paper, base, substeps, window, leak, fire_level)`` of ``radix.cu``: the constants of
+    ``radix_step``, computed as it computes them (the float ones as the Python scalars it uses)."""
+    return (
+        numpy.int32(int(spec.mode == "paper")),
+        numpy.int64(spec.base),
+        numpy.int64(spec.substeps),
+        numpy.int64(spec.steps_per_layer),
+        _scalar(spec.leak_factor, dtype),
+        _scalar(spec.normalised_threshold * spec.base, dtype),
+    )
+
+
+def _check_tensors(currents: Tensor, state: tuple[Tensor, ...]) -> None:
+    """Check that ``currents`` is ``(T, *S)`` and every state field is ``S``, all on CUDA."""
+    shapes = [tuple(field.shape) for field in state]
+    if currents.dim() < 2 or any(shape != tuple(currents.shape[1:]) for shape in shapes):
         raise SpecError(
-            "backend='cupy' needs CUDA tensors, got currents on "
-            f"{currents.device}; move the module and its input to the GPU or use backend='torch'"
+            f"backend='cupy': currents {tuple(currents.shape)} must be (T, *state shape) with "
+            f"every state field of that shape, got state shapes {shapes}"
         )
     if currents.dtype not in _SUFFIX:
         raise SpecError(
             f"backend='cupy' supports float16, float32 and float64, got {currents.dtype}; "
             "cast the input or use backend='torch'"
         )
-    if currents.dim() < 2 or tuple(currents.shape[1:]) != tuple(v.shape):
+    if not currents.is_cuda or not all(field.is_cuda for field in state):
+        devices = ", ".join(str(field.device) for field in state)
         raise SpecError(
-            f"backend='cupy': currents {tuple(currents.shape)} must be (T, *state shape) with "
-            f"state shape {tuple(v.shape)}"
+            f"backend='cupy' needs CUDA tensors, got currents on {currents.device} and the "
+            f"state on {devices}; move the module and its input to the GPU or use "
+            "backend='torch'"
         )
 
 
@@ -265,7 +375,7 @@ def icrate_multi_step(
         SpecError: for CPU tensors, unsupported dtypes, mismatched shapes or surrogates.
         RuntimeError: when CuPy or a GPU is missing.
     """
-    _check_tensors(currents, v)
+    _check_tensors(currents, (v,))
     kind, alpha = surrogate_kind(surrogate)
     steps = currents.shape[0]
     x_seq = currents.reshape(steps, -1).contiguous()
@@ -280,7 +390,9 @@ def quartz_multi_step(
     """Run Quartz neurons over ``currents`` ``(T, B, *)`` from the state ``(v, i, t, fired)``.
 
     The CuPy counterpart of :func:`snn_encodings.functional.simulate` for a
-    :class:`~snn_encodings.specs.Quartz` spec (reference: ``quartz_step``), forward only.
+    :class:`~snn_encodings.specs.Quartz` spec in either mode (reference: ``quartz_step``; in
+    exact mode no spike before ``spec.first_fire_step``), forward only. ``t`` counts steps from
+    the window's start.
 
     Returns:
         ``(spikes, final_state, membranes)``: spikes and the membrane after every step
@@ -292,7 +404,7 @@ def quartz_multi_step(
         RuntimeError: when CuPy or a GPU is missing.
     """
     v, i, t, fired = state
-    _check_tensors(currents, v)
+    _check_tensors(currents, state)
     if torch.is_grad_enabled() and any(x.requires_grad for x in (currents, v, i)):
         raise SpecError(
             "backend='cupy' runs Quartz neurons forward only (no surrogate gradient); use "
@@ -330,6 +442,7 @@ def quartz_multi_step(
             fired_last,
             _scalar(spec.threshold, x_seq.dtype),
             numpy.int64(spec.read_step),
+            numpy.int64(spec.first_fire_step),
             numpy.int64(spec.rectify_step),
             numpy.int32(int(use_rectifier)),
             numpy.int32(steps),
@@ -344,6 +457,53 @@ def quartz_multi_step(
         t_last.reshape(shape[1:]),
         fired_last.reshape(shape[1:]).to(torch.bool),
     )
+    return spikes.reshape(shape), final, membranes
+
+
+def radix_multi_step(
+    currents: Tensor, state: tuple[Tensor, ...], spec: Radix, surrogate: object = None
+) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
+    """Run radix neurons over ``currents`` ``(T, B, *)`` from the state ``(v, acc, k)``.
+
+    The CuPy counterpart of :func:`snn_encodings.functional.simulate` for a
+    :class:`~snn_encodings.specs.Radix` spec in either mode (reference: ``radix_step``), with
+    a surrogate-gradient backward (SpikingJelly ``surrogate.Sigmoid``/``ATan`` or ``None``).
+    ``v`` and ``acc`` are in the units of ``RadixState`` (exact mode: :math:`r^{-T}`; paper
+    mode: the current digit), ``k`` counts steps.
+
+    Returns:
+        ``(spikes, final_state, membranes)``: spikes and the membrane after every step
+        ``(T, B, *)``, and the final state as a ``RadixState``-ordered tuple; all equal to the
+        torch reference exactly (gradients within rounding).
+    Raises:
+        SpecError: for CPU tensors, unsupported dtypes, mismatched shapes or surrogates, or
+            leak/threshold other than :math:`1/r`.
+        RuntimeError: when CuPy or a GPU is missing.
+    """
+    if not spec.is_radix_setting:
+        raise SpecError(
+            f"backend='cupy': the radix neuron needs leak = threshold = 1/base, got "
+            f"leak={spec.leak_factor:g}, threshold={spec.normalised_threshold:g}; leave "
+            "Radix.leak and Radix.threshold at None"
+        )
+    kind, alpha = surrogate_kind(surrogate)
+    v, acc, k = state
+    _check_tensors(currents, state)
+    steps = currents.shape[0]
+    x_seq = currents.reshape(steps, -1).contiguous()
+    spikes, v_seq, acc_last, k_last = _RadixKernel.apply(
+        x_seq,
+        v.to(currents.dtype).reshape(-1).contiguous(),
+        acc.to(currents.dtype).reshape(-1).contiguous(),
+        k.to(torch.int64).reshape(-1).contiguous(),
+        radix_digit_thresholds(spec, x_seq),
+        spec,
+        kind,
+        alpha,
+    )
+    shape = currents.shape
+    membranes = v_seq.reshape(shape)
+    final = (membranes[-1], acc_last.reshape(shape[1:]), k_last.reshape(shape[1:]))
     return spikes.reshape(shape), final, membranes
 
 
@@ -362,6 +522,8 @@ def multi_step(
     if isinstance(spec, ICRate):
         spikes, membranes = icrate_multi_step(currents, state[0], spec.threshold, surrogate)
         return spikes, (membranes[-1],), membranes
+    if isinstance(spec, Radix):
+        return radix_multi_step(currents, state, spec, surrogate)
     if isinstance(spec, Quartz):
         return quartz_multi_step(currents, state, spec)
     raise SpecError(f"backend='cupy' has no kernel for {type(spec).__name__}")

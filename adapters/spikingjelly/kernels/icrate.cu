@@ -11,9 +11,9 @@
 // The backward is surrogate-gradient backpropagation through time with the reset detached
 // (as in the core step): dL/dh_t = g_s[t] * sg'(h_t - theta) + g_v[t] + dL/dh_{t+1},
 // dL/dx_t = dL/dh_t, dL/dv_init = dL/dh_0. sg' is the derivative of SpikingJelly's Sigmoid
-// (kind 0) or ATan (kind 1) surrogate with parameter alpha; kind 2 (no surrogate) lets only the
-// membrane path carry gradient. h_seq (pre-reset membranes) is written only when store_h != 0;
-// otherwise the pointer is never touched.
+// (kind 0) or ATan (kind 1) surrogate with parameter alpha (surrogate_grad, common.cuh); kind 2
+// (no surrogate) lets only the membrane path carry gradient. h_seq (pre-reset membranes) is
+// written only when store_h != 0; otherwise the pointer is never touched.
 //
 // The storage helpers come from common.cuh, which kernels.source() inlines, so the source
 // compiles with bare NVRTC (no headers).
@@ -41,28 +41,6 @@ __device__ void icrate_forward(
         v_seq[k] = Storage<S>::store(v);
         if (store_h) h_seq[k] = Storage<S>::store(h);
     }
-}
-
-__device__ __forceinline__ float surrogate_grad(const float x, const int kind, const float alpha) {
-    if (kind == 2) return 0.0f;
-    if (kind == 0) {
-        const float sg = 1.0f / (1.0f + expf(-alpha * x));
-        return (1.0f - sg) * sg * alpha;
-    }
-    const float a = 0.5f * alpha;
-    const float ax = 3.14159265358979323846f * a * x;
-    return a / (1.0f + ax * ax);
-}
-
-__device__ __forceinline__ double surrogate_grad(const double x, const int kind, const double alpha) {
-    if (kind == 2) return 0.0;
-    if (kind == 0) {
-        const double sg = 1.0 / (1.0 + exp(-alpha * x));
-        return (1.0 - sg) * sg * alpha;
-    }
-    const double a = 0.5 * alpha;
-    const double ax = 3.14159265358979323846 * a * x;
-    return a / (1.0 + ax * ax);
 }
 
 template <typename S>
