@@ -190,14 +190,17 @@ class SpikingNetwork(nn.Module):
                 for index, stage in enumerate([None, *self.stages]):
                     self._count_totals(index, counts[: index + 1], stage)
             return fast.output * _channel(self.output_scale, fast.output)
-        start = self.first_values(x)
-        sequences: list[Tensor | None] = [None] * (len(start) - 1) + [rule.encode_input(start[-1])]
-        spikes = sequences[-1]
-        assert spikes is not None
+        # the first spike trains: the encoded input, or the float first layer's encoded output
+        start = self.first_values(x) if self.float_first else [x]
+        spikes = rule.encode_input(start[-1])
+        sequences: list[Tensor | None] = [None] * (len(start) - 1) + [spikes]
         steps = spikes.shape[0]
-        if self.float_first:
-            self._count(0, torch.zeros_like(x).unsqueeze(0), None, [])
-        self._count(len(start) - 1, spikes, None, sequences)
+        # per-neuron spike counts of every node, each computed once (only while counting)
+        counts: list[Tensor | None] = []
+        if self.float_first and self.counting:
+            counts.append(torch.zeros_like(x))  # the raw input sends no spikes
+            self._count_totals(0, counts, None)
+        self._count(spikes, None, counts)
         output = None
         for index, stage in enumerate(self.stages, start=1):
             if index < len(start):
@@ -214,20 +217,17 @@ class SpikingNetwork(nn.Module):
                     output = rule.decode_output(spikes, neurons) * _channel(
                         self.output_scale, spikes[0]
                     )
-            self._count(index, spikes, stage, sequences)
+            self._count(spikes, stage, counts)
             sequences.append(spikes)
         assert output is not None
         return output
 
-    def _count(
-        self, index: int, spikes: Tensor, stage: Stage | None, sequences: list[Tensor | None]
-    ) -> None:
+    def _count(self, spikes: Tensor, stage: Stage | None, counts: list[Tensor | None]) -> None:
+        """Append the next node's per-neuron spike counts to ``counts`` and add its totals."""
         if not self.counting:
             return
-        per_neuron = [
-            None if seq is None else seq.detach().abs().sum(0) for seq in sequences[:index]
-        ]
-        self._count_totals(index, [*per_neuron, spikes.detach().abs().sum(0)], stage)
+        counts.append(spikes.detach().abs().sum(0))
+        self._count_totals(len(counts) - 1, counts, stage)
 
     def _count_totals(
         self, index: int, per_neuron: list[Tensor | None], stage: Stage | None

@@ -114,7 +114,8 @@ class Synapse(nn.Module):
         total = self.bias.unsqueeze(0)
         for i, (source, ops) in enumerate(zip(self.sources, self.ops)):
             g_in, g_out = self.gains(i)
-            total = total + ops(values[source] * g_in) * _out_view(g_out, total)
+            out = ops(_times(values[source], g_in))
+            total = total + _times(out, _out_view(g_out, out))
         return total
 
     def drive(self, sequences: list[Tensor]) -> Tensor:
@@ -125,13 +126,14 @@ class Synapse(nn.Module):
             seq = sequences[source]
             steps, batch = seq.shape[:2]
             # event-driven: only time steps that carry input are pushed through the ops
-            active = seq.reshape(steps, -1).ne(0).any(1).nonzero().flatten()
+            active = seq.reshape(steps, -1).any(1).nonzero().flatten()
             if len(active) == steps:
-                out = ops((seq * g_in).flatten(0, 1)).unflatten(0, (steps, batch))
+                out = ops(_times(seq, g_in).flatten(0, 1)).unflatten(0, (steps, batch))
             else:
-                picked = ops((seq[active] * g_in).flatten(0, 1)).unflatten(0, (len(active), batch))
+                picked = ops(_times(seq[active], g_in).flatten(0, 1))
+                picked = picked.unflatten(0, (len(active), batch))
                 out = picked.new_zeros((steps, *picked.shape[1:])).index_copy(0, active, picked)
-            out = out * _out_view(g_out, out[0])
+            out = _times(out, _out_view(g_out, out[0]))
             total = out if total is None else total + out
         assert total is not None
         return total
@@ -170,3 +172,10 @@ def _out_view(gain: Tensor, like: Tensor) -> Tensor:
     if gain.dim() == 0:
         return gain
     return gain.view(-1, *([1] * (like.dim() - 2)))
+
+
+def _times(x: Tensor, gain: Tensor) -> Tensor:
+    """``x * gain``, skipped for a scalar gain of exactly 1 (the product would equal ``x``)."""
+    if gain.dim() == 0 and bool(gain == 1):
+        return x
+    return x * gain

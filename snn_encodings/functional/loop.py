@@ -38,6 +38,7 @@ def simulate(
     record: bool = False,
     surrogate: Surrogate | None = None,
     v0: float | Tensor | None = None,
+    check: bool = True,
     **overrides: Any,
 ) -> Simulation:
     r"""Run ``spec``'s step function over a time-first sequence of input currents.
@@ -49,6 +50,8 @@ def simulate(
         record: also return every intermediate state.
         surrogate: gradient stand-in for the spike nonlinearity.
         v0: initial membrane handed to the state constructor when ``state`` is ``None``.
+        check: reject NaN/inf currents (one pass over them); a converted network's layers turn
+            it off, their inputs were checked at the network's input.
         overrides: keyword overrides passed to every step (e.g. ``threshold=``).
     Returns:
         A :class:`Simulation`.
@@ -64,7 +67,7 @@ def simulate(
         raise SpecError(
             f"simulate: currents must be time-first (T, B, *), got shape {tuple(currents.shape)}"
         )
-    if not torch.isfinite(currents).all():
+    if check and not torch.isfinite(currents).all():
         raise SpecError("simulate: currents contain NaN or inf")
     functions = neuron_functions(spec)
     if state is None:

@@ -82,6 +82,7 @@ class NeuronLayer(nn.Module):
             currents,
             v0=self.initial_v(currents[0]),
             surrogate=self.surrogate,
+            check=False,
             **self.step_options,
         )
         return out.spikes, out.state
