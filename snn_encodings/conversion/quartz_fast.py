@@ -138,6 +138,7 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
     assert isinstance(spec, Quartz)
     k = spec.t_max
     k2, k3, k4 = spec.read_step, spec.rectify_step, spec.steps_per_layer
+    # [input values], or [raw input (never read again), float first layer's values]
     start = network.first_values(x)
     levels = [torch.round(value * k) for value in start]
     fired = [torch.ones_like(value, dtype=torch.bool) for value in start]
@@ -158,7 +159,7 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
         if spec.mode == "paper":
             early, times = _early_times(synapse, levels, bias_levels, drive, spec)
         kz = drive.add_(bias_levels)
-        # steps after the readout until the membrane Kz + 1 + s reaches theta
+        # fire step: 2K plus the steps until the ramp Kz + 1 + s reaches theta
         fire = torch.ceil_(spec.threshold - 1 - kz).clamp_(min=0).add_(k2)
         if neurons.rectify:
             fire.clamp_(max=k3)
