@@ -567,7 +567,7 @@ def from_spiking_network(
     options = {"method": method, "alpha": alpha}
     modules: list[nn.Module] = [_Encode(rule, scale.dtype)]
     for index, stage in enumerate(stages, start=1):
-        sources = [stage.source] if stage.kind == "pool" else list(stage.synapse.sources)
+        sources = stage.inputs
         if sources != [index - 1]:
             raise ConversionError(
                 f"adapters.norse: layer {stage.name!r} takes inputs from nodes {sources}, not "

@@ -61,12 +61,18 @@ def _timed(fn: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
+def _best_of_three(fn: Any) -> float:
+    """Seconds of the fastest of 3 calls of ``fn`` (no gradients)."""
+    with torch.no_grad():
+        return min(_timed(fn)[1] for _ in range(3))
+
+
 def _ann_seconds(ann: nn.Module, loader: DataLoader) -> float:
     """One ANN pass over ``loader``: the best of 3 after a warm-up (a single cold run of a pass
     this short mostly measures the first call's set-up)."""
     with torch.no_grad():
         [ann(x) for x, _ in loader]
-        return min(_timed(lambda: [ann(x) for x, _ in loader])[1] for _ in range(3))
+    return _best_of_three(lambda: [ann(x) for x, _ in loader])
 
 
 def _twin_agreement(network: se.SpikingNetwork, loader: DataLoader) -> float:
@@ -313,11 +319,10 @@ def _quartz_cost(
 
     batches = [x for x, _ in evaluation]  # loaded once: time the models, not the loader
 
-    def best_of_three(run: Any) -> float:
-        with torch.no_grad():
-            return min(_timed(lambda: [run(x) for x in batches])[1] for _ in range(3))
-
-    seconds = {name: best_of_three(run) for name, run in candidates.items()}
+    seconds = {
+        name: _best_of_three(lambda run=run: [run(x) for x in batches])
+        for name, run in candidates.items()
+    }
     f32, f64 = seconds["ANN, float32"], seconds["ANN, float64"]
     return [
         {

@@ -45,6 +45,14 @@ class Stage(nn.Module):
         self.source = source
         self.shape = shape
 
+    @property
+    def inputs(self) -> list[int]:
+        """The value nodes this stage reads: its pool's source, or its synapse's sources."""
+        if self.kind == "pool":
+            return [self.source]
+        assert self.synapse is not None
+        return list(self.synapse.sources)
+
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, name={self.name!r}, shape={self.shape}"
 
@@ -110,14 +118,13 @@ class SpikingNetwork(nn.Module):
     def _check_float_first(self) -> None:
         stages = list(self.stages)
         first = stages[0] if stages else None
-        if first is None or first.kind != "neuron" or list(first.synapse.sources) != [0]:
+        if first is None or first.kind != "neuron" or first.inputs != [0]:
             raise ConversionError(
                 "SpikingNetwork: float_first_layer needs a hidden layer (with its ReLU) fed by "
                 "the input alone as the first layer"
             )
         for stage in stages[1:]:
-            sources = [stage.source] if stage.kind == "pool" else list(stage.synapse.sources)
-            if 0 in sources:
+            if 0 in stage.inputs:
                 raise ConversionError(
                     f"SpikingNetwork: with float_first_layer only the first layer may read the "
                     f"input, but {stage.name!r} does too"
@@ -245,18 +252,10 @@ class SpikingNetwork(nn.Module):
     # --- ANN views -------------------------------------------------------------------------------
     def twin(self, x: Tensor) -> Tensor:
         """The ANN twin on inputs ``(B, *)``: what the SNN's decoded outputs reproduce, ``(B, K)``."""
-        x = self._check_input(x)
-        rule = self.rule
-        values = self.first_values(x)
-        for stage in list(self.stages)[len(values) - 1 :]:
-            if stage.kind == "pool":
-                values.append(stage.pool(values[stage.source]))
-                continue
-            z = stage.synapse.value(values)
-            if stage.kind == "output":
-                return rule.twin_output(z) * _channel(self.output_scale, z)
-            values.append(rule.twin(z))
-        raise ConversionError("SpikingNetwork: the network has no output stage")
+        if not self.stages or self.stages[-1].kind != "output":
+            raise ConversionError("SpikingNetwork: the network has no output stage")
+        output = self.activations(x)[-1]
+        return output * _channel(self.output_scale, output)
 
     def activations(self, x: Tensor) -> list[Tensor]:
         """Twin activations of every value node (normalised units), for inspection."""

@@ -40,9 +40,9 @@ def quartz_layer_values(
         v_t = \sum_j w_j\,(t - s_j + 1)_+ + \mathrm{sign}(n_b)\,(t - s_b + 1)_+, \quad t < 2K
 
     i.e. the layer applied to the integer "ramp" maps :math:`(t - s + 1)_+`. A neuron whose
-    :math:`v_t` reaches :math:`\theta` there fires early at :math:`t` (paper mode); every other neuron
-    fires at :math:`3K - \hat n` with :math:`\hat n` = :func:`quartz_twin_levels` (clipped to
-    :math:`[0, K]`, or :math:`[-K, K]` for the output layer). The result equals the decoded
+    :math:`v_t` reaches :math:`\theta` there fires early at :math:`t` (paper mode); every other
+    neuron fires at :math:`3K - \hat n` with :math:`\hat n` = :func:`quartz_twin_levels`
+    (clipped to :math:`[0, K]`, or :math:`[-K, K]` for the output layer). The result equals the decoded
     output of :class:`~snn_encodings.conversion.rules.quartz.QuartzLayer` spike for spike.
 
     Cost: one pass of ``linear`` for the twin plus one per step at which some input has

@@ -75,9 +75,10 @@ def quartz_step(
         \qquad f_t = f_{t-1} \lor s_t, \qquad (v_t, i_t) \leftarrow (0, 0) \text{ if } f_t
 
     :math:`I` input current (weighted input spikes), :math:`i` synaptic current, :math:`v`
-    membrane, :math:`g_t = [t \ge 2K]` in exact mode (1 in paper mode), :math:`K` = ``spec.t_max``, :math:`\theta` = ``spec.threshold`` (:math:`K + 1/2`
-    or :math:`K + 1`), :math:`f` the has-fired flag, :math:`r` = ``rectify``; time in steps,
-    :math:`t` counted from the window's start by the state.
+    membrane, :math:`g_t = [t \ge 2K]` in exact mode (1 in paper mode), :math:`K` =
+    ``spec.t_max``, :math:`\theta` = ``spec.threshold`` (:math:`K + 1/2` or :math:`K + 1`),
+    :math:`f` the has-fired flag, :math:`r` = ``rectify``; time in steps, :math:`t` counted from
+    the window's start by the state.
 
     - *Readout synapse* at :math:`2K`: setting :math:`i = 1` equals a counter spike of weight
       :math:`1 - \sum_j w_j` (``1 - b - sum w`` with the bias spike among the inputs), i.e.
@@ -128,8 +129,8 @@ def quartz_step(
     i = torch.where(at_read, torch.ones_like(state.i), state.i + current)
     v = state.v + i
     spikes = spike(v - spec.threshold, surrogate)
-    if spec.mode == "exact":
-        spikes = torch.where(state.t < spec.read_step, torch.zeros_like(spikes), spikes)
+    if spec.first_fire_step:
+        spikes = torch.where(state.t < spec.first_fire_step, torch.zeros_like(spikes), spikes)
     if rect:
         forced = state.t == spec.rectify_step
         spikes = torch.where(forced, torch.ones_like(spikes), spikes)
@@ -157,7 +158,8 @@ def quartz_first_spikes(
         \qquad v_t = \sum_{s \le t} i_s,
         \qquad t^* = \min\{t \ge t_0 : v_t \ge \theta \ \lor\ (r \land t = 3K)\}
 
-    (:math:`t_0` = ``spec.first_fire_step``) and the neuron spikes once, at :math:`t^*`. Two cumulative sums replace the time loop.
+    (:math:`t_0` = ``spec.first_fire_step``) and the neuron spikes once, at :math:`t^*`. Two
+    cumulative sums replace the time loop.
     With currents on a dyadic grid (what conversion produces) every sum is exact, so the
     spikes equal :func:`quartz_step`'s spike for spike; with arbitrary float currents the two
     sum in different orders and can differ where :math:`v_t` lands within rounding of
