@@ -9,14 +9,34 @@ that needs gradients raises). The core torch step function is the reference: eac
 kernel repeats its operations with the same rounding, and a test compares it with
 :func:`snn_encodings.functional.simulate` spike for spike and membrane for membrane.
 
+The last step of every call, the launch, is a small injectable backend (a :class:`Launcher`):
+:data:`CUPY` (the default) runs the kernels on CUDA tensors; :data:`EMULATED` compiles the very
+same sources with a C++ compiler (``g++``; ``common.cuh`` gives the CUDA keywords and float16
+conversions a host twin) and runs every block x thread of the grid on CPU tensors. Everything
+before the launch (flattening, dtype dispatch, argument order and scalar types, the autograd
+Functions) is shared, so the emulated launch checks it too; the tests compare it with the torch
+step on any machine with ``g++``. Select it with ``with use_launcher(EMULATED): ...`` or the
+``launcher=`` argument.
+
 Nothing here imports cupy at module import time, so the package imports on machines without
 CUDA; :func:`require_cupy` raises a clear error when a kernel is asked for there.
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import math
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy
@@ -28,11 +48,21 @@ from snn_encodings.functional.radix import radix_digit_thresholds
 from snn_encodings.specs import ICRate, Quartz, Radix
 from snn_encodings.specs.base import Spec
 
+_DTYPES = ("f16", "f32", "f64")
+
 __all__ = [
     "COMPILE_OPTIONS",
+    "CUPY",
+    "EMULATED",
+    "HOST_COMPILE_OPTIONS",
+    "KERNEL_FUNCTIONS",
     "KERNEL_SOURCES",
     "SURROGATE_KINDS",
+    "CupyLauncher",
+    "EmulatedLauncher",
+    "Launcher",
     "compile_ptx",
+    "current_launcher",
     "has_kernel",
     "icrate_multi_step",
     "multi_step",
@@ -40,7 +70,9 @@ __all__ = [
     "radix_multi_step",
     "require_cupy",
     "source",
+    "host_source",
     "surrogate_kind",
+    "use_launcher",
 ]
 
 KERNEL_SOURCES: dict[type[Spec], str] = {
@@ -50,15 +82,31 @@ KERNEL_SOURCES: dict[type[Spec], str] = {
 }
 """Spec class -> CUDA source file of its multi-step kernels."""
 
+KERNEL_FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "icrate.cu": tuple(f"icrate_{kind}_{d}" for kind in ("forward", "backward") for d in _DTYPES),
+    "radix.cu": tuple(f"radix_{kind}_{d}" for kind in ("forward", "backward") for d in _DTYPES),
+    "quartz.cu": tuple(f"quartz_forward_{d}" for d in _DTYPES),
+}
+"""CUDA source file -> the kernel entry points it defines (``<name>_<kind>_<f16|f32|f64>``)."""
+
 COMPILE_OPTIONS: tuple[str, ...] = ("-fmad=false",)
 """NVRTC options: no FMA contraction and no fast-math, so results equal torch's elementwise ops."""
+
+HOST_COMPILE_OPTIONS: tuple[str, ...] = (
+    "-std=c++17",
+    "-O2",
+    "-ffp-contract=off",
+    "-fno-fast-math",
+    "-shared",
+    "-fPIC",
+)
+"""C++ compiler options of the emulated launch: as NVRTC's, no FMA contraction, no fast-math."""
 
 SURROGATE_KINDS: dict[str, int] = {"Sigmoid": 0, "ATan": 1}
 """SpikingJelly surrogate class name -> the kernel's surrogate derivative code (2 = none)."""
 
 _SUFFIX = {torch.float16: "f16", torch.float32: "f32", torch.float64: "f64"}
 _THREADS = 256
-_modules: dict[tuple[str, int], Any] = {}
 
 
 def source(name: str) -> str:
@@ -142,26 +190,204 @@ def surrogate_kind(surrogate: object) -> tuple[int, float]:
     return kind, float(alpha)
 
 
-def _function(cupy: Any, file: str, name: str, device: int) -> Any:
-    key = (file, device)
-    if key not in _modules:
-        with cupy.cuda.Device(device):
-            _modules[key] = cupy.RawModule(code=source(file), options=COMPILE_OPTIONS)
-    return _modules[key].get_function(name)
+class Launcher:
+    """The launch step of every kernel call: runs ``name`` of ``file`` over a 1-D grid.
+
+    Attributes:
+        device_type: the torch device type of the tensors it runs on (``"cuda"``, ``"cpu"``).
+    """
+
+    device_type: str = ""
+
+    def launch(
+        self, file: str, name: str, blocks: int, threads: int, args: tuple[Any, ...]
+    ) -> None:
+        """Run kernel ``name`` of ``file`` with ``blocks`` x ``threads`` threads on ``args``
+        (contiguous tensors of :attr:`device_type` and numpy scalars, in the kernel's order)."""
+        raise NotImplementedError
 
 
-def _launch(
-    cupy: Any, file: str, name: str, reference: Tensor, n: int, args: tuple[Any, ...]
-) -> None:
-    device = reference.device.index if reference.device.index is not None else 0
-    kernel = _function(cupy, file, name, device)
-    stream = torch.cuda.current_stream(reference.device).cuda_stream
-    blocks = math.ceil(n / _THREADS) if n else 0
-    if blocks == 0:
-        return
-    packed = tuple(cupy.from_dlpack(a) if isinstance(a, Tensor) else a for a in args)
-    with cupy.cuda.Device(device), cupy.cuda.ExternalStream(stream):
-        kernel((blocks,), (_THREADS,), packed)
+class CupyLauncher(Launcher):
+    """Launch through CuPy (NVRTC ``RawModule``) on the current CUDA stream of the tensors."""
+
+    device_type = "cuda"
+
+    def __init__(self) -> None:
+        self._modules: dict[tuple[str, int], Any] = {}
+
+    def launch(
+        self, file: str, name: str, blocks: int, threads: int, args: tuple[Any, ...]
+    ) -> None:
+        cupy = require_cupy()
+        reference = next(a for a in args if isinstance(a, Tensor))
+        device = reference.device.index if reference.device.index is not None else 0
+        key = (file, device)
+        if key not in self._modules:
+            with cupy.cuda.Device(device):
+                self._modules[key] = cupy.RawModule(code=source(file), options=COMPILE_OPTIONS)
+        kernel = self._modules[key].get_function(name)
+        stream = torch.cuda.current_stream(reference.device).cuda_stream
+        packed = tuple(cupy.from_dlpack(a) if isinstance(a, Tensor) else a for a in args)
+        with cupy.cuda.Device(device), cupy.cuda.ExternalStream(stream):
+            kernel((blocks,), (threads,), packed)
+
+
+_CTYPES = {
+    numpy.int32: (ctypes.c_int32, "i4"),
+    numpy.int64: (ctypes.c_int64, "i8"),
+    numpy.float32: (ctypes.c_float, "f4"),
+    numpy.float64: (ctypes.c_double, "f8"),
+}
+
+
+class EmulatedLauncher(Launcher):
+    """Run the kernels on CPU tensors: each source compiled with a C++ compiler (``$CXX`` or
+    ``g++``) as :func:`host_source` gives it, loaded with ctypes, every block x thread run in
+    turn. For verification (one CPU thread), not speed.
+
+    Compiled libraries are cached in ``$SNN_ENCODINGS_CACHE/kernels-host`` (else a folder in
+    the temp directory), named by a hash of the source, the options and the compiler, and
+    written atomically, so concurrent processes can share the folder.
+    """
+
+    device_type = "cpu"
+
+    def __init__(self) -> None:
+        self._libraries: dict[str, ctypes.CDLL] = {}
+        self._lock = threading.Lock()
+
+    def library(self, file: str) -> ctypes.CDLL:
+        """The loaded CPU build of kernel file ``file``, compiled at first use.
+
+        Raises:
+            RuntimeError: when no C++ compiler is found or the source does not compile.
+        """
+        with self._lock:
+            if file not in self._libraries:
+                self._libraries[file] = ctypes.CDLL(str(_compile_host(file)))
+            return self._libraries[file]
+
+    def launch(
+        self, file: str, name: str, blocks: int, threads: int, args: tuple[Any, ...]
+    ) -> None:
+        library = self.library(file)
+        values, codes = [], []
+        for arg in args:
+            if isinstance(arg, Tensor):
+                values.append(ctypes.c_void_p(arg.data_ptr()))
+                codes.append(f"p{arg.element_size()}")
+            elif type(arg) in _CTYPES:
+                ctype, code = _CTYPES[type(arg)]
+                values.append(ctype(arg.item()))
+                codes.append(code)
+            else:
+                raise TypeError(f"{name}: argument {len(values)} is a {type(arg).__name__}")
+        signature = getattr(library, f"{name}_signature")
+        signature.restype = ctypes.c_char_p
+        expected = signature().decode()
+        if " ".join(codes) != expected:
+            raise RuntimeError(
+                f"{file}: {name} takes ({expected}) but was launched with ({' '.join(codes)})"
+            )
+        argv = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
+        grid = getattr(library, f"{name}_grid")
+        grid.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p]
+        grid(blocks, threads, argv)
+
+
+CUPY = CupyLauncher()
+"""The GPU launcher (the default)."""
+
+EMULATED = EmulatedLauncher()
+"""The CPU launcher: the same kernel sources compiled for the host (verification)."""
+
+_launcher: ContextVar[Launcher] = ContextVar("snn_encodings_kernel_launcher", default=CUPY)
+
+
+def current_launcher() -> Launcher:
+    """The launcher the kernel functions use when none is passed (:data:`CUPY` by default)."""
+    return _launcher.get()
+
+
+@contextmanager
+def use_launcher(launcher: Launcher) -> Iterator[Launcher]:
+    """Make ``launcher`` the default of the kernel functions inside the ``with`` block.
+
+    Example:
+        >>> with use_launcher(EMULATED):
+        ...     current_launcher() is EMULATED
+        True
+    """
+    token = _launcher.set(launcher)
+    try:
+        yield launcher
+    finally:
+        _launcher.reset(token)
+
+
+def host_source(name: str) -> str:
+    """The CPU build of kernel file ``name``: :func:`source` unchanged, then
+    ``host_launch.cuh`` and one ``EMULATED_ENTRY`` per kernel of :data:`KERNEL_FUNCTIONS`."""
+    folder = resources.files(__package__)
+    entries = "".join(f"EMULATED_ENTRY({kernel})\n" for kernel in KERNEL_FUNCTIONS[name])
+    launch = folder.joinpath("host_launch.cuh").read_text(encoding="utf-8")
+    return f"{source(name)}\n{launch}\n{entries}"
+
+
+def _host_compiler() -> str:
+    compiler = shutil.which(os.environ.get("CXX") or "g++")
+    if compiler is None:
+        raise RuntimeError(
+            "the emulated kernel launch needs a C++ compiler: install g++ (or set CXX)"
+        )
+    return compiler
+
+
+def _compile_host(name: str) -> Path:
+    """Compile :func:`host_source` of ``name`` into the cache, atomically; return the library."""
+    compiler = _host_compiler()
+    text = host_source(name)
+    version = subprocess.run(
+        [compiler, "--version"], capture_output=True, text=True, check=False
+    ).stdout
+    digest = hashlib.sha256(
+        "\0".join([text, *HOST_COMPILE_OPTIONS, compiler, version]).encode()
+    ).hexdigest()[:20]
+    root = os.environ.get("SNN_ENCODINGS_CACHE") or tempfile.gettempdir()
+    folder = Path(root) / "kernels-host"
+    target = folder / f"{name.removesuffix('.cu')}-{digest}.so"
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        cpp = Path(scratch) / f"{name}.cpp"
+        cpp.write_text(text, encoding="utf-8")
+        built = Path(scratch) / target.name
+        result = subprocess.run(
+            [compiler, *HOST_COMPILE_OPTIONS, "-o", str(built), str(cpp)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"kernels/{name} does not compile for the CPU:\n{result.stderr}")
+        os.replace(built, target)
+    return target
+
+
+def _launch(launcher: Launcher, file: str, name: str, n: int, args: tuple[Any, ...]) -> None:
+    """Launch kernel ``name`` over ``n`` neurons (one thread each, blocks of ``_THREADS``)."""
+    for index, arg in enumerate(args):
+        if isinstance(arg, Tensor) and (
+            not arg.is_contiguous() or arg.device.type != launcher.device_type
+        ):
+            raise RuntimeError(
+                f"{name}: argument {index} must be a contiguous {launcher.device_type} tensor, "
+                f"got {tuple(arg.stride())} strides on {arg.device}"
+            )
+    blocks = math.ceil(n / _THREADS)
+    if blocks:
+        launcher.launch(file, name, blocks, _THREADS, args)
 
 
 def _scalar(value: float, dtype: torch.dtype) -> Any:
@@ -173,9 +399,14 @@ class _ICRateKernel(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x_seq: Tensor, v_init: Tensor, theta: float, kind: int, alpha: float
+        ctx: Any,
+        x_seq: Tensor,
+        v_init: Tensor,
+        theta: float,
+        kind: int,
+        alpha: float,
+        launcher: Launcher,
     ) -> tuple[Tensor, Tensor]:
-        cupy = require_cupy()
         steps, n = x_seq.shape
         suffix = _SUFFIX[x_seq.dtype]
         store_h = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
@@ -183,10 +414,9 @@ class _ICRateKernel(torch.autograd.Function):
         v_seq = torch.empty_like(x_seq)
         h_seq = torch.empty_like(x_seq) if store_h else v_seq
         _launch(
-            cupy,
+            launcher,
             "icrate.cu",
             f"icrate_forward_{suffix}",
-            x_seq,
             n,
             (
                 x_seq,
@@ -202,14 +432,13 @@ class _ICRateKernel(torch.autograd.Function):
         )
         if store_h:
             ctx.save_for_backward(h_seq)
-        ctx.theta, ctx.kind, ctx.alpha = theta, kind, alpha
+        ctx.theta, ctx.kind, ctx.alpha, ctx.launcher = theta, kind, alpha, launcher
         return spikes, v_seq
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, grad_spikes: Tensor | None, grad_v_seq: Tensor | None
-    ) -> tuple[Tensor, Tensor, None, None, None]:
-        cupy = require_cupy()
+    ) -> tuple[Tensor, Tensor, None, None, None, None]:
         (h_seq,) = ctx.saved_tensors
         steps, n = h_seq.shape
         grad_spikes = torch.zeros_like(h_seq) if grad_spikes is None else grad_spikes.contiguous()
@@ -217,10 +446,9 @@ class _ICRateKernel(torch.autograd.Function):
         grad_x = torch.empty_like(h_seq)
         grad_v_init = torch.empty_like(h_seq[0])
         _launch(
-            cupy,
+            ctx.launcher,
             "icrate.cu",
             f"icrate_backward_{_SUFFIX[h_seq.dtype]}",
-            h_seq,
             n,
             (
                 grad_spikes,
@@ -235,7 +463,7 @@ class _ICRateKernel(torch.autograd.Function):
                 numpy.int64(n),
             ),
         )
-        return grad_x, grad_v_init, None, None, None
+        return grad_x, grad_v_init, None, None, None, None
 
 
 class _RadixKernel(torch.autograd.Function):
@@ -252,18 +480,17 @@ class _RadixKernel(torch.autograd.Function):
         spec: Radix,
         kind: int,
         alpha: float,
+        launcher: Launcher,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        cupy = require_cupy()
         steps, n = x_seq.shape
         spikes = torch.empty_like(x_seq)
         v_seq = torch.empty_like(x_seq)
         acc_last = torch.empty_like(acc_init)
         k_last = torch.empty_like(k_init)
         _launch(
-            cupy,
+            launcher,
             "radix.cu",
             f"radix_forward_{_SUFFIX[x_seq.dtype]}",
-            x_seq,
             n,
             (
                 x_seq,
@@ -282,14 +509,13 @@ class _RadixKernel(torch.autograd.Function):
         )
         ctx.mark_non_differentiable(k_last)
         ctx.save_for_backward(x_seq, v_init, v_seq, k_init, thresholds)
-        ctx.spec, ctx.kind, ctx.alpha = spec, kind, alpha
+        ctx.spec, ctx.kind, ctx.alpha, ctx.launcher = spec, kind, alpha, launcher
         return spikes, v_seq, acc_last, k_last
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, grad_spikes: Tensor, grad_v_seq: Tensor, grad_acc: Tensor, grad_k: object
-    ) -> tuple[Tensor, Tensor, Tensor, None, None, None, None, None]:
-        cupy = require_cupy()
+    ) -> tuple[Tensor, Tensor, Tensor, None, None, None, None, None, None]:
         x_seq, v_init, v_seq, k_init, thresholds = ctx.saved_tensors
         steps, n = x_seq.shape
         grad_x = torch.empty_like(x_seq)
@@ -297,10 +523,9 @@ class _RadixKernel(torch.autograd.Function):
         grad_acc_init = torch.empty_like(v_init)
         dtype = x_seq.dtype
         _launch(
-            cupy,
+            ctx.launcher,
             "radix.cu",
             f"radix_backward_{_SUFFIX[dtype]}",
-            x_seq,
             n,
             (
                 grad_spikes.contiguous(),
@@ -321,7 +546,7 @@ class _RadixKernel(torch.autograd.Function):
                 numpy.int64(n),
             ),
         )
-        return grad_x, grad_v_init, grad_acc_init, None, None, None, None, None
+        return grad_x, grad_v_init, grad_acc_init, None, None, None, None, None, None
 
 
 def _radix_scalars(spec: Radix, dtype: torch.dtype) -> tuple[Any, ...]:
@@ -337,8 +562,13 @@ def _radix_scalars(spec: Radix, dtype: torch.dtype) -> tuple[Any, ...]:
     )
 
 
-def _check_tensors(currents: Tensor, state: tuple[Tensor, ...]) -> None:
-    """Check that ``currents`` is ``(T, *S)`` and every state field is ``S``, all on CUDA."""
+def _resolve(launcher: Launcher | None) -> Launcher:
+    return current_launcher() if launcher is None else launcher
+
+
+def _check_tensors(currents: Tensor, state: tuple[Tensor, ...], launcher: Launcher) -> None:
+    """Check that ``currents`` is ``(T, *S)`` and every state field is ``S``, all on the
+    launcher's device type."""
     shapes = [tuple(field.shape) for field in state]
     if currents.dim() < 2 or any(shape != tuple(currents.shape[1:]) for shape in shapes):
         raise SpecError(
@@ -350,17 +580,24 @@ def _check_tensors(currents: Tensor, state: tuple[Tensor, ...]) -> None:
             f"backend='cupy' supports float16, float32 and float64, got {currents.dtype}; "
             "cast the input or use backend='torch'"
         )
-    if not currents.is_cuda or not all(field.is_cuda for field in state):
+    wanted = launcher.device_type
+    if any(tensor.device.type != wanted for tensor in (currents, *state)):
         devices = ", ".join(str(field.device) for field in state)
+        where = "CUDA" if wanted == "cuda" else wanted.upper()
         raise SpecError(
-            f"backend='cupy' needs CUDA tensors, got currents on {currents.device} and the "
+            f"backend='cupy' needs {where} tensors, got currents on {currents.device} and the "
             f"state on {devices}; move the module and its input to the GPU or use "
             "backend='torch'"
         )
 
 
 def icrate_multi_step(
-    currents: Tensor, v: Tensor, threshold: float, surrogate: object = None
+    currents: Tensor,
+    v: Tensor,
+    threshold: float,
+    surrogate: object = None,
+    *,
+    launcher: Launcher | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run IC-rate neurons over ``currents`` ``(T, B, *)`` from membrane ``v`` ``(B, *)``.
 
@@ -371,21 +608,30 @@ def icrate_multi_step(
         ``(spikes, membranes)``, both ``(T, B, *)``: spikes in ``{0, 1}`` and the membrane after
         every step, equal to the torch reference (spikes exactly; membranes exactly too, since
         the kernel mirrors each rounding of the torch ops).
+    ``launcher`` runs the kernel (default: :func:`current_launcher`).
+
     Raises:
-        SpecError: for CPU tensors, unsupported dtypes, mismatched shapes or surrogates.
+        SpecError: for tensors on another device than the launcher's, unsupported dtypes,
+            mismatched shapes or surrogates.
         RuntimeError: when CuPy or a GPU is missing.
     """
-    _check_tensors(currents, (v,))
+    launcher = _resolve(launcher)
+    _check_tensors(currents, (v,), launcher)
     kind, alpha = surrogate_kind(surrogate)
     steps = currents.shape[0]
     x_seq = currents.reshape(steps, -1).contiguous()
     v_init = v.to(currents.dtype).reshape(-1).contiguous()
-    spikes, v_seq = _ICRateKernel.apply(x_seq, v_init, float(threshold), kind, alpha)
+    spikes, v_seq = _ICRateKernel.apply(x_seq, v_init, float(threshold), kind, alpha, launcher)
     return spikes.reshape(currents.shape), v_seq.reshape(currents.shape)
 
 
 def quartz_multi_step(
-    currents: Tensor, state: tuple[Tensor, ...], spec: Quartz, *, rectify: bool | None = None
+    currents: Tensor,
+    state: tuple[Tensor, ...],
+    spec: Quartz,
+    *,
+    rectify: bool | None = None,
+    launcher: Launcher | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
     """Run Quartz neurons over ``currents`` ``(T, B, *)`` from the state ``(v, i, t, fired)``.
 
@@ -397,20 +643,20 @@ def quartz_multi_step(
     Returns:
         ``(spikes, final_state, membranes)``: spikes and the membrane after every step
         ``(T, B, *)``, and the final state as a ``QuartzState``-ordered tuple; all equal to the
-        torch reference exactly.
+        torch reference exactly. ``launcher`` as in :func:`icrate_multi_step`.
     Raises:
-        SpecError: for CPU tensors, unsupported dtypes, mismatched shapes, or a run that needs
-            gradients (use ``backend='torch'`` to train).
+        SpecError: for tensors on another device than the launcher's, unsupported dtypes,
+            mismatched shapes, or a run that needs gradients (use ``backend='torch'`` to train).
         RuntimeError: when CuPy or a GPU is missing.
     """
     v, i, t, fired = state
-    _check_tensors(currents, state)
+    launcher = _resolve(launcher)
+    _check_tensors(currents, state, launcher)
     if torch.is_grad_enabled() and any(x.requires_grad for x in (currents, v, i)):
         raise SpecError(
             "backend='cupy' runs Quartz neurons forward only (no surrogate gradient); use "
             "backend='torch' to train, or run under torch.no_grad()"
         )
-    cupy = require_cupy()
     steps = currents.shape[0]
     x_seq = currents.reshape(steps, -1).contiguous()
     n = x_seq.shape[1]
@@ -427,10 +673,9 @@ def quartz_multi_step(
     fired_last = torch.empty_like(flat[3])
     use_rectifier = spec.rectify if rectify is None else rectify
     _launch(
-        cupy,
+        launcher,
         "quartz.cu",
         f"quartz_forward_{_SUFFIX[x_seq.dtype]}",
-        x_seq,
         n,
         (
             x_seq,
@@ -461,7 +706,12 @@ def quartz_multi_step(
 
 
 def radix_multi_step(
-    currents: Tensor, state: tuple[Tensor, ...], spec: Radix, surrogate: object = None
+    currents: Tensor,
+    state: tuple[Tensor, ...],
+    spec: Radix,
+    surrogate: object = None,
+    *,
+    launcher: Launcher | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
     """Run radix neurons over ``currents`` ``(T, B, *)`` from the state ``(v, acc, k)``.
 
@@ -474,10 +724,11 @@ def radix_multi_step(
     Returns:
         ``(spikes, final_state, membranes)``: spikes and the membrane after every step
         ``(T, B, *)``, and the final state as a ``RadixState``-ordered tuple; all equal to the
-        torch reference exactly (gradients within rounding).
+        torch reference exactly (gradients within rounding). ``launcher`` as in
+        :func:`icrate_multi_step`.
     Raises:
-        SpecError: for CPU tensors, unsupported dtypes, mismatched shapes or surrogates, or
-            leak/threshold other than :math:`1/r`.
+        SpecError: for tensors on another device than the launcher's, unsupported dtypes,
+            mismatched shapes or surrogates, or leak/threshold other than :math:`1/r`.
         RuntimeError: when CuPy or a GPU is missing.
     """
     if not spec.is_radix_setting:
@@ -488,7 +739,8 @@ def radix_multi_step(
         )
     kind, alpha = surrogate_kind(surrogate)
     v, acc, k = state
-    _check_tensors(currents, state)
+    launcher = _resolve(launcher)
+    _check_tensors(currents, state, launcher)
     steps = currents.shape[0]
     x_seq = currents.reshape(steps, -1).contiguous()
     spikes, v_seq, acc_last, k_last = _RadixKernel.apply(
@@ -500,6 +752,7 @@ def radix_multi_step(
         spec,
         kind,
         alpha,
+        launcher,
     )
     shape = currents.shape
     membranes = v_seq.reshape(shape)
@@ -508,9 +761,15 @@ def radix_multi_step(
 
 
 def multi_step(
-    spec: Spec, currents: Tensor, state: tuple[Any, ...], surrogate: object = None
+    spec: Spec,
+    currents: Tensor,
+    state: tuple[Any, ...],
+    surrogate: object = None,
+    *,
+    launcher: Launcher | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
-    """Run ``spec``'s kernel over ``currents`` ``(T, B, *)`` from the core state tuple ``state``.
+    """Run ``spec``'s kernel over ``currents`` ``(T, B, *)`` from the core state tuple ``state``
+    (``launcher`` as in :func:`icrate_multi_step`).
 
     Returns:
         ``(spikes, final_state, membranes)``: spikes and membranes ``(T, B, *)``, and the final
@@ -520,10 +779,12 @@ def multi_step(
             :func:`icrate_multi_step`).
     """
     if isinstance(spec, ICRate):
-        spikes, membranes = icrate_multi_step(currents, state[0], spec.threshold, surrogate)
+        spikes, membranes = icrate_multi_step(
+            currents, state[0], spec.threshold, surrogate, launcher=launcher
+        )
         return spikes, (membranes[-1],), membranes
     if isinstance(spec, Radix):
-        return radix_multi_step(currents, state, spec, surrogate)
+        return radix_multi_step(currents, state, spec, surrogate, launcher=launcher)
     if isinstance(spec, Quartz):
-        return quartz_multi_step(currents, state, spec)
+        return quartz_multi_step(currents, state, spec, launcher=launcher)
     raise SpecError(f"backend='cupy' has no kernel for {type(spec).__name__}")
