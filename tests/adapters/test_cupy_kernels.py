@@ -434,15 +434,171 @@ def test_radix_kernel_matches_torch_step(target, spec, mode, shape, dtype, make_
 @pytest.mark.parametrize("spec", SPEC_EXAMPLES, ids=repr)
 def test_every_kernel_matches_torch_step_over_one_step(target, spec, dtype, make_currents):
     """T = 1 from a mid-run state (the counters past the window's start) through multi_step."""
-    from snn_encodings.functional import neuron_functions, simulate
+    from snn_encodings.functional import simulate
 
     currents = make_currents((3, 5), steps=spec.steps_per_layer + 2, dtype=dtype)
     currents = currents.to(target.device)
     middle = simulate(spec, currents[:-1]).state
     want = simulate(spec, currents[-1:], middle, record=True)
-    assert neuron_functions(spec).step is not None
     spikes, final, membranes = target.kernels.multi_step(
         spec, currents[-1:], tuple(middle), launcher=target.launcher
     )
     assert_same_trace((spikes, membranes), (want.spikes, want.states[0]))
     _assert_same_state(final, tuple(want.state))
+
+
+# --- Backward: gradients equal autograd through the torch step --------------------------------
+SURROGATES = ["Sigmoid", "ATan", None]
+
+SIGMOID_TOLERANCE = {torch.float16: 4e-3, torch.float32: 4e-6, torch.float64: 1e-14}
+"""Relative to the largest gradient: torch's sigmoid uses its own vectorised exp on the CPU
+(up to 4 float32 ulps from the C library's, which the emulated kernel calls), so only the
+Sigmoid surrogate's gradients may differ in the last bits; every other case is bit for bit."""
+
+
+def _surrogate(name):
+    from spikingjelly.activation_based import surrogate
+
+    return None if name is None else getattr(surrogate, name)()
+
+
+def _assert_same_gradient(got, want, surrogate_name, dtype) -> None:
+    want = [torch.zeros_like(g) if w is None else w for g, w in zip(got, want, strict=True)]
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        if surrogate_name == "Sigmoid":
+            scale = w.abs().max().double().clamp(min=1.0)
+            tolerance = SIGMOID_TOLERANCE[dtype]
+            assert torch.allclose(g.double() / scale, w.double() / scale, atol=tolerance, rtol=0)
+        else:
+            assert torch.equal(g, w), f"{(g != w).sum().item()} of {g.numel()} entries differ"
+
+
+@pytest.mark.parametrize("surrogate_name", SURROGATES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(1,), (2, 3, 43)], ids=str)
+@pytest.mark.parametrize("spec", ICRATE_EXAMPLES, ids=repr)
+def test_icrate_kernel_gradient_matches_torch(
+    target, spec, shape, dtype, surrogate_name, make_currents
+) -> None:
+    from snn_encodings.functional import ICRateState, simulate
+
+    sg = _surrogate(surrogate_name)
+    steps = spec.steps + 3
+    currents = make_currents(shape, steps=steps, dtype=dtype).to(target.device)
+    weights = make_currents(shape, steps=steps, dtype=dtype, seed=1).to(target.device)
+    v0 = make_currents(shape, steps=1, dtype=dtype, seed=2)[0].to(target.device)
+
+    def loss(spikes: torch.Tensor, membranes: torch.Tensor) -> torch.Tensor:
+        return (spikes * weights).sum() + (membranes * weights.flip(0)).sum()
+
+    got_leaves = [t.clone().requires_grad_(True) for t in (currents, v0)]
+    spikes, membranes = target.kernels.icrate_multi_step(
+        *got_leaves, spec.threshold, sg, launcher=target.launcher
+    )
+    got = torch.autograd.grad(loss(spikes, membranes), got_leaves)
+    want_leaves = [t.clone().requires_grad_(True) for t in (currents, v0)]
+    out = simulate(spec, want_leaves[0], ICRateState(want_leaves[1]), record=True, surrogate=sg)
+    want = torch.autograd.grad(loss(out.spikes, out.states.v), want_leaves, allow_unused=True)
+    _assert_same_gradient(got, want, surrogate_name, dtype)
+
+
+@pytest.mark.parametrize("surrogate_name", SURROGATES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("mode", ["exact", "paper"])
+@pytest.mark.parametrize("spec", RADIX_EXAMPLES, ids=repr)
+def test_radix_kernel_gradient_matches_torch(
+    target, spec, mode, dtype, surrogate_name, make_currents
+) -> None:
+    from snn_encodings.functional import RadixState, simulate
+
+    sg = _surrogate(surrogate_name)
+    spec = dataclasses.replace(spec, mode=mode)
+    shape, steps = (2, 3, 43), 2 * spec.steps_per_layer + 1
+    currents = _radix_currents(spec, make_currents, shape, steps, dtype)
+    if mode == "paper":  # integer currents also reach the tie v - 1 == digit - 1 of the minimum
+        currents[::2] = currents[::2].round()
+    currents = currents.to(target.device)
+    weights = make_currents(shape, steps=steps, dtype=dtype, seed=1).to(target.device)
+    v0 = _radix_currents(spec, make_currents, shape, 1, dtype, seed=2)[0].to(target.device)
+    acc0 = make_currents(shape, steps=1, dtype=dtype, seed=3)[0].to(target.device)
+    k0 = torch.arange(v0.numel(), device=target.device).view(shape) % 4
+
+    def loss(spikes: torch.Tensor, membranes: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
+        return (spikes * weights).sum() + (membranes * weights.flip(0)).sum() + acc.sum()
+
+    got_leaves = [t.clone().requires_grad_(True) for t in (currents, v0, acc0)]
+    spikes, final, membranes = target.kernels.radix_multi_step(
+        got_leaves[0], (got_leaves[1], got_leaves[2], k0), spec, sg, launcher=target.launcher
+    )
+    got = torch.autograd.grad(loss(spikes, membranes, final[1]), got_leaves)
+    want_leaves = [t.clone().requires_grad_(True) for t in (currents, v0, acc0)]
+    out = simulate(
+        spec, want_leaves[0], RadixState(*want_leaves[1:], k0), record=True, surrogate=sg
+    )
+    want = torch.autograd.grad(
+        loss(out.spikes, out.states.v, out.state.acc), want_leaves, allow_unused=True
+    )
+    _assert_same_gradient(got, want, surrogate_name, dtype)
+
+
+# --- The nodes with backend="cupy" (GPU only: the node requires CuPy and a GPU) ---------------
+@pytest.mark.cuda
+@GPU
+def test_icrate_node_cupy_backend_matches_single_steps_on_gpu(make_currents) -> None:
+    require("cupy")
+    from snn_encodings.adapters.spikingjelly import ICRateNode
+    from spikingjelly.activation_based import functional
+
+    spec = ICRate(steps=12)
+    currents = make_currents((16, 3, 4), steps=12).cuda()
+    node = ICRateNode(spec, step_mode="m", backend="cupy", store_v_seq=True)
+    spikes = node(currents)
+    assert_same_trace((spikes, node.v_seq), run_core(spec, currents))
+    functional.reset_net(node)
+    spikes = node(currents[:, :5])
+    assert torch.equal(spikes, run_core(spec, currents[:, :5]).spikes)
+
+
+@pytest.mark.cuda
+@GPU
+def test_quartz_node_cupy_backend_matches_torch_backend_on_gpu(make_currents) -> None:
+    require("cupy")
+    from snn_encodings.adapters.spikingjelly import QuartzNode
+    from spikingjelly.activation_based import functional
+
+    spec = Quartz(t_max=4)
+    currents = make_currents((16, 3, 4), steps=spec.steps_per_layer).cuda()
+    node = QuartzNode(spec, step_mode="m", backend="cupy", store_v_seq=True)
+    with torch.no_grad():
+        spikes = node(currents[:10])
+        spikes = torch.cat([spikes, node(currents[10:])])
+    want = run_core(spec, currents)
+    assert_same_trace((spikes[10:], node.v_seq), (want.spikes[10:], want.membranes[10:]))
+    assert torch.equal(spikes, want.spikes)
+    functional.reset_net(node)
+    with pytest.raises(SpecError, match="forward only"):
+        node(currents.clone().requires_grad_(True))
+
+
+@pytest.mark.cuda
+@GPU
+@pytest.mark.parametrize("spec", [Radix(steps=4), Radix(steps=3, base=3, mode="paper")], ids=repr)
+def test_radix_node_cupy_backend_matches_torch_backend_on_gpu(spec, make_currents) -> None:
+    require("cupy")
+    from snn_encodings.adapters.spikingjelly import RadixNode
+
+    steps, split = 2 * spec.steps_per_layer + 1, spec.steps_per_layer - 1
+    currents = _radix_currents(spec, make_currents, (3, 4), steps, torch.float32).cuda()
+    want = run_core(spec, currents)
+    grads = {}
+    for backend in ("cupy", "torch"):
+        node = RadixNode(spec, step_mode="m", backend=backend, store_v_seq=True)
+        leaf = currents.clone().requires_grad_(True)
+        spikes = torch.cat([node(leaf[:split]), node(leaf[split:])])
+        assert_same_trace(
+            (spikes[split:], node.v_seq), (want.spikes[split:], want.membranes[split:])
+        )
+        assert torch.equal(spikes, want.spikes)
+        (grads[backend],) = torch.autograd.grad(spikes.sum() + node.v.sum(), leaf)
+    _assert_same_gradient([grads["cupy"]], [grads["torch"]], "Sigmoid", torch.float32)

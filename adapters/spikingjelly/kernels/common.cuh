@@ -106,26 +106,33 @@ template <> struct Storage<half_bits> {
     static __device__ __forceinline__ float round(const float v) { return load(store(v)); }
 };
 
-// Derivative of SpikingJelly's surrogate functions at x (the spike's argument), computed in the
-// compute type: kind 0 = surrogate.Sigmoid, 1 = surrogate.ATan (parameter alpha), 2 = none (0).
-__device__ __forceinline__ float surrogate_grad(const float x, const int kind, const float alpha) {
-    if (kind == 2) return 0.0f;
-    if (kind == 0) {
-        const float sg = 1.0f / (1.0f + expf(-alpha * x));
-        return (1.0f - sg) * sg * alpha;
-    }
-    const float a = 0.5f * alpha;
-    const float ax = 3.14159265358979323846f * a * x;
-    return a / (1.0f + ax * ax);
-}
+// sigmoid in the compute type, as torch's sigmoid kernel writes it: 1 / (1 + exp(-x)).
+__device__ __forceinline__ float sigmoid_c(const float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ double sigmoid_c(const double x) { return 1.0 / (1.0 + exp(-x)); }
 
-__device__ __forceinline__ double surrogate_grad(const double x, const int kind, const double alpha) {
-    if (kind == 2) return 0.0;
+// The gradient that SpikingJelly's surrogate backward gives its argument x for the incoming
+// gradient g, operation by operation as surrogate.py computes it, each result rounded to the
+// storage type S (the Python scalars enter in the compute type, as torch takes them):
+//   kind 0, surrogate.Sigmoid:  s = sigmoid(x * alpha);  ((g * (1 - s)) * s) * alpha
+//   kind 1, surrogate.ATan:     a = alpha / 2;  w = (pi * a) * x;  (1 / (w * w + 1)) * a * g
+//                               (torch evaluates the scalar a / tensor as reciprocal * a)
+//   kind 2, no surrogate: the spike passes no gradient (0).
+// alpha is a double, as the Python float; pi * a is formed in double, as Python forms it.
+template <typename S>
+__device__ __forceinline__ typename Storage<S>::compute surrogate_backward(
+    const typename Storage<S>::compute g, const typename Storage<S>::compute x, const int kind,
+    const double alpha)
+{
+    typedef typename Storage<S>::compute C;
+    if (kind == 2) return (C)0;
     if (kind == 0) {
-        const double sg = 1.0 / (1.0 + exp(-alpha * x));
-        return (1.0 - sg) * sg * alpha;
+        const C s = Storage<S>::round(sigmoid_c(Storage<S>::round(x * (C)alpha)));
+        const C kept = Storage<S>::round(g * Storage<S>::round((C)1 - s));
+        return Storage<S>::round(Storage<S>::round(kept * s) * (C)alpha);
     }
-    const double a = 0.5 * alpha;
-    const double ax = 3.14159265358979323846 * a * x;
-    return a / (1.0 + ax * ax);
+    const double a = alpha / 2;
+    const C w = Storage<S>::round((C)(3.14159265358979323846 * a) * x);
+    const C denominator = Storage<S>::round(Storage<S>::round(w * w) + (C)1);
+    const C slope = Storage<S>::round(Storage<S>::round((C)1 / denominator) * (C)a);
+    return Storage<S>::round(slope * g);
 }
