@@ -357,6 +357,14 @@ def test_use_launcher_selects_the_emulated_launch(host_kernels) -> None:
 
 
 # --- Forward: spikes, membranes and every state field equal the torch step ---------------------
+def _with_ties(currents: torch.Tensor, unit: float) -> torch.Tensor:
+    """Every other step's currents rounded to multiples of ``unit``, so that membranes land
+    exactly on thresholds (the spike condition's ``>=`` is then tested, not just ``>``)."""
+    tied = currents.clone()
+    tied[::2] = (tied[::2].double() / unit).round().mul(unit).to(currents.dtype)
+    return tied
+
+
 def _assert_same_state(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...]) -> None:
     for field, expected in zip(got, want, strict=True):
         assert field.dtype == expected.dtype and torch.equal(field, expected)
@@ -370,7 +378,8 @@ def test_icrate_kernel_matches_torch_step(target, spec, one_step, shape, dtype, 
     from snn_encodings.functional import simulate
 
     steps = 1 if one_step else spec.steps + 5
-    currents = make_currents(shape, steps=steps, dtype=dtype).to(target.device)
+    currents = _with_ties(make_currents(shape, steps=steps, dtype=dtype), 0.25)
+    currents = currents.to(target.device)
     want = simulate(spec, currents, record=True)
     state = (torch.full(shape, spec.default_v0, dtype=dtype, device=target.device),)
     spikes, final, membranes = target.kernels.multi_step(
@@ -390,7 +399,7 @@ def test_quartz_kernel_matches_torch_step(target, spec, mode, rectify, shape, dt
 
     spec = dataclasses.replace(spec, mode=mode)
     currents = make_currents(shape, steps=spec.steps_per_layer + 3, dtype=dtype)
-    currents = currents.to(target.device)
+    currents = _with_ties(currents, 0.25).to(target.device)
     want = simulate(spec, currents, record=True, rectify=rectify)
     early = want.spikes[: spec.read_step].any()
     assert bool(early) == (mode == "paper"), "the currents must cross the threshold early"
@@ -418,7 +427,8 @@ def test_radix_kernel_matches_torch_step(target, spec, mode, shape, dtype, make_
 
     spec = dataclasses.replace(spec, mode=mode)
     steps = 2 * spec.steps_per_layer + 3
-    currents = _radix_currents(spec, make_currents, shape, steps, dtype).to(target.device)
+    currents = _radix_currents(spec, make_currents, shape, steps, dtype)
+    currents = _with_ties(currents, 1.0).to(target.device)
     start = radix_initial_state(spec, currents[0], v0=0.5)
     k = torch.arange(start.k.numel(), device=target.device).view(shape) % 5
     start = start._replace(k=k)
