@@ -357,17 +357,18 @@ def test_use_launcher_selects_the_emulated_launch(host_kernels) -> None:
 
 
 # --- Forward: spikes, membranes and every state field equal the torch step ---------------------
-def _with_ties(currents: torch.Tensor, unit: float) -> torch.Tensor:
-    """Every other step's currents rounded to multiples of ``unit``, so that membranes land
-    exactly on thresholds (the spike condition's ``>=`` is then tested, not just ``>``)."""
-    tied = currents.clone()
-    tied[::2] = (tied[::2].double() / unit).round().mul(unit).to(currents.dtype)
-    return tied
-
-
 def _assert_same_state(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, ...]) -> None:
     for field, expected in zip(got, want, strict=True):
         assert field.dtype == expected.dtype and torch.equal(field, expected)
+
+
+def _with_ties(currents: torch.Tensor, unit: float) -> torch.Tensor:
+    """The currents of every other neuron rounded to multiples of ``unit`` at every step, so
+    that their membranes land exactly on thresholds (the spike condition's ``>=`` is then
+    tested, not just ``>``); the other neurons keep arbitrary float currents."""
+    flat = currents.reshape(currents.shape[0], -1).clone()
+    flat[:, ::2] = (flat[:, ::2].double() / unit).round().mul(unit).to(currents.dtype)
+    return flat.reshape(currents.shape)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
