@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -125,7 +126,7 @@ def require_cupy() -> Any:
     return cupy
 
 
-class Launcher:
+class Launcher(ABC):
     """The launch step of every kernel call: runs ``name`` of ``file`` over a 1-D grid.
 
     Attributes:
@@ -134,12 +135,12 @@ class Launcher:
 
     device_type: str = ""
 
+    @abstractmethod
     def launch(
         self, file: str, name: str, blocks: int, threads: int, args: tuple[Any, ...]
     ) -> None:
         """Run kernel ``name`` of ``file`` with ``blocks`` x ``threads`` threads on ``args``
         (contiguous tensors of :attr:`device_type` and numpy scalars, in the kernel's order)."""
-        raise NotImplementedError
 
 
 class CupyLauncher(Launcher):
