@@ -343,14 +343,15 @@ def icrate_multi_step(
     """Run IC-rate neurons over ``currents`` ``(T, B, *)`` from membrane ``v`` ``(B, *)``.
 
     The CuPy counterpart of :func:`snn_encodings.functional.simulate` for an
-    :class:`~snn_encodings.specs.ICRate` spec (reference: ``icrate_step``).
+    :class:`~snn_encodings.specs.ICRate` spec (reference: ``icrate_step``), with a
+    surrogate-gradient backward (SpikingJelly ``surrogate.Sigmoid``/``ATan`` or ``None``).
+    ``launcher`` runs the kernel (default: :func:`current_launcher`).
 
     Returns:
         ``(spikes, membranes)``, both ``(T, B, *)``: spikes in ``{0, 1}`` and the membrane after
-        every step, equal to the torch reference (spikes exactly; membranes exactly too, since
-        the kernel mirrors each rounding of the torch ops).
-    ``launcher`` runs the kernel (default: :func:`current_launcher`).
-
+        every step, equal to the torch reference exactly (the kernel mirrors each rounding of
+        the torch ops); gradients equal autograd through ``icrate_step`` (bit for bit except,
+        on the CPU, the Sigmoid surrogate's exp; docs/kernels.md).
     Raises:
         SpecError: for tensors on another device than the launcher's, unsupported dtypes,
             mismatched shapes or surrogates.
@@ -465,8 +466,9 @@ def radix_multi_step(
     Returns:
         ``(spikes, final_state, membranes)``: spikes and the membrane after every step
         ``(T, B, *)``, and the final state as a ``RadixState``-ordered tuple; all equal to the
-        torch reference exactly (gradients within rounding). ``launcher`` as in
-        :func:`icrate_multi_step`.
+        torch reference exactly; gradients equal autograd through ``radix_step`` (bit for bit
+        except, on the CPU, the Sigmoid surrogate's exp; docs/kernels.md). ``launcher`` as
+        in :func:`icrate_multi_step`.
     Raises:
         SpecError: for tensors on another device than the launcher's, unsupported dtypes,
             mismatched shapes or surrogates, or leak/threshold other than :math:`1/r`.
