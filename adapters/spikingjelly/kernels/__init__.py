@@ -6,8 +6,17 @@ The CUDA sources live next to this file (``<encoding>.cu``, sharing the storage 
 time-first ``[T, N]`` block. IC-rate and radix (both modes) have a forward and a
 surrogate-gradient backward kernel; Quartz (both modes) a forward kernel only (inference: a run
 that needs gradients raises). The core torch step function is the reference: each forward
-kernel repeats its operations with the same rounding, and a test compares it with
-:func:`snn_encodings.functional.simulate` spike for spike and membrane for membrane.
+kernel repeats its operations, and each backward kernel those of autograd through it, with the
+same rounding; the tests compare them with :func:`snn_encodings.functional.simulate` and its
+gradients bit for bit (see ``docs/kernels.md`` for what runs where).
+
+The last step of every call, the launch, is a small injectable backend (a
+:class:`~.launch.Launcher`, see :mod:`.launch`): :data:`CUPY` (the default) runs the kernels on
+CUDA tensors; :data:`EMULATED` compiles the very same sources with a C++ compiler (``g++``) and
+runs every block x thread of the grid on CPU tensors. Everything before the launch (flattening,
+dtype dispatch, argument order and scalar types, the autograd Functions) is shared, so the
+emulated launch checks it too; the tests compare it with the torch step on any machine with
+``g++``. Select it with ``with use_launcher(EMULATED): ...`` or the ``launcher=`` argument.
 
 Nothing here imports cupy at module import time, so the package imports on machines without
 CUDA; :func:`require_cupy` raises a clear error when a kernel is asked for there.
@@ -16,7 +25,6 @@ CUDA; :func:`require_cupy` raises a clear error when a kernel is asked for there
 from __future__ import annotations
 
 import math
-from importlib import resources
 from typing import Any
 
 import numpy
@@ -28,12 +36,38 @@ from snn_encodings.functional.radix import radix_digit_thresholds
 from snn_encodings.specs import ICRate, Quartz, Radix
 from snn_encodings.specs.base import Spec
 
+from .launch import (
+    COMPILE_OPTIONS,
+    CUPY,
+    EMULATED,
+    HOST_COMPILE_OPTIONS,
+    KERNEL_FUNCTIONS,
+    CupyLauncher,
+    EmulatedLauncher,
+    Launcher,
+    compile_ptx,
+    current_launcher,
+    host_source,
+    require_cupy,
+    source,
+    use_launcher,
+)
+
 __all__ = [
     "COMPILE_OPTIONS",
+    "CUPY",
+    "EMULATED",
+    "HOST_COMPILE_OPTIONS",
+    "KERNEL_FUNCTIONS",
     "KERNEL_SOURCES",
     "SURROGATE_KINDS",
+    "CupyLauncher",
+    "EmulatedLauncher",
+    "Launcher",
     "compile_ptx",
+    "current_launcher",
     "has_kernel",
+    "host_source",
     "icrate_multi_step",
     "multi_step",
     "quartz_multi_step",
@@ -41,6 +75,7 @@ __all__ = [
     "require_cupy",
     "source",
     "surrogate_kind",
+    "use_launcher",
 ]
 
 KERNEL_SOURCES: dict[type[Spec], str] = {
@@ -50,77 +85,16 @@ KERNEL_SOURCES: dict[type[Spec], str] = {
 }
 """Spec class -> CUDA source file of its multi-step kernels."""
 
-COMPILE_OPTIONS: tuple[str, ...] = ("-fmad=false",)
-"""NVRTC options: no FMA contraction and no fast-math, so results equal torch's elementwise ops."""
-
 SURROGATE_KINDS: dict[str, int] = {"Sigmoid": 0, "ATan": 1}
 """SpikingJelly surrogate class name -> the kernel's surrogate derivative code (2 = none)."""
 
 _SUFFIX = {torch.float16: "f16", torch.float32: "f32", torch.float64: "f64"}
 _THREADS = 256
-_modules: dict[tuple[str, int], Any] = {}
-
-
-def source(name: str) -> str:
-    """Return the CUDA source text of the kernel file ``name`` (e.g. ``"icrate.cu"``), with
-    each ``#include "common.cuh"`` line replaced by that file's text (NVRTC gets one string)."""
-    folder = resources.files(__package__)
-    text = folder.joinpath(name).read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
-    common = '#include "common.cuh"'
-    return "".join(
-        folder.joinpath("common.cuh").read_text(encoding="utf-8")
-        if line.strip() == common
-        else line
-        for line in lines
-    )
 
 
 def has_kernel(spec: Spec) -> bool:
     """Whether ``spec``'s encoding has a CuPy multi-step kernel."""
     return type(spec) in KERNEL_SOURCES
-
-
-def compile_ptx(name: str, arch: str = "compute_90") -> str:
-    """Compile the kernel file ``name`` to PTX with NVRTC; needs no GPU (a source check).
-
-    Raises:
-        RuntimeError: with NVRTC's log when the source does not compile, or when the NVRTC
-            library is missing (``pip install nvidia-cuda-nvrtc-cu12``).
-    """
-    try:
-        from cupy_backends.cuda.libs import nvrtc
-    except ImportError as error:
-        raise RuntimeError('compile_ptx needs cupy: pip install "snn-encodings[cupy]"') from error
-    program = nvrtc.createProgram(source(name), name, [], [])
-    try:
-        nvrtc.compileProgram(program, [f"-arch={arch}", *COMPILE_OPTIONS])
-    except nvrtc.NVRTCError as error:
-        log = nvrtc.getProgramLog(program)
-        raise RuntimeError(f"kernels/{name} does not compile with NVRTC:\n{log}") from error
-    ptx = nvrtc.getPTX(program)
-    return ptx.decode() if isinstance(ptx, bytes) else str(ptx)
-
-
-def require_cupy() -> Any:
-    """Return the ``cupy`` module if it is installed and sees a CUDA GPU.
-
-    Raises:
-        RuntimeError: naming what to install or do otherwise.
-    """
-    try:
-        import cupy
-    except ImportError as error:
-        raise RuntimeError(
-            "backend='cupy' needs CuPy and a CUDA GPU: pip install \"snn-encodings[cupy]\" "
-            "(cupy-cuda12x), or use backend='torch'"
-        ) from error
-    if not cupy.cuda.is_available() or not torch.cuda.is_available():
-        raise RuntimeError(
-            "backend='cupy' needs a CUDA GPU visible to both CuPy and torch (none found here); "
-            "use backend='torch' on this machine"
-        )
-    return cupy
 
 
 def surrogate_kind(surrogate: object) -> tuple[int, float]:
@@ -142,26 +116,19 @@ def surrogate_kind(surrogate: object) -> tuple[int, float]:
     return kind, float(alpha)
 
 
-def _function(cupy: Any, file: str, name: str, device: int) -> Any:
-    key = (file, device)
-    if key not in _modules:
-        with cupy.cuda.Device(device):
-            _modules[key] = cupy.RawModule(code=source(file), options=COMPILE_OPTIONS)
-    return _modules[key].get_function(name)
-
-
-def _launch(
-    cupy: Any, file: str, name: str, reference: Tensor, n: int, args: tuple[Any, ...]
-) -> None:
-    device = reference.device.index if reference.device.index is not None else 0
-    kernel = _function(cupy, file, name, device)
-    stream = torch.cuda.current_stream(reference.device).cuda_stream
-    blocks = math.ceil(n / _THREADS) if n else 0
-    if blocks == 0:
-        return
-    packed = tuple(cupy.from_dlpack(a) if isinstance(a, Tensor) else a for a in args)
-    with cupy.cuda.Device(device), cupy.cuda.ExternalStream(stream):
-        kernel((blocks,), (_THREADS,), packed)
+def _launch(launcher: Launcher, file: str, name: str, n: int, args: tuple[Any, ...]) -> None:
+    """Launch kernel ``name`` over ``n`` neurons (one thread each, blocks of ``_THREADS``)."""
+    for index, arg in enumerate(args):
+        if isinstance(arg, Tensor) and (
+            not arg.is_contiguous() or arg.device.type != launcher.device_type
+        ):
+            raise RuntimeError(
+                f"{name}: argument {index} must be a contiguous {launcher.device_type} tensor, "
+                f"got {tuple(arg.stride())} strides on {arg.device}"
+            )
+    blocks = math.ceil(n / _THREADS)
+    if blocks:
+        launcher.launch(file, name, blocks, _THREADS, args)
 
 
 def _scalar(value: float, dtype: torch.dtype) -> Any:
@@ -173,9 +140,14 @@ class _ICRateKernel(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x_seq: Tensor, v_init: Tensor, theta: float, kind: int, alpha: float
+        ctx: Any,
+        x_seq: Tensor,
+        v_init: Tensor,
+        theta: float,
+        kind: int,
+        alpha: float,
+        launcher: Launcher,
     ) -> tuple[Tensor, Tensor]:
-        cupy = require_cupy()
         steps, n = x_seq.shape
         suffix = _SUFFIX[x_seq.dtype]
         store_h = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
@@ -183,10 +155,9 @@ class _ICRateKernel(torch.autograd.Function):
         v_seq = torch.empty_like(x_seq)
         h_seq = torch.empty_like(x_seq) if store_h else v_seq
         _launch(
-            cupy,
+            launcher,
             "icrate.cu",
             f"icrate_forward_{suffix}",
-            x_seq,
             n,
             (
                 x_seq,
@@ -202,14 +173,13 @@ class _ICRateKernel(torch.autograd.Function):
         )
         if store_h:
             ctx.save_for_backward(h_seq)
-        ctx.theta, ctx.kind, ctx.alpha = theta, kind, alpha
+        ctx.theta, ctx.kind, ctx.alpha, ctx.launcher = theta, kind, alpha, launcher
         return spikes, v_seq
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, grad_spikes: Tensor | None, grad_v_seq: Tensor | None
-    ) -> tuple[Tensor, Tensor, None, None, None]:
-        cupy = require_cupy()
+    ) -> tuple[Tensor, Tensor, None, None, None, None]:
         (h_seq,) = ctx.saved_tensors
         steps, n = h_seq.shape
         grad_spikes = torch.zeros_like(h_seq) if grad_spikes is None else grad_spikes.contiguous()
@@ -217,10 +187,9 @@ class _ICRateKernel(torch.autograd.Function):
         grad_x = torch.empty_like(h_seq)
         grad_v_init = torch.empty_like(h_seq[0])
         _launch(
-            cupy,
+            ctx.launcher,
             "icrate.cu",
             f"icrate_backward_{_SUFFIX[h_seq.dtype]}",
-            h_seq,
             n,
             (
                 grad_spikes,
@@ -230,12 +199,12 @@ class _ICRateKernel(torch.autograd.Function):
                 grad_v_init,
                 _scalar(ctx.theta, h_seq.dtype),
                 numpy.int32(ctx.kind),
-                _scalar(ctx.alpha, h_seq.dtype),
+                numpy.float64(ctx.alpha),
                 numpy.int32(steps),
                 numpy.int64(n),
             ),
         )
-        return grad_x, grad_v_init, None, None, None
+        return grad_x, grad_v_init, None, None, None, None
 
 
 class _RadixKernel(torch.autograd.Function):
@@ -252,18 +221,17 @@ class _RadixKernel(torch.autograd.Function):
         spec: Radix,
         kind: int,
         alpha: float,
+        launcher: Launcher,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        cupy = require_cupy()
         steps, n = x_seq.shape
         spikes = torch.empty_like(x_seq)
         v_seq = torch.empty_like(x_seq)
         acc_last = torch.empty_like(acc_init)
         k_last = torch.empty_like(k_init)
         _launch(
-            cupy,
+            launcher,
             "radix.cu",
             f"radix_forward_{_SUFFIX[x_seq.dtype]}",
-            x_seq,
             n,
             (
                 x_seq,
@@ -282,14 +250,13 @@ class _RadixKernel(torch.autograd.Function):
         )
         ctx.mark_non_differentiable(k_last)
         ctx.save_for_backward(x_seq, v_init, v_seq, k_init, thresholds)
-        ctx.spec, ctx.kind, ctx.alpha = spec, kind, alpha
+        ctx.spec, ctx.kind, ctx.alpha, ctx.launcher = spec, kind, alpha, launcher
         return spikes, v_seq, acc_last, k_last
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, grad_spikes: Tensor, grad_v_seq: Tensor, grad_acc: Tensor, grad_k: object
-    ) -> tuple[Tensor, Tensor, Tensor, None, None, None, None, None]:
-        cupy = require_cupy()
+    ) -> tuple[Tensor, Tensor, Tensor, None, None, None, None, None, None]:
         x_seq, v_init, v_seq, k_init, thresholds = ctx.saved_tensors
         steps, n = x_seq.shape
         grad_x = torch.empty_like(x_seq)
@@ -297,10 +264,9 @@ class _RadixKernel(torch.autograd.Function):
         grad_acc_init = torch.empty_like(v_init)
         dtype = x_seq.dtype
         _launch(
-            cupy,
+            ctx.launcher,
             "radix.cu",
             f"radix_backward_{_SUFFIX[dtype]}",
-            x_seq,
             n,
             (
                 grad_spikes.contiguous(),
@@ -316,12 +282,12 @@ class _RadixKernel(torch.autograd.Function):
                 grad_acc_init,
                 *_radix_scalars(ctx.spec, dtype),
                 numpy.int32(ctx.kind),
-                _scalar(ctx.alpha, dtype),
+                numpy.float64(ctx.alpha),
                 numpy.int32(steps),
                 numpy.int64(n),
             ),
         )
-        return grad_x, grad_v_init, grad_acc_init, None, None, None, None, None
+        return grad_x, grad_v_init, grad_acc_init, None, None, None, None, None, None
 
 
 def _radix_scalars(spec: Radix, dtype: torch.dtype) -> tuple[Any, ...]:
@@ -337,8 +303,13 @@ def _radix_scalars(spec: Radix, dtype: torch.dtype) -> tuple[Any, ...]:
     )
 
 
-def _check_tensors(currents: Tensor, state: tuple[Tensor, ...]) -> None:
-    """Check that ``currents`` is ``(T, *S)`` and every state field is ``S``, all on CUDA."""
+def _resolve(launcher: Launcher | None) -> Launcher:
+    return current_launcher() if launcher is None else launcher
+
+
+def _check_tensors(currents: Tensor, state: tuple[Tensor, ...], launcher: Launcher) -> None:
+    """Check that ``currents`` is ``(T, *S)`` and every state field is ``S``, all on the
+    launcher's device type."""
     shapes = [tuple(field.shape) for field in state]
     if currents.dim() < 2 or any(shape != tuple(currents.shape[1:]) for shape in shapes):
         raise SpecError(
@@ -350,42 +321,59 @@ def _check_tensors(currents: Tensor, state: tuple[Tensor, ...]) -> None:
             f"backend='cupy' supports float16, float32 and float64, got {currents.dtype}; "
             "cast the input or use backend='torch'"
         )
-    if not currents.is_cuda or not all(field.is_cuda for field in state):
+    wanted = launcher.device_type
+    if any(tensor.device.type != wanted for tensor in (currents, *state)):
         devices = ", ".join(str(field.device) for field in state)
+        where = "CUDA" if wanted == "cuda" else wanted.upper()
         raise SpecError(
-            f"backend='cupy' needs CUDA tensors, got currents on {currents.device} and the "
+            f"backend='cupy' needs {where} tensors, got currents on {currents.device} and the "
             f"state on {devices}; move the module and its input to the GPU or use "
             "backend='torch'"
         )
 
 
 def icrate_multi_step(
-    currents: Tensor, v: Tensor, threshold: float, surrogate: object = None
+    currents: Tensor,
+    v: Tensor,
+    threshold: float,
+    surrogate: object = None,
+    *,
+    launcher: Launcher | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run IC-rate neurons over ``currents`` ``(T, B, *)`` from membrane ``v`` ``(B, *)``.
 
     The CuPy counterpart of :func:`snn_encodings.functional.simulate` for an
-    :class:`~snn_encodings.specs.ICRate` spec (reference: ``icrate_step``).
+    :class:`~snn_encodings.specs.ICRate` spec (reference: ``icrate_step``), with a
+    surrogate-gradient backward (SpikingJelly ``surrogate.Sigmoid``/``ATan`` or ``None``).
+    ``launcher`` runs the kernel (default: :func:`current_launcher`).
 
     Returns:
         ``(spikes, membranes)``, both ``(T, B, *)``: spikes in ``{0, 1}`` and the membrane after
-        every step, equal to the torch reference (spikes exactly; membranes exactly too, since
-        the kernel mirrors each rounding of the torch ops).
+        every step, equal to the torch reference exactly (the kernel mirrors each rounding of
+        the torch ops); gradients equal autograd through ``icrate_step`` (bit for bit except,
+        on the CPU, the Sigmoid surrogate's exp; docs/kernels.md).
     Raises:
-        SpecError: for CPU tensors, unsupported dtypes, mismatched shapes or surrogates.
+        SpecError: for tensors on another device than the launcher's, unsupported dtypes,
+            mismatched shapes or surrogates.
         RuntimeError: when CuPy or a GPU is missing.
     """
-    _check_tensors(currents, (v,))
+    launcher = _resolve(launcher)
+    _check_tensors(currents, (v,), launcher)
     kind, alpha = surrogate_kind(surrogate)
     steps = currents.shape[0]
     x_seq = currents.reshape(steps, -1).contiguous()
     v_init = v.to(currents.dtype).reshape(-1).contiguous()
-    spikes, v_seq = _ICRateKernel.apply(x_seq, v_init, float(threshold), kind, alpha)
+    spikes, v_seq = _ICRateKernel.apply(x_seq, v_init, float(threshold), kind, alpha, launcher)
     return spikes.reshape(currents.shape), v_seq.reshape(currents.shape)
 
 
 def quartz_multi_step(
-    currents: Tensor, state: tuple[Tensor, ...], spec: Quartz, *, rectify: bool | None = None
+    currents: Tensor,
+    state: tuple[Tensor, ...],
+    spec: Quartz,
+    *,
+    rectify: bool | None = None,
+    launcher: Launcher | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
     """Run Quartz neurons over ``currents`` ``(T, B, *)`` from the state ``(v, i, t, fired)``.
 
@@ -397,20 +385,20 @@ def quartz_multi_step(
     Returns:
         ``(spikes, final_state, membranes)``: spikes and the membrane after every step
         ``(T, B, *)``, and the final state as a ``QuartzState``-ordered tuple; all equal to the
-        torch reference exactly.
+        torch reference exactly. ``launcher`` as in :func:`icrate_multi_step`.
     Raises:
-        SpecError: for CPU tensors, unsupported dtypes, mismatched shapes, or a run that needs
-            gradients (use ``backend='torch'`` to train).
+        SpecError: for tensors on another device than the launcher's, unsupported dtypes,
+            mismatched shapes, or a run that needs gradients (use ``backend='torch'`` to train).
         RuntimeError: when CuPy or a GPU is missing.
     """
     v, i, t, fired = state
-    _check_tensors(currents, state)
+    launcher = _resolve(launcher)
+    _check_tensors(currents, state, launcher)
     if torch.is_grad_enabled() and any(x.requires_grad for x in (currents, v, i)):
         raise SpecError(
             "backend='cupy' runs Quartz neurons forward only (no surrogate gradient); use "
             "backend='torch' to train, or run under torch.no_grad()"
         )
-    cupy = require_cupy()
     steps = currents.shape[0]
     x_seq = currents.reshape(steps, -1).contiguous()
     n = x_seq.shape[1]
@@ -427,10 +415,9 @@ def quartz_multi_step(
     fired_last = torch.empty_like(flat[3])
     use_rectifier = spec.rectify if rectify is None else rectify
     _launch(
-        cupy,
+        launcher,
         "quartz.cu",
         f"quartz_forward_{_SUFFIX[x_seq.dtype]}",
-        x_seq,
         n,
         (
             x_seq,
@@ -461,7 +448,12 @@ def quartz_multi_step(
 
 
 def radix_multi_step(
-    currents: Tensor, state: tuple[Tensor, ...], spec: Radix, surrogate: object = None
+    currents: Tensor,
+    state: tuple[Tensor, ...],
+    spec: Radix,
+    surrogate: object = None,
+    *,
+    launcher: Launcher | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
     """Run radix neurons over ``currents`` ``(T, B, *)`` from the state ``(v, acc, k)``.
 
@@ -474,10 +466,12 @@ def radix_multi_step(
     Returns:
         ``(spikes, final_state, membranes)``: spikes and the membrane after every step
         ``(T, B, *)``, and the final state as a ``RadixState``-ordered tuple; all equal to the
-        torch reference exactly (gradients within rounding).
+        torch reference exactly; gradients equal autograd through ``radix_step`` (bit for bit
+        except, on the CPU, the Sigmoid surrogate's exp; docs/kernels.md). ``launcher`` as
+        in :func:`icrate_multi_step`.
     Raises:
-        SpecError: for CPU tensors, unsupported dtypes, mismatched shapes or surrogates, or
-            leak/threshold other than :math:`1/r`.
+        SpecError: for tensors on another device than the launcher's, unsupported dtypes,
+            mismatched shapes or surrogates, or leak/threshold other than :math:`1/r`.
         RuntimeError: when CuPy or a GPU is missing.
     """
     if not spec.is_radix_setting:
@@ -488,7 +482,8 @@ def radix_multi_step(
         )
     kind, alpha = surrogate_kind(surrogate)
     v, acc, k = state
-    _check_tensors(currents, state)
+    launcher = _resolve(launcher)
+    _check_tensors(currents, state, launcher)
     steps = currents.shape[0]
     x_seq = currents.reshape(steps, -1).contiguous()
     spikes, v_seq, acc_last, k_last = _RadixKernel.apply(
@@ -500,6 +495,7 @@ def radix_multi_step(
         spec,
         kind,
         alpha,
+        launcher,
     )
     shape = currents.shape
     membranes = v_seq.reshape(shape)
@@ -508,9 +504,15 @@ def radix_multi_step(
 
 
 def multi_step(
-    spec: Spec, currents: Tensor, state: tuple[Any, ...], surrogate: object = None
+    spec: Spec,
+    currents: Tensor,
+    state: tuple[Any, ...],
+    surrogate: object = None,
+    *,
+    launcher: Launcher | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
-    """Run ``spec``'s kernel over ``currents`` ``(T, B, *)`` from the core state tuple ``state``.
+    """Run ``spec``'s kernel over ``currents`` ``(T, B, *)`` from the core state tuple ``state``
+    (``launcher`` as in :func:`icrate_multi_step`).
 
     Returns:
         ``(spikes, final_state, membranes)``: spikes and membranes ``(T, B, *)``, and the final
@@ -520,10 +522,12 @@ def multi_step(
             :func:`icrate_multi_step`).
     """
     if isinstance(spec, ICRate):
-        spikes, membranes = icrate_multi_step(currents, state[0], spec.threshold, surrogate)
+        spikes, membranes = icrate_multi_step(
+            currents, state[0], spec.threshold, surrogate, launcher=launcher
+        )
         return spikes, (membranes[-1],), membranes
     if isinstance(spec, Radix):
-        return radix_multi_step(currents, state, spec, surrogate)
+        return radix_multi_step(currents, state, spec, surrogate, launcher=launcher)
     if isinstance(spec, Quartz):
-        return quartz_multi_step(currents, state, spec)
+        return quartz_multi_step(currents, state, spec, launcher=launcher)
     raise SpecError(f"backend='cupy' has no kernel for {type(spec).__name__}")

@@ -9,12 +9,14 @@
 // must be compiled without FMA contraction (-fmad=false) and without fast-math.
 //
 // The backward is surrogate-gradient backpropagation through time with the reset detached
-// (as in the core step): dL/dh_t = g_s[t] * sg'(h_t - theta) + g_v[t] + dL/dh_{t+1},
-// dL/dx_t = dL/dh_t, dL/dv_init = dL/dh_0. sg' is the derivative of SpikingJelly's Sigmoid
-// (kind 0) or ATan (kind 1) surrogate with parameter alpha (surrogate_grad, common.cuh); kind 2
-// (no surrogate) lets only the membrane path carry gradient. h_seq (pre-reset membranes) is
-// written only when store_h != 0; otherwise the pointer is never touched.
-//
+// (as in the core step), the autograd of icrate_step operation by operation, each sum rounded
+// to the storage type as autograd accumulates in it:
+//   dL/dv_t = g_v[t] + dL/dh_{t+1},   dL/dh_t = dL/dv_t + sg(g_s[t], h_t - theta),
+//   dL/dx_t = dL/dh_t,   dL/dv_init = dL/dh_0,
+// with sg = surrogate_backward (common.cuh): SpikingJelly's Sigmoid (kind 0) or ATan (kind 1)
+// backward with parameter alpha; kind 2 (no surrogate) lets only the membrane path carry
+// gradient. h_seq (pre-reset membranes) is written only when store_h != 0; otherwise the
+// pointer is never touched.
 // The storage helpers come from common.cuh, which kernels.source() inlines, so the source
 // compiles with bare NVRTC (no headers).
 
@@ -47,8 +49,8 @@ template <typename S>
 __device__ void icrate_backward(
     const S* __restrict__ grad_spike_seq, const S* __restrict__ grad_v_seq,
     const S* __restrict__ h_seq, S* __restrict__ grad_x_seq, S* __restrict__ grad_v_init,
-    const typename Storage<S>::compute theta, const int kind,
-    const typename Storage<S>::compute alpha, const int steps, const long long n)
+    const typename Storage<S>::compute theta, const int kind, const double alpha,
+    const int steps, const long long n)
 {
     typedef typename Storage<S>::compute C;
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -57,7 +59,9 @@ __device__ void icrate_backward(
     for (int t = steps - 1; t >= 0; --t) {
         const long long k = (long long)t * n + i;
         const C gap = Storage<S>::round(load(h_seq[k]) - theta);
-        grad_h = grad_h + load(grad_v_seq[k]) + load(grad_spike_seq[k]) * surrogate_grad(gap, kind, alpha);
+        const C grad_v = Storage<S>::round(load(grad_v_seq[k]) + grad_h);
+        grad_h = Storage<S>::round(
+            grad_v + surrogate_backward<S>(load(grad_spike_seq[k]), gap, kind, alpha));
         grad_x_seq[k] = Storage<S>::store(grad_h);
     }
     grad_v_init[i] = Storage<S>::store(grad_h);
@@ -70,7 +74,7 @@ extern "C" __global__ void icrate_forward_##SUFFIX(                             
 { icrate_forward<S>(x_seq, v_init, spike_seq, v_seq, h_seq, store_h, theta, steps, n); }          \
 extern "C" __global__ void icrate_backward_##SUFFIX(                                              \
     const S* grad_spike_seq, const S* grad_v_seq, const S* h_seq, S* grad_x_seq,                 \
-    S* grad_v_init, const C theta, const int kind, const C alpha, const int steps,               \
+    S* grad_v_init, const C theta, const int kind, const double alpha, const int steps,          \
     const long long n)                                                                            \
 { icrate_backward<S>(grad_spike_seq, grad_v_seq, h_seq, grad_x_seq, grad_v_init, theta, kind,    \
                      alpha, steps, n); }

@@ -26,16 +26,18 @@
 // The source must be compiled without FMA contraction (-fmad=false) and without fast-math.
 //
 // The backward is surrogate-gradient backpropagation through time, the autograd of radix_step
-// (spikes detached in the membrane update; sg' = surrogate_grad of common.cuh, kind 2 = none):
-//   exact: dL/dv_n = [p < L-1] G_v + g_s sg'(u) / thr   with u = (v - thr) / thr,
+// operation by operation (spikes detached in the membrane update; sg = surrogate_backward of
+// common.cuh, kind 2 = none), each result rounded to the storage type as autograd computes it:
+//   exact: dL/dv_n = [p < L-1] G_v + sg(g_s, u) / thr   with u = (v - thr) / thr (summed
+//          into the previous step's G_v in autograd's order: g_v first, then these two),
 //          dL/dx_n = [p = L-1] G_v + [p < L-1] G_a,   dL/da_n = dL/dx_n * (q == 0 ? r : 1)
-//   paper: dL/dv1 = (q == m-1 ? leak : 1) G_v + g_s sg'(min(a, b)) w,   dL/dx_n = dL/dv_n = dL/dv1
-//          with w = 1, 1/2 or 0 as v - 1 is below, equal to or above d - fire_level (the
-//          gradient torch.minimum gives its first argument); the accumulator passes through.
+//   paper: dL/dv_n = (q == m-1 ? G_v * leak : G_v) + min'(sg(g_s, min(a, b)), a, b),
+//          dL/dx_n = dL/dv_n, with min' torch.minimum's backward for its first argument:
+//          the gradient, half of it or 0 as v - 1 is below, equal to or above d - fire_level;
+//          the accumulator passes through.
 // G_v = g_v[n] + dL/dv_{n+1} and G_a = dL/da_{n+1} are the gradients reaching the step's
 // outputs. The backward recomputes the forward's values from x_seq, v_init, v_seq and k_init
-// (bit for bit, the same code) and accumulates in the compute type without rounding, so it
-// equals autograd within rounding (not bit for bit in float16).
+// (bit for bit, the same code).
 
 #include "common.cuh"
 
@@ -54,12 +56,18 @@ template <typename C> __device__ __forceinline__ C fmod_c(const C a, const C b) 
     return (C)fmod((double)a, (double)b);
 }
 
-// torch.minimum's forward (NaN propagates) and the share of its gradient that reaches a.
+// torch.minimum's forward (NaN propagates) and its backward for a: where(a == b, g / 2, g),
+// then 0 where a > b.
 template <typename C> __device__ __forceinline__ C minimum_c(const C a, const C b) {
     return a != a ? a : (b != b ? b : (a < b ? a : b));
 }
-template <typename C> __device__ __forceinline__ C minimum_share(const C a, const C b) {
-    return a > b ? (C)0 : (a == b ? (C)0.5 : (C)1);
+template <typename S>
+__device__ __forceinline__ typename Storage<S>::compute minimum_backward(
+    const typename Storage<S>::compute g, const typename Storage<S>::compute a,
+    const typename Storage<S>::compute b)
+{
+    typedef typename Storage<S>::compute C;
+    return a > b ? (C)0 : (a == b ? Storage<S>::round(g / (C)2) : g);
 }
 
 // Paper mode: the two arguments of the spike's minimum, a = v - 1 and b = d - fire_level.
@@ -141,14 +149,18 @@ __device__ void radix_backward(
     S* __restrict__ grad_x_seq, S* __restrict__ grad_v_init, S* __restrict__ grad_acc_init,
     const int paper, const long long base, const long long substeps, const long long window,
     const typename Storage<S>::compute leak, const typename Storage<S>::compute fire_level,
-    const int kind, const typename Storage<S>::compute alpha, const int steps, const long long n)
+    const int kind, const double alpha, const int steps, const long long n)
 {
     typedef typename Storage<S>::compute C;
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const C radix = (C)base;
     const C divisor = Storage<S>::round((C)base);
+    // The gradient reaching v from the next step: through its membrane update (grad_v; paper
+    // mode: all of it) and, in exact mode, through its spike drive u (grad_drive). Autograd
+    // adds the recorded membrane's gradient first, then the update's, then the drive's.
     C grad_v = (C)0;
+    C grad_drive = (C)0;
     C grad_acc = load(grad_acc_last[i]);
     for (int t = steps - 1; t >= 0; --t) {
         const long long at = (long long)t * n + i;
@@ -156,14 +168,14 @@ __device__ void radix_backward(
         const long long q = p % substeps;
         const C v_before = t == 0 ? load(v_init[i]) : load(v_seq[at - n]);
         const C grad_s = load(grad_spike_seq[at]);
-        grad_v = grad_v + load(grad_v_seq[at]);
+        grad_v = Storage<S>::round(Storage<S>::round(load(grad_v_seq[at]) + grad_v) + grad_drive);
         if (paper) {
             const C v = Storage<S>::round(v_before + load(x_seq[at]));
             C a, b;
             paper_drives<S>(v, divisor, fire_level, &a, &b);
-            const C grad_leaked = q == substeps - 1 ? grad_v * leak : grad_v;
-            grad_v = grad_leaked
-                     + grad_s * surrogate_grad(minimum_c(a, b), kind, alpha) * minimum_share(a, b);
+            const C grad_leaked = q == substeps - 1 ? Storage<S>::round(grad_v * leak) : grad_v;
+            const C grad_drive = surrogate_backward<S>(grad_s, minimum_c(a, b), kind, alpha);
+            grad_v = Storage<S>::round(grad_leaked + minimum_backward<S>(grad_drive, a, b));
             grad_x_seq[at] = Storage<S>::store(grad_v);
         } else {
             const C thr = load(thresholds[p / substeps]);
@@ -171,12 +183,14 @@ __device__ void radix_backward(
             const bool window_end = p == window - 1;
             const C grad_new_acc = window_end ? grad_v : grad_acc;
             const C grad_kept_v = window_end ? (C)0 : grad_v;
-            grad_v = grad_kept_v + grad_s * surrogate_grad(u, kind, alpha) / thr;
+            const C grad_u = surrogate_backward<S>(grad_s, u, kind, alpha);
+            grad_v = grad_kept_v;
+            grad_drive = Storage<S>::round(grad_u / thr);
             grad_x_seq[at] = Storage<S>::store(grad_new_acc);
-            grad_acc = q == 0 ? grad_new_acc * radix : grad_new_acc;
+            grad_acc = q == 0 ? Storage<S>::round(grad_new_acc * radix) : grad_new_acc;
         }
     }
-    grad_v_init[i] = Storage<S>::store(grad_v);
+    grad_v_init[i] = Storage<S>::store(Storage<S>::round(grad_v + grad_drive));
     grad_acc_init[i] = Storage<S>::store(grad_acc);
 }
 
@@ -193,7 +207,7 @@ extern "C" __global__ void radix_backward_##SUFFIX(                             
     const S* v_init, const S* v_seq, const long long* k_init, const S* thresholds,                \
     S* grad_x_seq, S* grad_v_init, S* grad_acc_init, const int paper, const long long base,       \
     const long long substeps, const long long window, const C leak, const C fire_level,           \
-    const int kind, const C alpha, const int steps, const long long n)                            \
+    const int kind, const double alpha, const int steps, const long long n)                       \
 { radix_backward<S>(grad_spike_seq, grad_v_seq, grad_acc_last, x_seq, v_init, v_seq, k_init,     \
                     thresholds, grad_x_seq, grad_v_init, grad_acc_init, paper, base, substeps,    \
                     window, leak, fire_level, kind, alpha, steps, n); }
