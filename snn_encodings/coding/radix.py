@@ -10,6 +10,7 @@ from torch import Tensor
 
 from snn_encodings.coding.checks import check_finite
 from snn_encodings.errors import SpecError
+from snn_encodings.functional.grid import grid_index, grid_value
 from snn_encodings.specs.radix import Radix
 
 __all__ = [
@@ -74,8 +75,9 @@ def quantise_radix(x: Tensor, spec: Radix) -> Tensor:
     r"""Integer digit code :math:`n = \max\{n : n / r^T \le x\}`, clipped to :math:`[0, r^T - 1]`.
 
     The comparison is made on the value :math:`n / r^T` rounded to ``x.dtype``, as
-    :func:`decode_radix` returns it, so ``quantise_radix(decode_radix(encode_radix(x)))`` round-trips exactly even for
-    bases whose grid is not dyadic (e.g. :math:`1/3` is not a float).
+    :func:`decode_radix` returns it (:func:`~snn_encodings.functional.grid.grid_index`), so a
+    decoded value re-encodes to its own code even for bases whose grid is not dyadic
+    (:math:`1/3` is not a float).
 
     Args:
         x: finite values, any shape.
@@ -86,12 +88,7 @@ def quantise_radix(x: Tensor, spec: Radix) -> Tensor:
         >>> quantise_radix(torch.tensor([0.0, 0.3, 0.999, 2.0]), Radix(steps=2)).tolist()
         [0, 1, 3, 3]
     """
-    levels = spec.levels
-    n = torch.floor(x.to(torch.float64) * levels).clamp(0, levels - 1)
-    # Repair float rounding: compare in x's own dtype, where the decoded value lives.
-    n = torch.where((n > 0) & ((n / levels).to(x.dtype) > x), n - 1, n)
-    n = torch.where((n < levels - 1) & (((n + 1) / levels).to(x.dtype) <= x), n + 1, n)
-    return n.to(torch.int64)
+    return grid_index(x, spec.levels, low=0, high=spec.levels - 1)
 
 
 def expansion_weights(steps: int, base: int, leak: float, threshold: float) -> Tensor:
@@ -255,4 +252,4 @@ def decode_radix(spikes: Tensor, spec: Radix) -> Tensor:
         device=spikes.device,
     ).view(view)
     n = (digits * powers).sum(0)
-    return (n / spec.levels).to(spikes.dtype)
+    return grid_value(n, spec.levels, spikes.dtype)
