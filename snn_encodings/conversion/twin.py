@@ -32,8 +32,9 @@ def clip_quant(z: Tensor, levels: int | None, shift: float = 0.0, upper: float =
 
     The floor is taken against the grid as ``z.dtype`` holds it
     (:func:`~snn_encodings.functional.grid.grid_quantise`, the same mapping as the encoders), so
-    :math:`h(h(z)) = h(z)` for :math:`0 \le \text{shift} < 1`. It has a straight-through gradient
-    (1), so the gradient is 1 inside :math:`[0, u)` and 0 outside. ``levels=None`` is the plain clipped ReLU. This is the family of twins of the
+    :math:`h(h(z)) = h(z)` for :math:`0 \le \text{shift} < 1` on grids the dtype resolves. The
+    floor has a straight-through gradient (1), so the gradient is 1 inside :math:`[0, u)` and 0
+    outside. ``levels=None`` is the plain clipped ReLU. This is the family of twins of the
     encodings: radix (:math:`L = r^T`, shift 0, :math:`u = 1 - r^{-T}`), IC-rate
     (:math:`L = T`, shift :math:`v_0/\theta`, QCFS-style).
 

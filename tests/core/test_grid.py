@@ -86,7 +86,11 @@ def test_decode_after_encode_is_idempotent(
     assert floor.item() <= value.item() or x < 0
 
 
-@given(levels=st.integers(1, 2**40), fraction=st.floats(0.0, 1.0), shift=st.sampled_from([0.0, 0.5]))
+@given(
+    levels=st.integers(1, 2**40),
+    fraction=st.floats(0.0, 1.0),
+    shift=st.sampled_from([0.0, 0.5]),
+)
 @example(levels=26, fraction=15 / 26, shift=0.0)
 @example(levels=3**8, fraction=0.5, shift=0.0)
 def test_float64_grid_values_map_back_to_their_index(
@@ -131,4 +135,5 @@ def test_clip_quant_twin_is_idempotent_on_small_grids(dtype: torch.dtype, shift:
         once = clip_quant(z, levels, shift)
         assert torch.equal(clip_quant(once, levels, shift), once), levels
         inside = (z >= 0) & (z <= 1)
-        assert torch.equal(once[inside], grid_quantise(z[inside], levels, low=0, high=levels, shift=shift))
+        want = grid_quantise(z[inside], levels, low=0, high=levels, shift=shift)
+        assert torch.equal(once[inside], want), levels
