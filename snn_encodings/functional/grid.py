@@ -2,22 +2,24 @@ r"""The one mapping from values to integer grid indices, exact in floating point
 
 Every encoding quantises to a grid of :math:`K` steps per unit: Quartz times (:math:`K =
 t_{max}`), radix digit codes (:math:`K = r^T`), IC-rate counts (:math:`K = T`) and the ANN twins
-of all three. A value leaves the library as the float :math:`g(n) = \mathrm{fl}((n - s)/K)`,
-not as the real number :math:`(n - s)/K`, and :math:`\lfloor K\,g(n) + s\rfloor` can be
-:math:`n - 1` (for example :math:`K = 26`, :math:`g(15) = 0.5769\ldots < 15/26` in float64,
-so :math:`\lfloor 26\,g(15) \rfloor = 14`). :func:`grid_index` therefore floors against the grid
-*as the dtype represents it*:
+of all three. Index :math:`n` leaves the library as the float :math:`\mathrm{fl}(n/K)`, not as
+the real number :math:`n/K`, and :math:`\lfloor K\,\mathrm{fl}(n/K)\rfloor` can be :math:`n - 1`
+(for example :math:`K = 26`: :math:`\mathrm{fl}_{64}(15/26) < 15/26`, so a plain floor reads
+level 14). :func:`grid_index` therefore floors against the grid *as the dtype represents it*:
 
 .. math::
-    \mathrm{index}(x) = \max\{\, n \in [\mathrm{low}, \mathrm{high}] : g(n) \le x \,\}
+    \mathrm{index}(x) = \max\{\, n \in [\mathrm{low}, \mathrm{high}] : g_s(n) \le x \,\},
+    \qquad g_s(n) = \mathrm{fl}((n - s)/K)
 
-with :math:`g` = :func:`grid_value` in ``x.dtype``. Because :math:`g` is non-decreasing in
-:math:`n`, this gives, for every :math:`K`, shift and float32/float64 value:
+with :math:`g_s` = :func:`grid_value` in ``x.dtype`` and shift :math:`s` (0: floor; 1/2: round
+to nearest, halves up). Because :math:`g_s` is non-decreasing in :math:`n`, this gives, for
+every :math:`K` and float32/float64 value:
 
-- ``grid_value(grid_index(x)) <= x`` (a floor never rounds up);
-- ``grid_index(grid_value(n)) == n`` whenever :math:`g` is strictly increasing on the range,
-  i.e. the dtype tells the grid values apart (always in float64 for :math:`K \le 2^{40}`; in
-  float32 for :math:`K(|x| + 1) < 2^{22}`);
+- ``grid_value(grid_index(x)) <= x`` for :math:`s = 0` and :math:`x \ge g_0(\mathrm{low})` (a
+  floor never rounds up);
+- ``grid_index(grid_value(n), shift=s) == n`` for :math:`s \in \{0, 1/2\}` whenever the dtype
+  tells the grid values apart: float64 with :math:`K \le 2^{40}`, float32 with
+  :math:`K < 2^{22}` (values in :math:`[0, 1]`);
 - decode after encode is idempotent: with :math:`y` = ``grid_value(grid_index(x, shift=s))``,
   ``grid_index(y, shift=s)`` gives the same :math:`y` back; unconditionally for :math:`s = 0`,
   and for :math:`0 < s < 1` whenever the dtype separates :math:`n/K` from :math:`(n + 1 - s)/K`

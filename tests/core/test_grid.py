@@ -13,9 +13,11 @@ import torch
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
+from snn_encodings.coding import decode_quartz, decode_radix, encode_quartz, encode_radix
 from snn_encodings.conversion.twin import clip_quant
 from snn_encodings.errors import SpecError
 from snn_encodings.functional.grid import grid_index, grid_quantise, grid_value
+from snn_encodings.specs import Quartz, Radix
 
 DTYPES = (torch.float32, torch.float64)
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
@@ -137,3 +139,35 @@ def test_clip_quant_twin_is_idempotent_on_small_grids(dtype: torch.dtype, shift:
         inside = (z >= 0) & (z <= 1)
         want = grid_quantise(z[inside], levels, low=0, high=levels, shift=shift)
         assert torch.equal(once[inside], want), levels
+
+
+def _twin_and_grid(spec: Quartz | Radix) -> tuple[int, float, float, torch.Tensor]:
+    """``(levels, shift, upper)`` of the spec's clip_quant twin and its grid indices."""
+    if isinstance(spec, Quartz):
+        shift = 0.5 if spec.rounding == "round" else 0.0
+        return spec.t_max, shift, 1.0, torch.arange(spec.t_max + 1)
+    return spec.levels, 0.0, 1.0 - 1.0 / spec.levels, torch.arange(spec.levels)
+
+
+def _encode_decode(x: torch.Tensor, spec: Quartz | Radix) -> torch.Tensor:
+    if isinstance(spec, Quartz):
+        return decode_quartz(encode_quartz(x, spec), spec)
+    return decode_radix(encode_radix(x, spec), spec)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(
+    "spec",
+    [Quartz(t_max=26, rounding="floor"), Quartz(t_max=23), Radix(steps=5, base=3), Radix(steps=4)],
+    ids=repr,
+)
+def test_fine_tuning_twin_maps_values_as_the_encoder(
+    spec: Quartz | Radix, dtype: torch.dtype
+) -> None:
+    # the clip_quant twin (ClipQuant, fine-tuning) and encode -> decode agree on every input
+    levels, shift, upper, grid = _twin_and_grid(spec)
+    values = grid_value(grid, levels, dtype)
+    generator = torch.Generator().manual_seed(2)
+    x = torch.cat([_neighbours(values), torch.rand(512, generator=generator, dtype=dtype)])
+    x = x.clamp(0.0, values.max().item())
+    assert torch.equal(clip_quant(x, levels, shift, upper), _encode_decode(x, spec))
