@@ -121,6 +121,12 @@ def radix_expansion(
     :math:`\alpha = 1` is deterministic rate coding with spikes worth :math:`\theta_n`. The
     decoded value never exceeds :math:`x` (greedy, no overshoot).
 
+    In floating point the test :math:`v \ge \theta_n \alpha^j` is made as
+    :math:`\hat x + \theta_n \alpha^j \le x`, on the running decoded value :math:`\hat x`
+    summed spike by spike in float64 and rounded to ``x.dtype``, exactly as :func:`decode_radix`
+    sums it; so the decoded value re-encodes to the same spikes (a remainder that is exactly
+    the next weight is never lost to rounding).
+
     Args:
         x: values, any shape ``(*)``, finite.
         steps: digit slots :math:`T`.
@@ -135,15 +141,28 @@ def radix_expansion(
         '11001000'
     """
     check_finite(x, "radix_expansion")
-    v = x.to(torch.float64)
-    weights = expansion_weights(steps, base, leak, threshold).tolist()
+    total = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
     spikes = []
-    for weight in weights:
+    for weight in expansion_weights(steps, base, leak, threshold).tolist():
         for _ in range(base - 1):
-            fired = v >= weight
-            v = torch.where(fired, v - weight, v)
+            candidate = total + weight
+            fired = candidate.to(x.dtype) <= x
+            total = torch.where(fired, candidate, total)
             spikes.append(fired)
     return torch.stack(spikes).to(x.dtype)
+
+
+def _expansion_value(digit_spikes: Tensor, spec: Radix, dtype: torch.dtype) -> Tensor:
+    # digit_spikes (T, r-1, *) in slot order: add weight j once per spike, in the order
+    # radix_expansion fired them, so the float64 sum is bit for bit its running value
+    weights = expansion_weights(
+        spec.steps, spec.base, spec.leak_factor, spec.normalised_threshold
+    ).tolist()
+    total = torch.zeros(digit_spikes.shape[2:], dtype=torch.float64, device=digit_spikes.device)
+    for j, weight in enumerate(weights):
+        for sub in range(spec.substeps):
+            total = total + digit_spikes[j, sub] * weight
+    return total.to(dtype)
 
 
 def _unary(digits: Tensor, substeps: int, dtype: torch.dtype) -> Tensor:
@@ -237,15 +256,13 @@ def decode_radix(spikes: Tensor, spec: Radix) -> Tensor:
             f"decode_radix: expected {window} time steps (steps * (base - 1)) first, got shape "
             f"{tuple(spikes.shape)}"
         )
-    digits = spikes.to(torch.float64).reshape(spec.steps, spec.substeps, *spikes.shape[1:]).sum(1)
+    slots = spikes.to(torch.float64).reshape(spec.steps, spec.substeps, *spikes.shape[1:])
     if spec.mode == "paper":
-        digits = digits.flip(0)
-    view = (-1, *([1] * (digits.dim() - 1)))
+        slots = slots.flip(0)
     if not spec.is_radix_setting:
-        weights = expansion_weights(
-            spec.steps, spec.base, spec.leak_factor, spec.normalised_threshold
-        )
-        return (digits * weights.to(digits.device).view(view)).sum(0).to(spikes.dtype)
+        return _expansion_value(slots, spec, spikes.dtype)
+    digits = slots.sum(1)
+    view = (-1, *([1] * (digits.dim() - 1)))
     powers = torch.tensor(
         [float(spec.base ** (spec.steps - 1 - j)) for j in range(spec.steps)],
         dtype=torch.float64,

@@ -110,6 +110,28 @@ def test_radix_every_digit_pattern_round_trips(base: int, dtype: torch.dtype) ->
         assert torch.equal(radix_twin(values, spec), values), steps
 
 
+@given(
+    steps=st.integers(1, 12),
+    base=st.sampled_from([2, 3, 4]),
+    leak=st.floats(0.05, 1.0),
+    threshold=st.floats(0.05, 1.0),
+    values=st.lists(st.floats(0, 1, allow_nan=False), min_size=1, max_size=8),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+# a remainder that is exactly the next weight used to be lost to rounding on re-encoding
+@example(steps=4, base=2, leak=0.3, threshold=0.6, values=[0.5, 0.3, 0.25], dtype=torch.float64)
+@example(steps=8, base=2, leak=0.7, threshold=0.5, values=[0.3], dtype=torch.float64)
+def test_radix_expansion_decode_after_encode_is_idempotent(
+    steps: int, base: int, leak: float, threshold: float, values: list[float], dtype: torch.dtype
+) -> None:
+    spec = Radix(steps=steps, base=base, leak=leak, threshold=threshold)
+    x = torch.tensor(values, dtype=dtype)
+    spikes = encode_radix(x, spec)
+    decoded = decode_radix(spikes, spec)
+    assert torch.all(decoded <= x)
+    assert torch.equal(encode_radix(decoded, spec), spikes)
+
+
 def test_radix_encoder_saturates_or_raises_at_one() -> None:
     spec = Radix(steps=3)
     x = torch.tensor([1.0, 7.0])
