@@ -13,7 +13,7 @@ level 14). :func:`grid_index` therefore floors against the grid *as the dtype re
 
 with :math:`g_s` = :func:`grid_value` in ``x.dtype`` and shift :math:`s` (0: floor; 1/2: round
 to nearest, halves up). Because :math:`g_s` is non-decreasing in :math:`n`, this gives, for
-every :math:`K` and float32/float64 value:
+every :math:`K` and every floating dtype:
 
 - ``grid_value(grid_index(x)) <= x`` for :math:`s = 0` and :math:`x \ge g_0(\mathrm{low})` (a
   floor never rounds up);
@@ -25,19 +25,21 @@ every :math:`K` and float32/float64 value:
   and for :math:`0 < s < 1` whenever the dtype separates :math:`n/K` from :math:`(n + 1 - s)/K`
   (float64 with :math:`K \le 2^{40}`, :math:`s \le 0.99`; float32 with :math:`K \le 2^{16}`).
 
-**Algorithm and bound.** For float32 (or narrower) :math:`x`, replace :math:`x` by
-:math:`H`, the largest float64 with :math:`\mathrm{fl}_{32}(H) \le x` (the midpoint to the
-next float32, or the float64 just below it when ties-to-even rounds that midpoint up); then
-:math:`g(n) \le x \iff \mathrm{fl}_{64}((n - s)/K) \le H`, a float64 problem. With
-:math:`u = 2^{-53}`, :math:`|\mathrm{fl}_{64}((n - s)/K) - (n - s)/K| \le 2.01\,u\,|n - s|/K`
+**Algorithm and bound.** For float32 :math:`x`, replace :math:`x` by :math:`H`, the largest
+float64 with :math:`\mathrm{fl}_{32}(H) \le x` (the midpoint to the next float32, or the
+float64 just below it when that midpoint rounds up); then
+:math:`g_s(n) \le x \iff \mathrm{fl}_{64}((n - s)/K) \le H`, a float64 problem (float16 and
+bfloat16 take the same step to float32 first, as PyTorch converts float64 to them through
+float32; the repair below keeps the result exact even where a device rounds directly). With :math:`u = 2^{-53}`,
+:math:`|\mathrm{fl}_{64}((n - s)/K) - (n - s)/K| \le 2.01\,u\,|n - s|/K`
 and the guess :math:`y = \mathrm{fl}(\mathrm{fl}(HK) + s)` has
 :math:`|y - (HK + s)| \le 2.01\,u\,(|HK| + |s|)`. So the true index :math:`n^*` satisfies
 :math:`n^* - \delta \le y < n^* + 1 + \delta` with
 :math:`\delta \le 4.1\,u\,(\max(|n^*|, |HK|) + |s| + 1) < 1` while
 :math:`|Kx| + |s| + 1 \le 2^{50}`, so :math:`\lfloor y \rfloor \in \{n^* - 1, n^*, n^* + 1\}`
-and one comparison with :math:`g` in each direction lands on :math:`n^*` exactly. Larger
-:math:`|Kx|` only occurs outside ``[low, high]``, where the guess is clamped first and the
-result saturates.
+and one comparison with :math:`g_s` (in ``x.dtype``, the definition itself) in each direction
+lands on :math:`n^*` exactly. Larger :math:`|Kx|` only occurs outside ``[low, high]``, where
+the guess is clamped first and the result saturates.
 
 Round-to-nearest grids are the same mapping with shift :math:`s = 1/2` (boundaries
 :math:`(n - 1/2)/K`, values :math:`n/K`).
@@ -76,16 +78,21 @@ def grid_value(index: Tensor, levels: int, dtype: torch.dtype, shift: float = 0.
     return ((index.to(torch.float64) - shift) / levels).to(dtype)
 
 
+def _largest_below(x: Tensor, wide: torch.dtype) -> Tensor:
+    """Largest value of dtype ``wide`` that ``.to(x.dtype)`` rounds to at most ``x``."""
+    up = torch.nextafter(x, torch.full_like(x, float("inf")))
+    mid = (x.to(wide) + up.to(wide)) / 2  # exact: wide has at least one more bit
+    below = torch.nextafter(mid, torch.full_like(mid, -float("inf")))
+    return torch.where(mid.to(x.dtype) <= x, mid, below)
+
+
 def _upper_preimage(x: Tensor) -> Tensor:
-    """Largest float64 :math:`H` with ``H.to(x.dtype) <= x``; ``x`` itself for float64."""
+    """Largest float64 :math:`H` with ``H.to(x.dtype) <= x`` (``x`` itself for float64)."""
     if x.dtype == torch.float64:
         return x
-    x32 = x.to(torch.float32)
-    up = torch.nextafter(x32, torch.full_like(x32, float("inf")))
-    mid = (x32.to(torch.float64) + up.to(torch.float64)) / 2
-    # ties-to-even: the midpoint rounds down to x exactly when x's last mantissa bit is 0
-    odd = (x32.view(torch.int32) & 1).bool()
-    return torch.where(odd, torch.nextafter(mid, torch.full_like(mid, -float("inf"))), mid)
+    if x.dtype != torch.float32:
+        x = _largest_below(x, torch.float32)
+    return _largest_below(x, torch.float64)
 
 
 def grid_index(
@@ -97,7 +104,8 @@ def grid_index(
 
     ``shift=0`` is the floor onto :math:`\{n/K\}`; ``shift=0.5`` rounds to the nearest
     :math:`n/K`, halves up. Values below ``low``'s boundary give ``low``, above ``high``'s give
-    ``high``. float32 and float64 are exact; narrower dtypes are read as float32.
+    ``high``. Any floating dtype (float16 and bfloat16 go through float32 on the way to
+    :math:`H`).
 
     Args:
         x: finite values, any shape, floating point.
@@ -125,13 +133,10 @@ def grid_index(
     guess = torch.floor(wide * levels + shift)
     guess = guess.clamp(max(low - 1, -_LIMIT), min(high + 1, _LIMIT))
     n = guess.to(torch.int64)
-    n = torch.where(_boundary(n, levels, shift) > wide, n - 1, n)
-    n = torch.where(_boundary(n + 1, levels, shift) <= wide, n + 1, n)
+    # the repair compares with the definition itself: the boundary as x.dtype holds it
+    n = torch.where(grid_value(n, levels, x.dtype, shift) > x, n - 1, n)
+    n = torch.where(grid_value(n + 1, levels, x.dtype, shift) <= x, n + 1, n)
     return n.clamp(low, high)
-
-
-def _boundary(index: Tensor, levels: int, shift: float) -> Tensor:
-    return grid_value(index, levels, torch.float64, shift)
 
 
 def grid_quantise(
