@@ -28,9 +28,9 @@ every :math:`K` and every floating dtype:
 **Algorithm and bound.** For float32 :math:`x`, replace :math:`x` by :math:`H`, the largest
 float64 with :math:`\mathrm{fl}_{32}(H) \le x` (the midpoint to the next float32, or the
 float64 just below it when that midpoint rounds up); then
-:math:`g_s(n) \le x \iff \mathrm{fl}_{64}((n - s)/K) \le H`, a float64 problem (float16 and
-bfloat16 take the same step to float32 first, as PyTorch converts float64 to them through
-float32; the repair below keeps the result exact even where a device rounds directly). With :math:`u = 2^{-53}`,
+:math:`g_s(n) \le x \iff \mathrm{fl}_{64}((n - s)/K) \le H`, a float64 problem
+(float16 and bfloat16 take the same step to float32 first: PyTorch converts float64 to them
+through float32). With :math:`u = 2^{-53}`,
 :math:`|\mathrm{fl}_{64}((n - s)/K) - (n - s)/K| \le 2.01\,u\,|n - s|/K`
 and the guess :math:`y = \mathrm{fl}(\mathrm{fl}(HK) + s)` has
 :math:`|y - (HK + s)| \le 2.01\,u\,(|HK| + |s|)`. So the true index :math:`n^*` satisfies
