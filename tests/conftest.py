@@ -8,8 +8,29 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 from snn_encodings.specs import ICRate, Quartz, Radix, Spec
+
+# Hypothesis profiles (docs/testing.md). "ci" is derandomized and ignores the example database,
+# so one commit gives one result; "explore" draws many fresh random examples (nightly runs).
+# HYPOTHESIS_PROFILE picks one explicitly; otherwise CI=<anything> selects "ci", else "dev".
+# The too_slow health check times data generation, so on a loaded runner it could fail one run
+# and pass the next: "ci" leaves it off.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    max_examples=200,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.register_profile("explore", max_examples=5000, deadline=None, print_blob=True)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 SPEC_EXAMPLES: tuple[Spec, ...] = (
     ICRate(steps=8, init="ann"),

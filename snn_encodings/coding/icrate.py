@@ -7,6 +7,7 @@ from torch import Tensor
 
 from snn_encodings.coding.checks import check_finite, check_unit_interval
 from snn_encodings.errors import SpecError
+from snn_encodings.functional.grid import grid_index
 from snn_encodings.specs.icrate import ICRate
 
 __all__ = ["decode_icrate", "encode_icrate", "sigma_delta"]
@@ -19,7 +20,9 @@ def sigma_delta(x: Tensor, steps: int, *, offset: float = 0.5) -> Tensor:
         c_0 = \text{offset}, \qquad c_t = c_{t-1} + x, \qquad s_t = H(c_t - 1),
         \qquad c_t \leftarrow c_t - s_t
 
-    The count over ``steps`` steps is :math:`\lfloor T x + \text{offset} \rfloor`, so with the
+    The count over ``steps`` steps is :math:`\lfloor T x + \text{offset} \rfloor` (taken against
+    the grid :math:`(n - \text{offset})/T` as ``x.dtype`` holds it, see
+    :func:`~snn_encodings.functional.grid.grid_index`), so with the
     default offset it is :math:`x T` rounded (IC-SNN's coding compensation, reconstructed); with
     ``offset=0`` it is :math:`\lfloor T x \rfloor`, plain deterministic rate coding.
 
@@ -40,10 +43,13 @@ def sigma_delta(x: Tensor, steps: int, *, offset: float = 0.5) -> Tensor:
         raise SpecError(f"sigma_delta: steps must be an integer >= 1, got {steps!r}")
     if not 0 <= offset < 1:
         raise SpecError(f"sigma_delta: offset must be in [0, 1), got {offset!r}")
-    # Closed form of the recursion: the count after t steps is floor(t x + offset); computed in
-    # float64 so that the floor is exact for float32 inputs.
-    t = torch.arange(steps + 1, dtype=torch.float64, device=x.device).view(-1, *([1] * x.dim()))
-    counts = torch.floor(t * x.to(torch.float64) + offset)
+    # Closed form of the recursion: the count after t steps is floor(t x + offset), in float64
+    # (exact for float32 x). The total is taken against the grid as x.dtype holds it, so a value
+    # read back as count / T re-encodes to the same count; the bounds keep every step 0 or 1.
+    total = grid_index(x, steps, low=0, high=steps, shift=offset)
+    t = torch.arange(steps + 1, device=x.device).view(-1, *([1] * x.dim()))
+    counts = torch.floor(t * x.to(torch.float64) + offset).to(torch.int64)
+    counts = torch.minimum(torch.maximum(counts, total - (steps - t)), total.expand_as(counts))
     return (counts[1:] - counts[:-1]).to(x.dtype)
 
 

@@ -6,19 +6,22 @@ import torch
 from torch import Tensor
 
 from snn_encodings.coding.checks import check_finite, check_unit_interval
+from snn_encodings.functional.grid import grid_index, grid_quantise, grid_value
 from snn_encodings.specs.quartz import Quartz
 
 __all__ = ["decode_quartz", "encode_quartz", "quantise_quartz", "quartz_levels"]
 
 
 def quartz_levels(x: Tensor, spec: Quartz) -> Tensor:
-    r"""Integer level :math:`n = q(Kx)` of each value, in ``x.dtype``.
+    r"""Integer level :math:`n = q(Kx) \in [0, K]` of each value, ``torch.int64``.
 
     :math:`q(u) = \lfloor u + 1/2 \rfloor` (``rounding="round"``) or :math:`\lfloor u \rfloor`
-    (``"floor"``), :math:`K` = ``spec.t_max``. No range check.
+    (``"floor"``), :math:`K` = ``spec.t_max``, taken against the grid as ``x.dtype`` holds it
+    (:func:`~snn_encodings.functional.grid.grid_index`), so a decoded value maps back to its own
+    level for every :math:`K`. Levels outside :math:`[0, K]` saturate; no range check.
     """
-    scaled = x * spec.t_max
-    return torch.floor(scaled + 0.5) if spec.rounding == "round" else torch.floor(scaled)
+    shift = 0.5 if spec.rounding == "round" else 0.0
+    return grid_index(x, spec.t_max, low=0, high=spec.t_max, shift=shift)
 
 
 def _checked(x: Tensor, spec: Quartz, where: str) -> Tensor:
@@ -44,7 +47,8 @@ def quantise_quartz(x: Tensor, spec: Quartz) -> Tensor:
         [0.0, 0.25, 1.0]
     """
     x = _checked(x, spec, "quantise_quartz")
-    return quartz_levels(x, spec) / spec.t_max
+    shift = 0.5 if spec.rounding == "round" else 0.0
+    return grid_quantise(x, spec.t_max, low=0, high=spec.t_max, shift=shift)
 
 
 def encode_quartz(x: Tensor, spec: Quartz) -> Tensor:
@@ -71,7 +75,7 @@ def encode_quartz(x: Tensor, spec: Quartz) -> Tensor:
         [2, 3, 4]
     """
     x = _checked(x, spec, "encode_quartz")
-    times = (2 * spec.t_max - quartz_levels(x, spec)).to(torch.int64)
+    times = 2 * spec.t_max - quartz_levels(x, spec)
     spikes = torch.zeros((spec.steps_per_layer, *x.shape), dtype=x.dtype, device=x.device)
     spikes.scatter_(0, times.unsqueeze(0), 1.0)
     return spikes
@@ -98,4 +102,5 @@ def decode_quartz(spikes: Tensor, spec: Quartz) -> Tensor:
     never = torch.full_like(index, 3 * spec.t_max)
     times = torch.where(spikes > 0, index, never).amin(dim=0)
     times = torch.minimum(times, torch.full_like(times, 3 * spec.t_max))
-    return (2 * spec.t_max - times).to(spikes.dtype) / spec.t_max
+    dtype = spikes.dtype if spikes.is_floating_point() else torch.get_default_dtype()
+    return grid_value(2 * spec.t_max - times, spec.t_max, dtype)

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from snn_encodings.coding.checks import check_finite
 from snn_encodings.errors import SpecError
+from snn_encodings.functional.grid import grid_index, grid_value
 from snn_encodings.specs.radix import Radix
 
 __all__ = [
@@ -74,8 +75,9 @@ def quantise_radix(x: Tensor, spec: Radix) -> Tensor:
     r"""Integer digit code :math:`n = \max\{n : n / r^T \le x\}`, clipped to :math:`[0, r^T - 1]`.
 
     The comparison is made on the value :math:`n / r^T` rounded to ``x.dtype``, as
-    :func:`decode_radix` returns it, so ``quantise_radix(decode_radix(encode_radix(x)))`` round-trips exactly even for
-    bases whose grid is not dyadic (e.g. :math:`1/3` is not a float).
+    :func:`decode_radix` returns it (:func:`~snn_encodings.functional.grid.grid_index`), so a
+    decoded value re-encodes to its own code even for bases whose grid is not dyadic
+    (:math:`1/3` is not a float).
 
     Args:
         x: finite values, any shape.
@@ -86,12 +88,7 @@ def quantise_radix(x: Tensor, spec: Radix) -> Tensor:
         >>> quantise_radix(torch.tensor([0.0, 0.3, 0.999, 2.0]), Radix(steps=2)).tolist()
         [0, 1, 3, 3]
     """
-    levels = spec.levels
-    n = torch.floor(x.to(torch.float64) * levels).clamp(0, levels - 1)
-    # Repair float rounding: compare in x's own dtype, where the decoded value lives.
-    n = torch.where((n > 0) & ((n / levels).to(x.dtype) > x), n - 1, n)
-    n = torch.where((n < levels - 1) & (((n + 1) / levels).to(x.dtype) <= x), n + 1, n)
-    return n.to(torch.int64)
+    return grid_index(x, spec.levels, low=0, high=spec.levels - 1)
 
 
 def expansion_weights(steps: int, base: int, leak: float, threshold: float) -> Tensor:
@@ -124,6 +121,12 @@ def radix_expansion(
     :math:`\alpha = 1` is deterministic rate coding with spikes worth :math:`\theta_n`. The
     decoded value never exceeds :math:`x` (greedy, no overshoot).
 
+    In floating point the test :math:`v \ge \theta_n \alpha^j` is made as
+    :math:`\hat x + \theta_n \alpha^j \le x`, on the running decoded value :math:`\hat x`
+    summed spike by spike in float64 and rounded to ``x.dtype``, exactly as :func:`decode_radix`
+    sums it; so the decoded value re-encodes to the same spikes (a remainder that is exactly
+    the next weight is never lost to rounding).
+
     Args:
         x: values, any shape ``(*)``, finite.
         steps: digit slots :math:`T`.
@@ -138,15 +141,28 @@ def radix_expansion(
         '11001000'
     """
     check_finite(x, "radix_expansion")
-    v = x.to(torch.float64)
-    weights = expansion_weights(steps, base, leak, threshold).tolist()
+    total = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
     spikes = []
-    for weight in weights:
+    for weight in expansion_weights(steps, base, leak, threshold).tolist():
         for _ in range(base - 1):
-            fired = v >= weight
-            v = torch.where(fired, v - weight, v)
+            candidate = total + weight
+            fired = candidate.to(x.dtype) <= x
+            total = torch.where(fired, candidate, total)
             spikes.append(fired)
     return torch.stack(spikes).to(x.dtype)
+
+
+def _expansion_value(digit_spikes: Tensor, spec: Radix, dtype: torch.dtype) -> Tensor:
+    # digit_spikes (T, r-1, *) in slot order: add weight j once per spike, in the order
+    # radix_expansion fired them, so the float64 sum is bit for bit its running value
+    weights = expansion_weights(
+        spec.steps, spec.base, spec.leak_factor, spec.normalised_threshold
+    ).tolist()
+    total = torch.zeros(digit_spikes.shape[2:], dtype=torch.float64, device=digit_spikes.device)
+    for j, weight in enumerate(weights):
+        for sub in range(spec.substeps):
+            total = total + digit_spikes[j, sub] * weight
+    return total.to(dtype)
 
 
 def _unary(digits: Tensor, substeps: int, dtype: torch.dtype) -> Tensor:
@@ -240,19 +256,17 @@ def decode_radix(spikes: Tensor, spec: Radix) -> Tensor:
             f"decode_radix: expected {window} time steps (steps * (base - 1)) first, got shape "
             f"{tuple(spikes.shape)}"
         )
-    digits = spikes.to(torch.float64).reshape(spec.steps, spec.substeps, *spikes.shape[1:]).sum(1)
+    slots = spikes.to(torch.float64).reshape(spec.steps, spec.substeps, *spikes.shape[1:])
     if spec.mode == "paper":
-        digits = digits.flip(0)
-    view = (-1, *([1] * (digits.dim() - 1)))
+        slots = slots.flip(0)
     if not spec.is_radix_setting:
-        weights = expansion_weights(
-            spec.steps, spec.base, spec.leak_factor, spec.normalised_threshold
-        )
-        return (digits * weights.to(digits.device).view(view)).sum(0).to(spikes.dtype)
+        return _expansion_value(slots, spec, spikes.dtype)
+    digits = slots.sum(1)
+    view = (-1, *([1] * (digits.dim() - 1)))
     powers = torch.tensor(
         [float(spec.base ** (spec.steps - 1 - j)) for j in range(spec.steps)],
         dtype=torch.float64,
         device=spikes.device,
     ).view(view)
     n = (digits * powers).sum(0)
-    return (n / spec.levels).to(spikes.dtype)
+    return grid_value(n, spec.levels, spikes.dtype)

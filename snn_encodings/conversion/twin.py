@@ -6,18 +6,22 @@ import torch
 from torch import Tensor, nn
 
 from snn_encodings.errors import ConversionError
+from snn_encodings.functional.grid import grid_quantise
 
 __all__ = ["ClipQuant", "clip_quant"]
 
 
-class _FloorSTE(torch.autograd.Function):
+_SPAN = 2**49  # indices beyond this saturate; the clip below removes them anyway
+
+
+class _GridSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        return torch.floor(x)
+    def forward(ctx, z: Tensor, levels: int, shift: float) -> Tensor:  # type: ignore[override]
+        return grid_quantise(z, levels, low=-_SPAN, high=_SPAN, shift=shift)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        return grad
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        return grad, None, None
 
 
 def clip_quant(z: Tensor, levels: int | None, shift: float = 0.0, upper: float = 1.0) -> Tensor:
@@ -26,8 +30,11 @@ def clip_quant(z: Tensor, levels: int | None, shift: float = 0.0, upper: float =
     .. math::
         h(z) = \mathrm{clip}\left(\frac{\lfloor L z + \text{shift} \rfloor}{L}, 0, u\right)
 
-    The floor has a straight-through gradient (1), so the gradient is 1 inside :math:`[0, u)` and
-    0 outside. ``levels=None`` is the plain clipped ReLU. This is the family of twins of the
+    The floor is taken against the grid as ``z.dtype`` holds it
+    (:func:`~snn_encodings.functional.grid.grid_quantise`, the same mapping as the encoders), so
+    :math:`h(h(z)) = h(z)` for :math:`0 \le \text{shift} < 1` on grids the dtype resolves. The
+    floor has a straight-through gradient (1), so the gradient is 1 inside :math:`[0, u)` and 0
+    outside. ``levels=None`` is the plain clipped ReLU. This is the family of twins of the
     encodings: radix (:math:`L = r^T`, shift 0, :math:`u = 1 - r^{-T}`), IC-rate
     (:math:`L = T`, shift :math:`v_0/\theta`, QCFS-style).
 
@@ -43,7 +50,7 @@ def clip_quant(z: Tensor, levels: int | None, shift: float = 0.0, upper: float =
         [0.0, 0.25, 0.75, 1.0]
     """
     if levels is not None:
-        z = _FloorSTE.apply(z * levels + shift) / levels
+        z = _GridSTE.apply(z, levels, shift)
     return z.clamp(0.0, upper)
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from snn_encodings.errors import SpecError
+from snn_encodings.functional.grid import grid_index, grid_quantise, grid_value
 from snn_encodings.functional.surrogate import Surrogate, spike
 from snn_encodings.specs.radix import Radix
 
@@ -222,10 +223,11 @@ class _FloorClipSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: Tensor, levels: int, snap_bits: int | None) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(z)
-        scaled = z * levels
-        if snap_bits is not None:
-            scaled = snap_to_grid(scaled, snap_bits)
-        return torch.clamp(torch.floor(scaled), 0, levels - 1) / levels
+        if snap_bits is None:
+            return grid_quantise(z, levels, low=0, high=levels - 1)
+        # the snapped value is a float multiple of 2^-snap_bits: a grid of one level per unit
+        n = grid_index(snap_to_grid(z * levels, snap_bits), 1, low=0, high=levels - 1)
+        return torch.where(torch.isnan(z), z, grid_value(n, levels, z.dtype))
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
