@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from snn_encodings.conversion.network import SpikingNetwork, Stage
+from snn_encodings.encoding import encoding_for
 from snn_encodings.errors import ExportError
 from snn_encodings.export.lowering import FloatLayer, FloatNetwork
 
@@ -56,12 +57,11 @@ def float_network(network: SpikingNetwork) -> FloatNetwork:
         layers.extend(_stage_layers(stage, index, shapes, where))
         shapes.append(tuple(int(n) for n in stage.shape))
     spec = network.spec
-    compensated = spec.name == "icrate" and bool(getattr(spec, "compensate", False))
     return FloatNetwork(
         spec=spec,
         input_shape=tuple(network.input_shape),
         layers=tuple(layers),
-        readout="membrane" if compensated else "spikes",
+        readout=encoding_for(spec).readout(spec),
         output_scale=cast(Tensor, network.output_scale)
         .detach()
         .to("cpu", torch.float64)

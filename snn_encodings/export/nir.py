@@ -25,7 +25,15 @@ import numpy as np
 
 from snn_encodings.errors import ExportError
 from snn_encodings.export.atomic import write_atomically
-from snn_encodings.export.lowering import FloatNetwork, _synapses, _v0
+from snn_encodings.encoding import encoding_for, registered_encodings
+from snn_encodings.export.lowering import (
+    FloatNetwork,
+    chain,
+    float_bias,
+    float_weight,
+    output_shape,
+    v0_map,
+)
 
 __all__ = ["nir"]
 
@@ -53,14 +61,15 @@ def nir(model: FloatNetwork, path: str | os.PathLike[str]) -> Path:
             f"export.nir: expected a converted network (FloatNetwork), got {type(model).__name__}"
         )
     spec = model.spec
-    if spec.name != "icrate":
+    if not encoding_for(spec).nir_export:
+        exported = ", ".join(r.spec_type.__name__ for r in registered_encodings() if r.nir_export)
         raise ExportError(
-            f"export.nir: {type(spec).__name__} has no NIR equivalent (NIR neurons reset to a value "
-            "and have no initial state or time-varying threshold); only IC-rate is exported"
+            f"export.nir: {type(spec).__name__} has no NIR equivalent: "
+            f"{encoding_for(spec).nir_limit}; NIR export covers {exported}"
         )
     theta = float(spec.threshold)  # type: ignore[attr-defined]
     shape = tuple(model.input_shape)
-    _synapses(model)  # refuses pooling with the reason
+    chain(model)  # refuses pooling with the reason
     common: dict[str, Any] = {
         "encoding": spec.name,
         "spec": repr(spec),
@@ -80,15 +89,10 @@ def nir(model: FloatNetwork, path: str | os.PathLike[str]) -> Path:
             current = (int(np.prod(current)),)
             nodes[name], last = node, _link(edges, last, name)
             continue
-        weight = np.asarray(layer.weight, dtype=np.float64)
-        bias = (
-            np.zeros(weight.shape[0])
-            if layer.bias is None
-            else np.asarray(layer.bias, dtype=np.float64)
-        )
+        weight = float_weight(layer)
+        bias = float_bias(layer, weight)
         if layer.kind == "dense":
             node = nir_lib.Affine(weight=weight, bias=bias, metadata=dict(common))
-            current = (weight.shape[0],)
         else:
             node = nir_lib.Conv2d(
                 input_shape=current[1:],
@@ -100,22 +104,9 @@ def nir(model: FloatNetwork, path: str | os.PathLike[str]) -> Path:
                 bias=bias,
                 metadata=dict(common),
             )
-            current = (
-                weight.shape[0],
-                *[
-                    (
-                        current[1 + a]
-                        + 2 * layer.padding[a]
-                        - layer.dilation[a] * (weight.shape[2 + a] - 1)
-                        - 1
-                    )
-                    // layer.stride[a]
-                    + 1
-                    for a in (0, 1)
-                ],
-            )
+        current = output_shape(layer, current)
         nodes[name], last = node, _link(edges, last, name)
-        v0 = _v0(layer, spec, current)
+        v0 = v0_map(layer, spec, current)
         neuron = nir_lib.IF(
             r=np.ones(current),
             v_threshold=np.full(current, theta),
