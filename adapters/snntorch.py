@@ -466,7 +466,7 @@ def encode(data: Tensor, spec: Spec) -> Tensor:
     Raises:
         TypeError: if ``spec`` is not a spec of a registered encoding.
     """
-    return encoding_for(spec).encode(data, spec)
+    return encoding_for(spec).load("encode")(data, spec)
 
 
 def rate_sigma_delta(data: Tensor, num_steps: int, *, offset: float = 0.5) -> Tensor:

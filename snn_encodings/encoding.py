@@ -3,16 +3,17 @@
 The rest of the library (the step loop, conversion, export, the framework adapters, the command
 line) asks :func:`encoding_for` what an encoding does; none of it tests a spec's name or class.
 
-Dependency direction (module-level imports only, checked by ``tests/test_import_graph.py``)::
+Dependency direction (checked by ``tests/test_import_graph.py``, deferred imports included)::
 
-    specs <- functional <- coding <- encoding <- conversion, export, adapters, cli
+    specs <- encoding <- functional <- coding <- conversion <- export, adapters, cli
 
-The record holds the neuron and the coders as functions. What lives *above* it (the conversion
-rule, the closed-form value path, the netx lowering, the CuPy kernel) it holds as a *reference*,
-a ``"module:attribute"`` string or the object itself, loaded on first use by
-:meth:`Encoding.load`, so importing this module never imports conversion, export or a framework.
-The one upward call is :func:`snn_encodings.functional.neuron_functions`, which reads this table
-when a step loop starts.
+This module sits just above ``specs`` and imports nothing else of the library. A record names
+each part of its encoding either as the object itself or as a *reference*, a
+``"module:attribute"`` string; :meth:`Encoding.load` imports a reference on first use. The
+library's own records use references for every part (their step functions, coders, rules,
+closed forms and lowerings all live above this module), so importing it never imports
+functional, conversion, export or a framework, and ``functional``'s step loop can read the
+table without an import cycle. A test or a plugin can register objects directly.
 
 Adding an encoding (a test can do all of it without touching a library file; see
 ``tests/test_fourth_encoding.py``):
@@ -27,24 +28,17 @@ Adding an encoding (a test can do all of it without touching a library file; see
 5. one ``register_encoding(Encoding(...))`` naming all of the above, and either a netx lowering
    or the reason netx refuses it (``netx_refusal``), plus the NIR and training notes.
 
-Every framework adapter then runs it; conversion, evaluation and export ask the record.
+Conversion, evaluation, export and the framework adapters then ask the record.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from torch import Tensor
-
-from snn_encodings.coding.icrate import decode_icrate, encode_icrate
-from snn_encodings.coding.quartz import decode_quartz, encode_quartz
-from snn_encodings.coding.radix import decode_radix, encode_radix
-from snn_encodings.functional.icrate import icrate_initial_state, icrate_step
-from snn_encodings.functional.quartz import quartz_initial_state, quartz_step
-from snn_encodings.functional.radix import radix_initial_state, radix_step
 from snn_encodings.specs import ICRate, Quartz, Radix
 from snn_encodings.specs.base import Spec
 
@@ -58,6 +52,8 @@ __all__ = [
 ]
 
 Readout = Literal["spikes", "membrane"]
+Reference = Callable[..., Any] | type | str
+"""An object, or the ``"module:attribute"`` string that names it."""
 
 
 def _spike_readout(spec: Any) -> Readout:
@@ -68,23 +64,27 @@ def _spike_readout(spec: Any) -> Readout:
 class Encoding:
     """Everything the library needs to know about one encoding, keyed by its spec class.
 
+    The fields marked *reference* hold the object or its ``"module:attribute"`` name; read
+    them with :meth:`load`.
+
     Attributes:
         spec_type: the spec dataclass this record describes.
-        initial_state: ``initial_state(spec, like, *, v0=None) -> State`` for one step's
-            shape ``like`` ``(B, *)``.
-        step: ``step(current, state, spec, /, *, surrogate=None, **options) -> (spikes,
-            state)``; currents and spikes ``(B, *)``.
-        encode: ``encode(x, spec) -> (T, B, *)`` input spikes or currents, ``T =
-            spec.steps_per_layer``.
-        decode: ``decode(spikes, spec, **readout) -> (B, *)`` values of an output window.
-        rule: the conversion hooks (a ``Rule`` subclass, or its ``"module:attribute"``):
-            twin, calibration and quantisation, window timing, readout.
-        closed_form: the loop-free value path the rule's ``fast_forward`` uses, where one
-            exists (reference, or ``None``).
+        initial_state: (reference) ``initial_state(spec, like, *, v0=None) -> State`` for
+            one step's shape ``like`` ``(B, *)``.
+        step: (reference) ``step(current, state, spec, /, *, surrogate=None, **options) ->
+            (spikes, state)``; currents and spikes ``(B, *)``.
+        encode: (reference) ``encode(x, spec) -> (T, B, *)`` input spikes or currents,
+            ``T = spec.steps_per_layer``.
+        decode: (reference) ``decode(spikes, spec, **readout) -> (B, *)`` values of an
+            output window.
+        rule: (reference) the conversion hooks, a ``Rule`` subclass: twin, calibration and
+            quantisation, window timing, readout.
+        closed_form: (reference) the loop-free value path the rule's ``fast_forward`` uses,
+            where one exists, else ``None``.
         kernel: CUDA source file of its CuPy multi-step kernel under
             ``snn_encodings.adapters.spikingjelly.kernels``, or ``None``.
-        netx: ``lower(network, reset) -> (IntNetwork, layer_reports, notes)`` building the
-            netx layers (reference), or ``None`` when netx refuses the encoding.
+        netx: (reference) ``lower(network, reset) -> (IntNetwork, layer_reports, notes)``
+            building the netx layers, or ``None`` when netx refuses the encoding.
         netx_refusal: why netx cannot express the encoding and what to do instead (used
             when ``netx`` is ``None``).
         readout: ``readout(spec) -> "spikes" | "membrane"``: how the exported output layer is
@@ -99,14 +99,14 @@ class Encoding:
     """
 
     spec_type: type[Spec]
-    initial_state: Callable[..., Any]
-    step: Callable[..., Any]
-    encode: Callable[[Tensor, Any], Tensor]
-    decode: Callable[..., Tensor]
-    rule: type | str
-    closed_form: Callable[..., Any] | str | None = None
+    initial_state: Reference
+    step: Reference
+    encode: Reference
+    decode: Reference
+    rule: Reference
+    closed_form: Reference | None = None
     kernel: str | None = None
-    netx: Callable[..., Any] | str | None = None
+    netx: Reference | None = None
     netx_refusal: str = ""
     readout: Callable[[Any], Readout] = _spike_readout
     nir_export: bool = False
@@ -121,7 +121,7 @@ class Encoding:
         return self.spec_type.__name__.lower()
 
     def load(self, field: str) -> Any:
-        """The object a reference field (``rule``, ``closed_form``, ``netx``) names.
+        """The object a reference field (``step``, ``encode``, ``rule``, ``netx``, ...) names.
 
         Raises:
             LookupError: if the field is empty for this encoding.
@@ -129,16 +129,19 @@ class Encoding:
         reference = getattr(self, field)
         if reference is None:
             raise LookupError(f"the {self.spec_type.__name__} encoding has no {field}")
-        if not isinstance(reference, str):
-            return reference
-        module, _, attribute = reference.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        return _resolve(reference) if isinstance(reference, str) else reference
 
     def demo(self, lengths: Sequence[int]) -> list[tuple[str, Spec]]:
         """The demo's ``(label, spec)`` pairs for ``lengths`` (one default spec per length)."""
         if self.demo_variants is not None:
             return self.demo_variants(lengths)
         return [(self.name, self.spec_type(steps=n)) for n in lengths]  # type: ignore[call-arg]
+
+
+@functools.cache
+def _resolve(reference: str) -> Any:
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 _RECORDS: dict[type[Spec], Encoding] = {}
@@ -265,10 +268,10 @@ _RULES = "snn_encodings.conversion.rules"
 register_encoding(
     Encoding(
         spec_type=ICRate,
-        initial_state=icrate_initial_state,
-        step=icrate_step,
-        encode=encode_icrate,
-        decode=decode_icrate,
+        initial_state="snn_encodings.functional.icrate:icrate_initial_state",
+        step="snn_encodings.functional.icrate:icrate_step",
+        encode="snn_encodings.coding.icrate:encode_icrate",
+        decode="snn_encodings.coding.icrate:decode_icrate",
         rule=f"{_RULES}.icrate:ICRateRule",
         kernel="icrate.cu",
         netx="snn_encodings.export.icrate_netx:lower_icrate",
@@ -285,10 +288,10 @@ register_encoding(
 register_encoding(
     Encoding(
         spec_type=Radix,
-        initial_state=radix_initial_state,
-        step=radix_step,
-        encode=encode_radix,
-        decode=decode_radix,
+        initial_state="snn_encodings.functional.radix:radix_initial_state",
+        step="snn_encodings.functional.radix:radix_step",
+        encode="snn_encodings.coding.radix:encode_radix",
+        decode="snn_encodings.coding.radix:decode_radix",
         rule=f"{_RULES}.radix:RadixRule",
         kernel="radix.cu",
         netx_refusal=(
@@ -320,10 +323,10 @@ register_encoding(
 register_encoding(
     Encoding(
         spec_type=Quartz,
-        initial_state=quartz_initial_state,
-        step=quartz_step,
-        encode=encode_quartz,
-        decode=decode_quartz,
+        initial_state="snn_encodings.functional.quartz:quartz_initial_state",
+        step="snn_encodings.functional.quartz:quartz_step",
+        encode="snn_encodings.coding.quartz:encode_quartz",
+        decode="snn_encodings.coding.quartz:decode_quartz",
         rule=f"{_RULES}.quartz:QuartzRule",
         closed_form="snn_encodings.conversion.quartz_fast:quartz_fast_forward",
         kernel="quartz.cu",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from snn_encodings.encoding import encoding_for
 from snn_encodings.specs.base import Spec
 
 __all__ = ["NeuronFunctions", "neuron_functions"]
@@ -21,13 +22,8 @@ class NeuronFunctions(NamedTuple):
 def neuron_functions(spec: Spec) -> NeuronFunctions:
     """Return the state constructor and step function of ``spec``'s registered encoding.
 
-    The record module sits above ``functional`` (it imports the step functions), so it is
-    imported here, when a step loop starts, not when this module is.
-
     Raises:
         TypeError: if ``spec`` is not an instance of a registered spec class.
     """
-    from snn_encodings.encoding import encoding_for
-
     record = encoding_for(spec)
-    return NeuronFunctions(record.initial_state, record.step)
+    return NeuronFunctions(record.load("initial_state"), record.load("step"))

@@ -46,9 +46,10 @@ def test_record_references_resolve_to_what_the_library_uses(spec: Spec) -> None:
     rule = record.load("rule")
     assert issubclass(rule, Rule) and type(rule_for(spec)) is rule
     functions = neuron_functions(spec)
-    assert (functions.initial_state, functions.step) == (record.initial_state, record.step)
+    assert functions == (record.load("initial_state"), record.load("step"))
     x = torch.full((1, 3), 0.5)
-    assert record.encode(x, spec).shape[0] == spec.steps_per_layer
+    assert record.load("encode")(x, spec).shape[0] == spec.steps_per_layer
+    assert callable(record.load("decode"))
     if record.netx is None:
         assert record.netx_refusal.startswith("export.netx:")
     else:
