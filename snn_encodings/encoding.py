@@ -49,6 +49,7 @@ __all__ = [
     "encoding_notes",
     "register_encoding",
     "registered_encodings",
+    "unregister_encoding",
 ]
 
 Readout = Literal["spikes", "membrane"]
@@ -110,7 +111,9 @@ class Encoding:
     netx_refusal: str = ""
     readout: Callable[[Any], Readout] = _spike_readout
     nir_export: bool = False
-    nir_limit: str = "NIR's neuron nodes reset to v_reset and carry no initial state or time counter"
+    nir_limit: str = (
+        "NIR's neuron nodes reset to v_reset and carry no initial state or time counter"
+    )
     not_rate_trainable: str | None = None
     demo_variants: Callable[[Sequence[int]], list[tuple[str, Spec]]] | None = None
     demo_lengths: str = "steps"
@@ -163,6 +166,15 @@ def register_encoding(record: Encoding) -> Encoding:
         )
     _RECORDS[record.spec_type] = record
     return record
+
+
+def unregister_encoding(spec_type: type[Spec]) -> None:
+    """Forget the record of ``spec_type`` (e.g. a test's toy encoding, after the test).
+
+    Raises:
+        TypeError: if ``spec_type`` has no record.
+    """
+    del _RECORDS[encoding_for(spec_type).spec_type]
 
 
 def encoding_for(spec: Spec | type[Spec]) -> Encoding:
@@ -252,7 +264,9 @@ def _icrate_demo(lengths: Sequence[int]) -> list[tuple[str, Spec]]:
 
 
 def _radix_demo(lengths: Sequence[int]) -> list[tuple[str, Spec]]:
-    return [(f"radix {mode}", Radix(steps=n, mode=mode)) for n in lengths for mode in ("exact", "paper")]
+    return [
+        (f"radix {mode}", Radix(steps=n, mode=mode)) for n in lengths for mode in ("exact", "paper")
+    ]
 
 
 def _quartz_demo(lengths: Sequence[int]) -> list[tuple[str, Spec]]:
@@ -263,17 +277,24 @@ def _quartz_demo(lengths: Sequence[int]) -> list[tuple[str, Spec]]:
     ]
 
 
-_RULES = "snn_encodings.conversion.rules"
+def _library_parts(name: str, rule: str) -> dict[str, str]:
+    """References to the parts of the library's encoding ``name`` that follow its file layout:
+    ``functional/<name>.py``, ``coding/<name>.py``, ``conversion/rules/<name>.py`` and the
+    kernel ``<name>.cu``."""
+    return {
+        "initial_state": f"snn_encodings.functional.{name}:{name}_initial_state",
+        "step": f"snn_encodings.functional.{name}:{name}_step",
+        "encode": f"snn_encodings.coding.{name}:encode_{name}",
+        "decode": f"snn_encodings.coding.{name}:decode_{name}",
+        "rule": f"snn_encodings.conversion.rules.{name}:{rule}",
+        "kernel": f"{name}.cu",
+    }
+
 
 register_encoding(
     Encoding(
         spec_type=ICRate,
-        initial_state="snn_encodings.functional.icrate:icrate_initial_state",
-        step="snn_encodings.functional.icrate:icrate_step",
-        encode="snn_encodings.coding.icrate:encode_icrate",
-        decode="snn_encodings.coding.icrate:decode_icrate",
-        rule=f"{_RULES}.icrate:ICRateRule",
-        kernel="icrate.cu",
+        **_library_parts("icrate", "ICRateRule"),
         netx="snn_encodings.export.icrate_netx:lower_icrate",
         readout=_icrate_readout,
         nir_export=True,
@@ -288,12 +309,7 @@ register_encoding(
 register_encoding(
     Encoding(
         spec_type=Radix,
-        initial_state="snn_encodings.functional.radix:radix_initial_state",
-        step="snn_encodings.functional.radix:radix_step",
-        encode="snn_encodings.coding.radix:encode_radix",
-        decode="snn_encodings.coding.radix:decode_radix",
-        rule=f"{_RULES}.radix:RadixRule",
-        kernel="radix.cu",
+        **_library_parts("radix", "RadixRule"),
         netx_refusal=(
             "export.netx: radix cannot be exported to netx: its bit-serial output needs reset by "
             "subtraction plus doubling of the membrane (or a time-varying threshold), while "
@@ -323,13 +339,8 @@ register_encoding(
 register_encoding(
     Encoding(
         spec_type=Quartz,
-        initial_state="snn_encodings.functional.quartz:quartz_initial_state",
-        step="snn_encodings.functional.quartz:quartz_step",
-        encode="snn_encodings.coding.quartz:encode_quartz",
-        decode="snn_encodings.coding.quartz:decode_quartz",
-        rule=f"{_RULES}.quartz:QuartzRule",
+        **_library_parts("quartz", "QuartzRule"),
         closed_form="snn_encodings.conversion.quartz_fast:quartz_fast_forward",
-        kernel="quartz.cu",
         netx_refusal=(
             "export.netx: Quartz cannot be exported faithfully to netx. Its ramp (iDecay=0, "
             "vDecay=0), readout (a clock channel with per-neuron weight 1 - sum(w) - bias, "

@@ -20,9 +20,13 @@ from torch import Tensor, nn
 from snn_encodings.conversion.network import SpikingNetwork, Stage
 from snn_encodings.encoding import encoding_for
 from snn_encodings.errors import ExportError
+from snn_encodings.functional.channels import channel_view
 from snn_encodings.export.lowering import FloatLayer, FloatNetwork
 
 __all__ = ["encode_inputs", "float_network"]
+
+NETX_WEIGHTED = (nn.Linear, nn.Conv2d)
+"""The weighted ops netx has a layer for (a subset of the converter's ``graph.WEIGHTED``)."""
 
 
 def float_network(network: SpikingNetwork) -> FloatNetwork:
@@ -88,7 +92,7 @@ def _stage_layers(
             "networks are sequential chains without skip connections"
         )
     ops = list(cast(nn.Sequential, synapse.ops[0]))
-    weighted = [i for i, op in enumerate(ops) if isinstance(op, (nn.Linear, nn.Conv2d))]
+    weighted = [i for i, op in enumerate(ops) if isinstance(op, NETX_WEIGHTED)]
     for op in ops:
         if isinstance(op, (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
             raise ExportError(
@@ -96,7 +100,7 @@ def _stage_layers(
                 "pooling into the next convolution (a strided conv with the pooled kernel) or "
                 "retrain with strided convolutions"
             )
-        if not isinstance(op, (nn.Linear, nn.Conv2d, nn.Flatten)):
+        if not isinstance(op, (*NETX_WEIGHTED, nn.Flatten)):
             raise ExportError(
                 f"{where} ({type(op).__name__}): netx has no such layer; use Conv2d, Linear and Flatten"
             )
@@ -126,7 +130,7 @@ def _stage_layers(
         if op.groups != 1 and not torch.all(gain == gain[0]):
             raise ExportError(f"{where}: per-channel input gains need groups=1 convolutions")
         weight = weight * (gain[0] if op.groups != 1 else gain.view(1, -1, 1, 1))
-    weight = weight * (g_out.reshape(-1, *([1] * (weight.dim() - 1))) if g_out.dim() else g_out)
+    weight = weight * channel_view(g_out, weight.dim())
     bias = cast(Tensor, synapse.bias).detach().to("cpu", torch.float64)
     if isinstance(op, nn.Conv2d):
         flat = bias.flatten(1)

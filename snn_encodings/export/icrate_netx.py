@@ -97,7 +97,9 @@ class _Quantised:
         )
 
 
-def _check_subtract(network: FloatNetwork, shape: tuple[int, ...], layers: list[FloatLayer]) -> None:
+def _check_subtract(
+    network: FloatNetwork, shape: tuple[int, ...], layers: list[FloatLayer]
+) -> None:
     for layer in layers:
         if layer.kind != "dense":
             dense, conv = synapse_count(unroll_convolutions(network)), synapse_count(network)
@@ -142,7 +144,9 @@ def _clock_chunks(bias_int: np.ndarray, clocks: int) -> np.ndarray:
     return chunks
 
 
-def _membrane_readout(q: _Quantised, chunks: np.ndarray, v0: np.ndarray) -> tuple[Layer, LayerReport]:
+def _membrane_readout(
+    q: _Quantised, chunks: np.ndarray, v0: np.ndarray
+) -> tuple[Layer, LayerReport]:
     """Compensated readout (count + residual - v0) = sum of the input currents: integrate."""
     w_int = even(q.weight * q.scale)
     layer = Layer(
@@ -221,7 +225,9 @@ def _lower_subtract(
     )
 
 
-def _subtract_notes(clocks: int, readout_scale: float | None, network: FloatNetwork) -> tuple[str, ...]:
+def _subtract_notes(
+    clocks: int, readout_scale: float | None, network: FloatNetwork
+) -> tuple[str, ...]:
     notes: tuple[str, ...] = (
         (
             "IC-rate reset by subtraction: membrane held in u (iDecay=0, vDecay=4096) with a "
@@ -248,7 +254,12 @@ def _zero_scale(weight: np.ndarray, bias: np.ndarray, theta: float, readout: boo
 
 
 def _zero_layer(
-    layer: FloatLayer, k: int, current: tuple[int, ...], network: FloatNetwork, theta: float, readout: bool
+    layer: FloatLayer,
+    k: int,
+    current: tuple[int, ...],
+    network: FloatNetwork,
+    theta: float,
+    readout: bool,
 ) -> tuple[Layer, LayerReport]:
     """Layer ``k`` (1-based; ``k`` bias-only steps reach it before its first input)."""
     w = float_weight(layer)
@@ -260,7 +271,9 @@ def _zero_layer(
     out_shape = output_shape(layer, current)
     v0 = v0_map(layer, network.spec, out_shape)
     v0_int = np.rint(v0 * s).astype(np.int64)
-    bias_map = b_int if layer.kind == "dense" else b_int.reshape(-1, 1, 1) * np.ones(out_shape, dtype=np.int64)
+    bias_map = b_int
+    if layer.kind != "dense":
+        bias_map = b_int.reshape(-1, 1, 1) * np.ones(out_shape, dtype=np.int64)
     if readout:
         # the integrator sums the bias on every step; the k steps before its first input
         # are cancelled exactly through the initial membrane (it never resets)

@@ -15,6 +15,7 @@ from snn_encodings.encoding import (
     encoding_notes,
     register_encoding,
     registered_encodings,
+    unregister_encoding,
 )
 from snn_encodings.functional import neuron_functions
 from snn_encodings.specs import ALL_SPECS, ICRate, Quartz, Radix, Spec
@@ -86,3 +87,8 @@ def test_register_encoding_checks_its_argument() -> None:
     )
     with pytest.raises(TypeError, match="spec_type must be a Spec subclass"):
         register_encoding(bad)
+
+
+def test_unregister_encoding_names_an_unknown_spec() -> None:
+    with pytest.raises(TypeError, match="got _Unregistered"):
+        unregister_encoding(_Unregistered)
