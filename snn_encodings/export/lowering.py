@@ -218,8 +218,6 @@ def unroll_convolutions(network: FloatNetwork) -> FloatNetwork:
     Returns:
         A network of dense layers only, with a flat input shape.
     """
-    import torch
-
     shape = tuple(network.input_shape)
     layers: list[FloatLayer] = []
     for layer in network.layers:
@@ -230,38 +228,8 @@ def unroll_convolutions(network: FloatNetwork) -> FloatNetwork:
             layers.append(layer)
             shape = (np.asarray(layer.weight).shape[0],)
             continue
-        size = int(np.prod(shape))
-        eye = torch.eye(size, dtype=torch.float64).view(size, *shape)
-        kernel = torch.as_tensor(np.asarray(layer.weight), dtype=torch.float64)
-        with torch.no_grad():
-            response = torch.nn.functional.conv2d(
-                eye,
-                kernel,
-                stride=layer.stride,
-                padding=layer.padding,
-                dilation=layer.dilation,
-                groups=layer.groups,
-            )
-        out_shape = tuple(response.shape[1:])
-        positions = int(np.prod(out_shape[1:]))
-        bias = (
-            None
-            if layer.bias is None
-            else np.repeat(np.asarray(layer.bias, dtype=np.float64), positions)
-        )
-        v0 = layer.v0
-        if v0 is not None and np.ndim(v0) > 0:
-            v0 = np.broadcast_to(np.asarray(v0, dtype=np.float64), out_shape).reshape(-1).copy()
-        layers.append(
-            FloatLayer(
-                kind="dense",
-                name=layer.name,
-                weight=response.reshape(size, -1).T.numpy().copy(),
-                bias=bias,
-                v0=v0,
-            )
-        )
-        shape = out_shape
+        dense, shape = _unrolled(layer, shape)
+        layers.append(dense)
     return FloatNetwork(
         spec=network.spec,
         input_shape=(int(np.prod(network.input_shape)),),
@@ -269,6 +237,42 @@ def unroll_convolutions(network: FloatNetwork) -> FloatNetwork:
         readout=network.readout,
         output_scale=network.output_scale,
     )
+
+
+def _unrolled(layer: FloatLayer, shape: tuple[int, ...]) -> tuple[FloatLayer, tuple[int, ...]]:
+    """The dense equivalent of conv ``layer`` on input ``shape`` (CHW), and its output shape."""
+    import torch
+
+    size = int(np.prod(shape))
+    eye = torch.eye(size, dtype=torch.float64).view(size, *shape)
+    kernel = torch.as_tensor(np.asarray(layer.weight), dtype=torch.float64)
+    with torch.no_grad():
+        response = torch.nn.functional.conv2d(
+            eye,
+            kernel,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+        )
+    out_shape = tuple(response.shape[1:])
+    positions = int(np.prod(out_shape[1:]))
+    bias = (
+        None
+        if layer.bias is None
+        else np.repeat(np.asarray(layer.bias, dtype=np.float64), positions)
+    )
+    v0 = layer.v0
+    if v0 is not None and np.ndim(v0) > 0:
+        v0 = np.broadcast_to(np.asarray(v0, dtype=np.float64), out_shape).reshape(-1).copy()
+    dense = FloatLayer(
+        kind="dense",
+        name=layer.name,
+        weight=response.reshape(size, -1).T.numpy().copy(),
+        bias=bias,
+        v0=v0,
+    )
+    return dense, out_shape
 
 
 def chain(network: FloatNetwork) -> tuple[tuple[int, ...], list[FloatLayer]]:
