@@ -92,3 +92,19 @@ def test_register_encoding_checks_its_argument() -> None:
 def test_unregister_encoding_names_an_unknown_spec() -> None:
     with pytest.raises(TypeError, match="got _Unregistered"):
         unregister_encoding(_Unregistered)
+
+
+def test_register_rule_replaces_the_rule_in_the_record() -> None:
+    from snn_encodings.conversion.rules import ICRateRule, register_rule
+
+    class Louder(ICRateRule):
+        pass
+
+    register_rule(ICRate, Louder)
+    try:
+        assert encoding_for(ICRate).rule is Louder and type(rule_for(ICRate())) is Louder
+    finally:
+        register_rule(ICRate, ICRateRule)
+    assert type(rule_for(ICRate())) is ICRateRule
+    with pytest.raises(TypeError, match="got _Unregistered"):
+        register_rule(_Unregistered, Louder)
