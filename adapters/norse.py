@@ -38,6 +38,7 @@ from snn_encodings.conversion import Rule, SpikingNetwork
 from snn_encodings.conversion.calibrate import iterate_inputs
 from snn_encodings.conversion.rules.base import NeuronLayer
 from snn_encodings.conversion.synapse import Synapse
+from snn_encodings.encoding import encoding_for, encoding_notes
 from snn_encodings.errors import ConversionError, ExportError, SpecError
 from snn_encodings.functional import neuron_functions
 from snn_encodings.functional.surrogate import Surrogate
@@ -622,24 +623,9 @@ def convert(
     return model
 
 
-NIR_LIMITS: Mapping[str, str] = {
-    "ICRate": (
-        "its neurons reset by subtraction and start from an initial membrane v0, while NIR's "
-        "IF/LIF nodes reset to v_reset and have no initial state, so spike counts would change"
-    ),
-    "Radix": (
-        "its neurons are bit-serial accumulators: they fire on the membrane's least significant "
-        "digit, subtract on a spike and leak by exactly 1/base per step; NIR's neurons are "
-        "continuous-time ODEs (each importer picks dt) that reset to v_reset"
-    ),
-    "Quartz": (
-        "its neurons integrate a persistent ramp over fixed phases and fire at most once per "
-        "window; NIR has no phases, no refractoriness and no fire-once neuron"
-    ),
-}
-"""Spec class name -> why NIR (1.0) cannot express the encoding's neuron faithfully."""
-
-_NIR_GENERIC = "NIR's neuron nodes reset to v_reset and carry no initial state or time counter"
+NIR_LIMITS: Mapping[type[Spec], str] = encoding_notes("nir_limit")
+"""Spec class -> why NIR (1.0) cannot express the encoding's neuron faithfully (its record's
+``nir_limit``)."""
 
 
 def to_nir(module: nn.Module, sample_data: Tensor, **options: Any) -> Any:
@@ -654,7 +640,7 @@ def to_nir(module: nn.Module, sample_data: Tensor, **options: Any) -> Any:
     """
     for name, child in module.named_modules():
         if isinstance(child, (EncodingCell, EncodingLayer)):
-            reason = NIR_LIMITS.get(type(child.spec).__name__, _NIR_GENERIC)
+            reason = encoding_for(child.spec).nir_limit
             raise ExportError(
                 f"to_nir: layer {name or '<root>'!r} ({type(child).__name__}) cannot be "
                 f"exported to NIR: {reason}; export to Loihi with snn_encodings.export.netx "

@@ -32,6 +32,7 @@ from snn_encodings import coding
 from snn_encodings.conversion import SpikingNetwork, with_steps
 from snn_encodings.conversion import convert as core_convert
 from snn_encodings.conversion.convert import DEFAULT
+from snn_encodings.encoding import encoding_for, encoding_notes
 from snn_encodings.errors import ExportError, SpecError
 from snn_encodings.functional import neuron_functions, simulate
 from snn_encodings.specs import ICRate, Quartz, Radix, Spec
@@ -302,25 +303,7 @@ class QuartzNeuron(EncodingNeuron, spec=Quartz):
     """snnTorch neuron of the Quartz encoding; runs :func:`~snn_encodings.functional.quartz_step`."""
 
 
-NOT_RATE_TRAINABLE: Mapping[type[Spec], str] = MappingProxyType(
-    {
-        Quartz: (
-            "a Quartz neuron fires exactly once per window (the rectifier fires every neuron "
-            "still silent at step 3K), so its spike count is constant and a loss on spike "
-            "counts or rates has no gradient; put the loss on the value its spike time encodes "
-            "(a spike at step t of the window reads (3K - t)/K), or fine-tune the ANN twin "
-            "with snn_encodings.finetune"
-        ),
-        Radix: (
-            "radix neurons emit the base-r digits of their value, so the spike count is a digit "
-            "sum, not monotonic in the value, and the exact neuron emits a window's value in the "
-            "next window (pipelined), so a rate loss over one window has no gradient (exact "
-            "mode) or one that does not follow the value (paper mode); put the loss on the "
-            "value the digits encode (coding.decode_radix), or fine-tune the ANN twin with "
-            "snn_encodings.finetune"
-        ),
-    }
-)
+NOT_RATE_TRAINABLE: Mapping[type[Spec], str] = encoding_notes("not_rate_trainable")
 """Spec class -> why snnTorch's usual spike-count (rate) losses cannot train its neuron, and
 what to train on instead. The surrogate gradients of these neurons are still defined and
 finite; only the rate readout is constant."""
@@ -477,16 +460,13 @@ def encode(data: Tensor, spec: Spec) -> Tensor:
 
     Args:
         data: inputs ``(B, *)``.
-        spec: the encoding's spec; its encoder is ``snn_encodings.coding.encode_<name>``.
+        spec: the encoding's spec; its encoder is the one its encoding record names.
     Returns:
         Time-first ``(T, B, *)`` spikes or currents, ``T = spec.steps_per_layer``.
     Raises:
-        TypeError: if the library has no encoder for ``type(spec)``.
+        TypeError: if ``spec`` is not a spec of a registered encoding.
     """
-    encoder = getattr(coding, f"encode_{spec.name}", None)
-    if not isinstance(spec, Spec) or encoder is None:
-        raise TypeError(f"encode: no input encoder for {type(spec).__name__}")
-    return encoder(data, spec)
+    return encoding_for(spec).load("encode")(data, spec)
 
 
 def rate_sigma_delta(data: Tensor, num_steps: int, *, offset: float = 0.5) -> Tensor:

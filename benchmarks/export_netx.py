@@ -32,12 +32,13 @@ from torch.utils.data import DataLoader
 
 import snn_encodings as se
 from snn_encodings.data import mnist_split
+from snn_encodings.encoding import encoding_for
 from snn_encodings.errors import ExportError
 from snn_encodings.export import netx, read_netx
 from snn_encodings.export.converted import encode_inputs
 from snn_encodings.export.fixed_point import run_fixed_point
 from snn_encodings.export.layers import check_network
-from snn_encodings.export.lowering import RADIX_REASON, decode_output
+from snn_encodings.export.lowering import decode_output
 from snn_encodings.models import train_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 netx(se.convert(ann, other, calibration), Path(folder) / "refused.net")
             except ExportError as error:
                 result["refused"][name] = str(error)
-        result["refused"]["radix"] = RADIX_REASON
+        result["refused"]["radix"] = encoding_for(se.Radix).netx_refusal
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "export_netx.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "export_netx.md").write_text(_markdown(result))

@@ -26,9 +26,10 @@ from snn_encodings.distributed import (
     main_process_first,
     shard_loader,
 )
+from snn_encodings.encoding import encoding_named
 from snn_encodings.errors import SnnEncodingsError
 from snn_encodings.models import ARCHITECTURES, build, train_mnist
-from snn_encodings.specs import ALL_SPECS, ICRate, Spec
+from snn_encodings.specs import ALL_SPECS, Spec
 
 __all__ = ["demo_specs", "load_model", "main", "parse_spec"]
 
@@ -87,29 +88,14 @@ def demo_specs(
     exact and paper mode at each ``t_max`` (closed-form path); radix: exact and paper mode at
     each of ``radix_steps``.
     """
-    classes = {cls.__name__.lower(): cls for cls in ALL_SPECS}
+    lengths = {"steps": steps, "t_max": t_max, "radix_steps": radix_steps}
     specs: list[tuple[str, Spec]] = []
     for name in encodings:
-        if name not in classes:
-            raise SnnEncodingsError(f"unknown encoding {name!r}; available: {sorted(classes)}")
-        cls = classes[name]
-        if name == "icrate":
-            for t in steps:
-                for init in ("zero", "ann", "data"):
-                    for compensate in (False, True):
-                        label = f"icrate init={init}{' +comp' if compensate else ''}"
-                        specs.append((label, ICRate(steps=t, init=init, compensate=compensate)))
-        elif name == "quartz":
-            for t in t_max:
-                specs.extend(
-                    (f"quartz {mode}", cls(t_max=t, mode=mode, analytic=True))
-                    for mode in ("exact", "paper")
-                )
-        elif name == "radix":
-            for t in radix_steps:
-                specs.extend(
-                    (f"radix {mode}", cls(steps=t, mode=mode)) for mode in ("exact", "paper")
-                )
+        try:
+            record = encoding_named(name)
+        except LookupError as error:
+            raise SnnEncodingsError(str(error)) from None
+        specs.extend(record.demo(lengths[record.demo_lengths]))
     return specs
 
 

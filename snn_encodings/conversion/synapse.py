@@ -9,15 +9,9 @@ from torch import Tensor, nn
 
 from snn_encodings.conversion.graph import WEIGHTED, Branch
 from snn_encodings.errors import ConversionError
+from snn_encodings.functional.channels import channel_view
 
 __all__ = ["Synapse"]
-
-
-def _feature_view(scale: Tensor, features: int) -> Tensor:
-    """Shape a scalar or per-channel scale ``(C,)`` to broadcast over ``features`` trailing dims."""
-    if scale.dim() == 0:
-        return scale
-    return scale.view(-1, *([1] * (features - 1)))
 
 
 class Synapse(nn.Module):
@@ -63,7 +57,7 @@ class Synapse(nn.Module):
                     self._fold_output(ops[last], out_gain)
                     out_gain = torch.ones(())
             self.ops.append(nn.Sequential(*ops))
-            in_gains.append(_feature_view(in_gain, len(example_shapes[branch.source])))
+            in_gains.append(channel_view(in_gain, len(example_shapes[branch.source])))
             out_gains.append(out_gain)
         for i, (g_in, g_out) in enumerate(zip(in_gains, out_gains)):
             self.register_buffer(f"in_gain_{i}", torch.as_tensor(g_in, dtype=torch.float32).clone())
@@ -71,7 +65,7 @@ class Synapse(nn.Module):
                 f"out_gain_{i}", torch.as_tensor(g_out, dtype=torch.float32).clone()
             )
         features = len(bias.shape)
-        self.register_buffer("bias", (bias / _feature_view(scale, features)).clone())
+        self.register_buffer("bias", (bias / channel_view(scale, features)).clone())
 
     @staticmethod
     def _fold_input(
@@ -79,7 +73,7 @@ class Synapse(nn.Module):
     ) -> Tensor:
         """Multiply the first weighted op's input columns by the source scale; return the rest."""
         op = ops[first]
-        full = _feature_view(in_gain, len(source_shape)).expand(source_shape).unsqueeze(0).clone()
+        full = channel_view(in_gain, len(source_shape)).expand(source_shape).unsqueeze(0).clone()
         with torch.no_grad():
             mapped = nn.Sequential(*ops[:first])(full)[0]
             if isinstance(op, nn.Linear):
@@ -101,9 +95,7 @@ class Synapse(nn.Module):
     @staticmethod
     def _fold_output(op: nn.Module, out_gain: Tensor) -> None:
         with torch.no_grad():
-            op.weight.mul_(
-                out_gain.reshape(-1, *([1] * (op.weight.dim() - 1))) if out_gain.dim() else out_gain
-            )
+            op.weight.mul_(channel_view(out_gain, op.weight.dim()))
 
     def gains(self, i: int) -> tuple[Tensor, Tensor]:
         """The input and output gains of branch ``i``."""
@@ -115,7 +107,7 @@ class Synapse(nn.Module):
         for i, (source, ops) in enumerate(zip(self.sources, self.ops)):
             g_in, g_out = self.gains(i)
             out = ops(_times(values[source], g_in))
-            total = total + _times(out, _out_view(g_out, out))
+            total = total + _times(out, channel_view(g_out, out.dim() - 1))
         return total
 
     def drive(self, sequences: list[Tensor]) -> Tensor:
@@ -133,7 +125,7 @@ class Synapse(nn.Module):
                 picked = ops(_times(seq[active], g_in).flatten(0, 1))
                 picked = picked.unflatten(0, (len(active), batch))
                 out = picked.new_zeros((steps, *picked.shape[1:])).index_copy(0, active, picked)
-            out = _times(out, _out_view(g_out, out[0]))
+            out = _times(out, channel_view(g_out, out[0].dim() - 1))
             total = out if total is None else total + out
         assert total is not None
         return total
@@ -166,12 +158,6 @@ class Synapse(nn.Module):
                     x = op(x)
             total += x.flatten(1).sum(1)
         return total
-
-
-def _out_view(gain: Tensor, like: Tensor) -> Tensor:
-    if gain.dim() == 0:
-        return gain
-    return gain.view(-1, *([1] * (like.dim() - 2)))
 
 
 def _times(x: Tensor, gain: Tensor) -> Tensor:

@@ -18,10 +18,16 @@ import torch
 from torch import Tensor, nn
 
 from snn_encodings.conversion.network import SpikingNetwork, Stage
+from snn_encodings.conversion.synapse import Synapse
+from snn_encodings.encoding import encoding_for
 from snn_encodings.errors import ExportError
+from snn_encodings.functional.channels import channel_view
 from snn_encodings.export.lowering import FloatLayer, FloatNetwork
 
 __all__ = ["encode_inputs", "float_network"]
+
+NETX_WEIGHTED = (nn.Linear, nn.Conv2d)
+"""The weighted ops netx has a layer for (a subset of the converter's ``graph.WEIGHTED``)."""
 
 
 def float_network(network: SpikingNetwork) -> FloatNetwork:
@@ -56,12 +62,11 @@ def float_network(network: SpikingNetwork) -> FloatNetwork:
         layers.extend(_stage_layers(stage, index, shapes, where))
         shapes.append(tuple(int(n) for n in stage.shape))
     spec = network.spec
-    compensated = spec.name == "icrate" and bool(getattr(spec, "compensate", False))
     return FloatNetwork(
         spec=spec,
         input_shape=tuple(network.input_shape),
         layers=tuple(layers),
-        readout="membrane" if compensated else "spikes",
+        readout=encoding_for(spec).readout(spec),
         output_scale=cast(Tensor, network.output_scale)
         .detach()
         .to("cpu", torch.float64)
@@ -76,6 +81,27 @@ def _stage_layers(
     synapse = stage.synapse
     if synapse is None:
         raise ExportError(f"{where}: has no synapse")
+    _check_chain(synapse, index, where)
+    ops = _netx_ops(list(cast(nn.Sequential, synapse.ops[0])), where)
+    layers = [FloatLayer(kind="flatten", name=f"{stage.name}.flatten") for _ in ops[:-1]]
+    op = ops[-1]
+    v0 = getattr(stage.neurons, "v0", None)
+    conv = isinstance(op, nn.Conv2d)
+    layers.append(
+        FloatLayer(
+            kind="conv" if conv else "dense",
+            name=stage.name,
+            weight=_weight(op, synapse, shapes[index - 1], where).numpy(),
+            bias=_bias(synapse, conv, where),
+            v0=None if not isinstance(v0, Tensor) else _v0(v0, conv),
+            **(_geometry(cast(nn.Conv2d, op)) if conv else {}),
+        )
+    )
+    return layers
+
+
+def _check_chain(synapse: Synapse, index: int, where: str) -> None:
+    """Refuse a synapse that is not one branch reading the layer just before it."""
     if len(synapse.sources) != 1:
         raise ExportError(
             f"{where}: its input is a sum of {len(synapse.sources)} branches (a residual or skip "
@@ -87,8 +113,10 @@ def _stage_layers(
             f"{where}: reads value node {synapse.sources[0]}, not the layer just before it; netx "
             "networks are sequential chains without skip connections"
         )
-    ops = list(cast(nn.Sequential, synapse.ops[0]))
-    weighted = [i for i, op in enumerate(ops) if isinstance(op, (nn.Linear, nn.Conv2d))]
+
+
+def _netx_ops(ops: list[nn.Module], where: str) -> list[nn.Module]:
+    """``ops`` if they are optional flattens followed by one Conv2d or Linear, else raise."""
     for op in ops:
         if isinstance(op, (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
             raise ExportError(
@@ -96,26 +124,30 @@ def _stage_layers(
                 "pooling into the next convolution (a strided conv with the pooled kernel) or "
                 "retrain with strided convolutions"
             )
-        if not isinstance(op, (nn.Linear, nn.Conv2d, nn.Flatten)):
+        if not isinstance(op, (*NETX_WEIGHTED, nn.Flatten)):
             raise ExportError(
                 f"{where} ({type(op).__name__}): netx has no such layer; use Conv2d, Linear and Flatten"
             )
+    weighted = [i for i, op in enumerate(ops) if isinstance(op, NETX_WEIGHTED)]
     if len(weighted) != 1 or weighted[0] != len(ops) - 1:
         raise ExportError(
             f"{where}: expected optional flattens followed by one Conv2d or Linear, got {[type(op).__name__ for op in ops]}"
         )
-    layers = [FloatLayer(kind="flatten", name=f"{stage.name}.flatten") for _ in ops[:-1]]
-    op = ops[-1]
-    source_shape = shapes[index - 1]
+    return ops
+
+
+def _weight(op: nn.Module, synapse: Synapse, source_shape: tuple[int, ...], where: str) -> Tensor:
+    """The op's weight (float64) with the branch's input and output gains folded in."""
     g_in, g_out = (g.detach().to("cpu", torch.float64) for g in synapse.gains(0))
     weight = cast(Tensor, op.weight).detach().to("cpu", torch.float64).clone()
     if isinstance(op, nn.Linear):
         columns = (torch.zeros(source_shape, dtype=torch.float64) + g_in).reshape(-1)
         weight = weight * columns.view(1, -1)
     else:
-        if isinstance(op.padding, str) or op.padding_mode != "zeros":
+        conv = cast(nn.Conv2d, op)
+        if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
             raise ExportError(
-                f"{where} (Conv2d): padding {op.padding!r} ({op.padding_mode}) has no netx form; use integer zero padding"
+                f"{where} (Conv2d): padding {conv.padding!r} ({conv.padding_mode}) has no netx form; use integer zero padding"
             )
         per_channel = (torch.zeros(source_shape, dtype=torch.float64) + g_in).flatten(1)
         if not torch.all(per_channel == per_channel[:, :1]):
@@ -123,38 +155,32 @@ def _stage_layers(
                 f"{where}: its input gain varies within a channel; netx conv weights cannot hold it"
             )
         gain = per_channel[:, 0]
-        if op.groups != 1 and not torch.all(gain == gain[0]):
+        if conv.groups != 1 and not torch.all(gain == gain[0]):
             raise ExportError(f"{where}: per-channel input gains need groups=1 convolutions")
-        weight = weight * (gain[0] if op.groups != 1 else gain.view(1, -1, 1, 1))
-    weight = weight * (g_out.reshape(-1, *([1] * (weight.dim() - 1))) if g_out.dim() else g_out)
+        weight = weight * (gain[0] if conv.groups != 1 else gain.view(1, -1, 1, 1))
+    return weight * channel_view(g_out, weight.dim())
+
+
+def _bias(synapse: Synapse, conv: bool, where: str) -> np.ndarray | None:
+    """The synapse's per-step bias, one value per channel for a conv; ``None`` if all zero."""
     bias = cast(Tensor, synapse.bias).detach().to("cpu", torch.float64)
-    if isinstance(op, nn.Conv2d):
+    if conv:
         flat = bias.flatten(1)
         if not torch.all(flat == flat[:, :1]):
             raise ExportError(
                 f"{where}: its bias varies within a channel; netx conv biases are per channel"
             )
         bias = flat[:, 0]
-    v0 = getattr(stage.neurons, "v0", None)
-    geometry: dict[str, Any] = {}
-    if isinstance(op, nn.Conv2d):
-        geometry = {
-            "stride": _pair(op.stride),
-            "padding": _pair(cast(tuple[int, ...], op.padding)),
-            "dilation": _pair(op.dilation),
-            "groups": int(op.groups),
-        }
-    layers.append(
-        FloatLayer(
-            kind="dense" if isinstance(op, nn.Linear) else "conv",
-            name=stage.name,
-            weight=weight.numpy(),
-            bias=bias.numpy() if bias.any() else None,
-            v0=None if not isinstance(v0, Tensor) else _v0(v0, isinstance(op, nn.Conv2d)),
-            **geometry,
-        )
-    )
-    return layers
+    return bias.numpy() if bias.any() else None
+
+
+def _geometry(op: nn.Conv2d) -> dict[str, Any]:
+    return {
+        "stride": _pair(op.stride),
+        "padding": _pair(cast(tuple[int, ...], op.padding)),
+        "dilation": _pair(op.dilation),
+        "groups": int(op.groups),
+    }
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:

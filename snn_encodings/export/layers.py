@@ -218,6 +218,16 @@ def _check_synapse(layer: Layer, previous: tuple[int, ...], where: str) -> None:
     if layer.weight is None:
         raise ExportError(f"{where}: has no weight")
     weight = _check_int_array(layer.weight, "weights", where)
+    _check_shapes(layer, weight, previous, where)
+    _check_weights(layer, weight, where)
+    if layer.bias is not None:
+        _check_bias(layer, where)
+    if layer.delay is not None:
+        _check_delay(layer, weight, where)
+    _check_neuron(layer, where)
+
+
+def _check_shapes(layer: Layer, weight: np.ndarray, previous: tuple[int, ...], where: str) -> None:
     if layer.kind in ("dense", "dense_rec"):
         if len(layer.shape) != 1:
             raise ExportError(f"{where}: a dense layer's shape must be (out,), got {layer.shape}")
@@ -246,6 +256,9 @@ def _check_synapse(layer: Layer, previous: tuple[int, ...], where: str) -> None:
             raise ExportError(
                 f"{where}: netx ignores delays on conv layers; move them to a dense layer"
             )
+
+
+def _check_weights(layer: Layer, weight: np.ndarray, where: str) -> None:
     combined = (
         weight
         if layer.weight_rec is None
@@ -275,27 +288,34 @@ def _check_synapse(layer: Layer, previous: tuple[int, ...], where: str) -> None:
     _check_netx_weights(
         combined, weight.shape[1] if weight.ndim == 2 else combined.shape[-1], where
     )
-    if layer.bias is not None:
-        bias = _check_int_array(layer.bias, "biases", where)
-        channels = layer.shape[0]
-        if bias.shape not in ((channels,), ()):
-            raise ExportError(f"{where}: bias must have shape ({channels},), got {bias.shape}")
-        if bias.min() < BIAS_RANGE[0] or bias.max() > BIAS_RANGE[1]:
-            worst = bias.max() if bias.max() > BIAS_RANGE[1] else bias.min()
-            raise ExportError(
-                f"{where}: bias {int(worst)} is outside Loihi's 13-bit range {list(BIAS_RANGE)}; "
-                "rescale the layer"
-            )
-    if layer.delay is not None:
-        delay = _check_int_array(layer.delay, "delays", where)
-        if delay.shape != weight.shape:
-            raise ExportError(
-                f"{where}: delay must be shaped like the weight {weight.shape}, got {delay.shape}"
-            )
-        if delay.min() < 0 or delay.max() > MAX_DELAY:
-            raise ExportError(
-                f"{where}: delays must be in [0, {MAX_DELAY}], got {int(delay.min())}..{int(delay.max())}"
-            )
+
+
+def _check_bias(layer: Layer, where: str) -> None:
+    bias = _check_int_array(layer.bias, "biases", where)
+    channels = layer.shape[0]
+    if bias.shape not in ((channels,), ()):
+        raise ExportError(f"{where}: bias must have shape ({channels},), got {bias.shape}")
+    if bias.min() < BIAS_RANGE[0] or bias.max() > BIAS_RANGE[1]:
+        worst = bias.max() if bias.max() > BIAS_RANGE[1] else bias.min()
+        raise ExportError(
+            f"{where}: bias {int(worst)} is outside Loihi's 13-bit range {list(BIAS_RANGE)}; "
+            "rescale the layer"
+        )
+
+
+def _check_delay(layer: Layer, weight: np.ndarray, where: str) -> None:
+    delay = _check_int_array(layer.delay, "delays", where)
+    if delay.shape != weight.shape:
+        raise ExportError(
+            f"{where}: delay must be shaped like the weight {weight.shape}, got {delay.shape}"
+        )
+    if delay.min() < 0 or delay.max() > MAX_DELAY:
+        raise ExportError(
+            f"{where}: delays must be in [0, {MAX_DELAY}], got {int(delay.min())}..{int(delay.max())}"
+        )
+
+
+def _check_neuron(layer: Layer, where: str) -> None:
     neuron = layer.neuron
     if neuron is None:
         raise ExportError(f"{where}: has no neuron parameters")

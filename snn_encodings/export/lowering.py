@@ -46,7 +46,7 @@ fixed threshold, and CUBA cannot send graded spikes from a file. The nearest fai
 construction is the integration side alone (``iDecay = 4096, vDecay = 2048`` with LSB-first
 inputs), which does not produce radix spikes.
 
-**Quartz** raises (:data:`QUARTZ_REASON`): its ramp (``iDecay = 0, vDecay = 0``), readout
+**Quartz** raises (its record's ``netx_refusal``): its ramp (``iDecay = 0, vDecay = 0``), readout
 (a clock channel, delayed to step :math:`2K`, with per-neuron weight :math:`1 - \sum w - b`)
 and bias spikes (delayed clock synapses) are expressible, but fire-once after an early spike,
 the rectifier and the exact mode's hold until the readout are not (see the message).
@@ -57,26 +57,26 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from snn_encodings.errors import ExportError
-from snn_encodings.export.layers import BIAS_RANGE, VTH_MAX, Cuba, IntNetwork, Layer
+from snn_encodings.encoding import encoding_for, encoding_named
+from snn_encodings.export.layers import IntNetwork
 from snn_encodings.specs.base import Spec
 
 __all__ = [
-    "QUARTZ_REASON",
-    "RADIX_REASON",
     "FloatLayer",
     "FloatNetwork",
+    "LayerReport",
     "decode_output",
     "lower",
     "run_float",
     "unroll_convolutions",
 ]
 
-_W = 254
+WEIGHT_MAX = 254
 """Largest weight magnitude used (netx's mixed-sign range is [-256, 254])."""
 
 
@@ -129,6 +129,27 @@ class FloatNetwork:
     output_scale: float | np.ndarray = 1.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class LayerReport:
+    """Quantisation of one layer.
+
+    Attributes:
+        name: the source layer's name.
+        scale: integer units per threshold unit (weights, bias, threshold share it).
+        weight_error: largest absolute rounding error of a weight, in threshold units.
+        bias_error: largest absolute rounding error of the per-step bias, in threshold units.
+        v0_error: largest absolute rounding error of the initial membrane, in threshold units.
+        weight_range: ``(min, max)`` of the integer weights written.
+    """
+
+    name: str
+    scale: float
+    weight_error: float
+    bias_error: float
+    v0_error: float
+    weight_range: tuple[int, int]
+
+
 def lower(
     network: FloatNetwork,
     *,
@@ -150,14 +171,11 @@ def lower(
     Raises:
         ExportError: naming the layer, why netx cannot express it, and what to do.
     """
-    name = network.spec.name
-    if name == "radix":
-        raise ExportError(RADIX_REASON)
-    if name == "quartz":
-        raise ExportError(QUARTZ_REASON)
-    if name != "icrate":
+    record = encoding_for(network.spec)
+    if record.netx is None:
         raise ExportError(
-            f"export.netx: no netx export for the {type(network.spec).__name__} encoding"
+            record.netx_refusal
+            or f"export.netx: no netx export for the {type(network.spec).__name__} encoding"
         )
     if reset not in ("subtract", "zero"):
         raise ExportError(f"export.netx: reset must be 'subtract' or 'zero', got {reset!r}")
@@ -167,9 +185,9 @@ def lower(
         )
     notes: tuple[str, ...] = ()
     if unroll_conv:
-        before = _synapse_count(network)
+        before = synapse_count(network)
         network = unroll_convolutions(network)
-        after = _synapse_count(network)
+        after = synapse_count(network)
         if after != before:
             notes = (
                 (
@@ -178,37 +196,11 @@ def lower(
                     "and a dense_rec self-connection matrix per layer)"
                 ),
             )
-    int_network, reports, lowered = _lower_icrate(network, reset)
+    int_network, reports, lowered = record.load("netx")(network, reset)
     return int_network, reports, notes + lowered
 
 
-RADIX_REASON = (
-    "export.netx: radix cannot be exported to netx: its bit-serial output needs reset by "
-    "subtraction plus doubling of the membrane (or a time-varying threshold), while Lava's "
-    "CUBA neuron only decays, resets to zero at a fixed threshold and cannot send graded "
-    "spikes from a file. The nearest faithful construction, iDecay=4096 vDecay=2048 with "
-    "LSB-first inputs, integrates radix inputs but does not emit radix spikes; export the "
-    "network with the IC-rate encoding instead"
-)
-
-QUARTZ_REASON = (
-    "export.netx: Quartz cannot be exported faithfully to netx. Its ramp (iDecay=0, vDecay=0), "
-    "readout (a clock channel with per-neuron weight 1 - sum(w) - bias, delayed to step 2K) and "
-    "bias spikes (delayed clock synapses) are expressible, but two of its rules are not: (1) "
-    "fire once: after a spike the Quartz neuron ignores the rest of its window, while Lava keeps "
-    "u (only v resets) and integrates later inputs; a dense_rec self-weight removes at most 256 "
-    "file units once, so a neuron that fires during the encode phase (u up to scale * sum of its "
-    "positive weights) fires again; (2) the rectifier: forcing exactly the still-silent neurons "
-    "to fire at step 3K needs an input larger than theta minus their membrane, which is unbounded "
-    "below (it is K times the pre-activation), while the same input must not re-fire a neuron "
-    "that fired one step earlier (membrane 0); a fixed weight cannot do both, and CUBA has no "
-    "state-dependent gate. The exact mode (the default) adds a third: no spike before the "
-    "readout step 2K, a time-varying threshold that CUBA's fixed vth cannot express. Export the "
-    "network with the IC-rate encoding instead"
-)
-
-
-def _synapse_count(network: FloatNetwork) -> int:
+def synapse_count(network: FloatNetwork) -> int:
     return sum(
         int(np.asarray(layer.weight).size) for layer in network.layers if layer.weight is not None
     )
@@ -226,8 +218,6 @@ def unroll_convolutions(network: FloatNetwork) -> FloatNetwork:
     Returns:
         A network of dense layers only, with a flat input shape.
     """
-    import torch
-
     shape = tuple(network.input_shape)
     layers: list[FloatLayer] = []
     for layer in network.layers:
@@ -238,38 +228,8 @@ def unroll_convolutions(network: FloatNetwork) -> FloatNetwork:
             layers.append(layer)
             shape = (np.asarray(layer.weight).shape[0],)
             continue
-        size = int(np.prod(shape))
-        eye = torch.eye(size, dtype=torch.float64).view(size, *shape)
-        kernel = torch.as_tensor(np.asarray(layer.weight), dtype=torch.float64)
-        with torch.no_grad():
-            response = torch.nn.functional.conv2d(
-                eye,
-                kernel,
-                stride=layer.stride,
-                padding=layer.padding,
-                dilation=layer.dilation,
-                groups=layer.groups,
-            )
-        out_shape = tuple(response.shape[1:])
-        positions = int(np.prod(out_shape[1:]))
-        bias = (
-            None
-            if layer.bias is None
-            else np.repeat(np.asarray(layer.bias, dtype=np.float64), positions)
-        )
-        v0 = layer.v0
-        if v0 is not None and np.ndim(v0) > 0:
-            v0 = np.broadcast_to(np.asarray(v0, dtype=np.float64), out_shape).reshape(-1).copy()
-        layers.append(
-            FloatLayer(
-                kind="dense",
-                name=layer.name,
-                weight=response.reshape(size, -1).T.numpy().copy(),
-                bias=bias,
-                v0=v0,
-            )
-        )
-        shape = out_shape
+        dense, shape = _unrolled(layer, shape)
+        layers.append(dense)
     return FloatNetwork(
         spec=network.spec,
         input_shape=(int(np.prod(network.input_shape)),),
@@ -279,7 +239,43 @@ def unroll_convolutions(network: FloatNetwork) -> FloatNetwork:
     )
 
 
-def _synapses(network: FloatNetwork) -> tuple[tuple[int, ...], list[FloatLayer]]:
+def _unrolled(layer: FloatLayer, shape: tuple[int, ...]) -> tuple[FloatLayer, tuple[int, ...]]:
+    """The dense equivalent of conv ``layer`` on input ``shape`` (CHW), and its output shape."""
+    import torch
+
+    size = int(np.prod(shape))
+    eye = torch.eye(size, dtype=torch.float64).view(size, *shape)
+    kernel = torch.as_tensor(np.asarray(layer.weight), dtype=torch.float64)
+    with torch.no_grad():
+        response = torch.nn.functional.conv2d(
+            eye,
+            kernel,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+        )
+    out_shape = tuple(response.shape[1:])
+    positions = int(np.prod(out_shape[1:]))
+    bias = (
+        None
+        if layer.bias is None
+        else np.repeat(np.asarray(layer.bias, dtype=np.float64), positions)
+    )
+    v0 = layer.v0
+    if v0 is not None and np.ndim(v0) > 0:
+        v0 = np.broadcast_to(np.asarray(v0, dtype=np.float64), out_shape).reshape(-1).copy()
+    dense = FloatLayer(
+        kind="dense",
+        name=layer.name,
+        weight=response.reshape(size, -1).T.numpy().copy(),
+        bias=bias,
+        v0=v0,
+    )
+    return dense, out_shape
+
+
+def chain(network: FloatNetwork) -> tuple[tuple[int, ...], list[FloatLayer]]:
     """Refuse what netx cannot load; fold a leading flatten into the input."""
     shape = tuple(network.input_shape)
     layers = list(network.layers)
@@ -303,16 +299,16 @@ def _synapses(network: FloatNetwork) -> tuple[tuple[int, ...], list[FloatLayer]]
     return shape, layers
 
 
-def _scale(weight: np.ndarray, theta: float, limit: float) -> float:
+def weight_scale(weight: np.ndarray, theta: float, limit: float) -> float:
     top = float(np.abs(weight).max()) if weight.size else 0.0
-    return min(_W / top if top > 0 else math.inf, limit / theta)
+    return min(WEIGHT_MAX / top if top > 0 else math.inf, limit / theta)
 
 
-def _even(x: np.ndarray) -> np.ndarray:
+def even(x: np.ndarray) -> np.ndarray:
     return (2 * np.rint(np.asarray(x) / 2)).astype(np.int64)
 
 
-def _report(
+def layer_report(
     name: str,
     scale: float,
     weight: np.ndarray,
@@ -321,9 +317,8 @@ def _report(
     b_int: np.ndarray,
     v0: np.ndarray,
     v_int: np.ndarray,
-):
-    from snn_encodings.export.netx import LayerReport
-
+) -> LayerReport:
+    """The quantisation of one layer at ``scale`` (integer values over float ones)."""
     def err(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.abs(b / scale - a).max()) if a.size else 0.0
 
@@ -337,257 +332,44 @@ def _report(
     )
 
 
-def _lower_icrate(network: FloatNetwork, reset: str) -> tuple[IntNetwork, tuple, tuple[str, ...]]:
-    spec = network.spec
-    if spec.input_coding != "sigma_delta":  # type: ignore[attr-defined]
-        raise ExportError(
-            "export.netx: ICRate(input_coding='analog') feeds the first layer real values, but "
-            "Loihi inputs are spikes (netx's graded input_message_bits is not a file field and "
-            "our Lava check does not cover it); convert with ICRate(input_coding='sigma_delta')"
-        )
-    theta = float(spec.threshold)  # type: ignore[attr-defined]
-    shape, layers = _synapses(network)
-    if reset == "subtract":
-        return _icrate_subtract(network, shape, layers, theta)
-    return _icrate_zero(network, shape, layers, theta)
-
-
-def _v0(layer: FloatLayer, spec: Spec, out_shape: tuple[int, ...]) -> np.ndarray:
+def v0_map(layer: FloatLayer, spec: Spec, out_shape: tuple[int, ...]) -> np.ndarray:
+    """The layer's initial membranes broadcast to ``out_shape`` (the spec's default if unset)."""
     value = spec.default_v0 if layer.v0 is None else layer.v0  # type: ignore[attr-defined]
     return np.broadcast_to(np.asarray(value, dtype=np.float64), out_shape)
 
 
-def _integrator(start: np.ndarray | None = None) -> Cuba:
-    """A non-spiking accumulator: ``u`` is this step's input, ``v`` sums it (and the bias)."""
-    return Cuba(v_th_mant=VTH_MAX, i_decay=4096, v_decay=0, v_init=start)
+def float_weight(layer: FloatLayer) -> np.ndarray:
+    """The layer's weight as float64."""
+    return np.asarray(layer.weight, dtype=np.float64)
 
 
-def _icrate_subtract(
-    network: FloatNetwork, shape: tuple[int, ...], layers: list[FloatLayer], theta: float
-):
-    for index, layer in enumerate(layers):
-        if layer.kind != "dense":
-            dense, conv = _synapse_count(unroll_convolutions(network)), _synapse_count(network)
-            raise ExportError(
-                f"export.netx: layer {layer.name!r} ({layer.kind}): IC-rate's reset by subtraction "
-                "needs a recurrent self-connection (dense_rec), which netx has for dense layers only; "
-                f"export with unroll_conv=True (faithful: the convs become dense layers, {dense:,} "
-                f"synapses instead of {conv:,}) or reset='zero' (Lava's native reset to zero, an "
-                "approximation whose accuracy the caller should measure)"
-            )
-    if len(shape) != 1:
-        raise ExportError(
-            "export.netx: IC-rate with reset='subtract' needs a flat input; start the network with a flatten"
-        )
-    membrane = network.readout == "membrane"
-    last = len(layers) - 1
-    weights = [np.asarray(layer.weight, dtype=np.float64) for layer in layers]
-    # even integers: Lava truncates the recurrent (all-negative) synapse with the bit budget of
-    # the mixed-sign feed-forward one, which is exact only for even weights (also Loihi's grid);
-    # a membrane readout has no recurrent synapse and no threshold to fit, only its weights
-    scales = [
-        _scale(w, theta, math.inf if membrane and k == last else _W) for k, w in enumerate(weights)
-    ]
-    biases = [
-        np.zeros(w.shape[0]) if layer.bias is None else np.asarray(layer.bias, dtype=np.float64)
-        for w, layer in zip(weights, layers)
-    ]
-    b_ints = [_even(b * s) for b, s in zip(biases, scales)]
-    clocks = max((math.ceil(np.abs(b).max() / _W) for b in b_ints if b.any()), default=0)
-    int_layers = [Layer(kind="input", shape=(shape[0] + clocks,), name="input")]
-    reports = []
-    for k, (layer, w, s, b, b_int) in enumerate(zip(layers, weights, scales, biases, b_ints)):
-        out, n_in = w.shape
-        if n_in != int_layers[-1].shape[0] - clocks:
-            raise ExportError(
-                f"export.netx: layer {layer.name!r}: weight has {n_in} inputs, the previous layer {int_layers[-1].shape[0] - clocks} outputs"
-            )
-        w_int = _even(w * s)
-        chunks = np.zeros((out, clocks), dtype=np.int64)
-        rest = b_int.copy()
-        for m in range(clocks):
-            chunks[:, m] = np.clip(rest, -_W, _W)
-            rest = rest - chunks[:, m]
-        v0 = _v0(layer, network.spec, (out,))
-        if membrane and k == last:
-            # compensated readout (count + residual - v0) = sum of the input currents: integrate
-            weight = np.concatenate([w_int, chunks], axis=1)
-            int_layers.append(
-                Layer(
-                    kind="dense",
-                    shape=(out,),
-                    name=layer.name,
-                    weight=weight,
-                    neuron=_integrator(),
-                    metadata={"scale": s, "readout": "membrane"},
-                )
-            )
-            reports.append(_report(layer.name, s, w, w_int, b, b_int, v0, np.rint(v0 * s)))
-            continue
-        theta_int = int(_even(np.asarray(theta * s)))
-        if theta_int < 2:
-            raise ExportError(
-                f"export.netx: layer {layer.name!r}: threshold rounds to 0 at scale {s:.3g}; rescale the layer"
-            )
-        relays = clocks if k < last else 0
-        weight = np.zeros((out + relays, n_in + clocks), dtype=np.int64)
-        weight[:out, :n_in] = w_int
-        weight[:out, n_in:] = chunks
-        weight[out:, n_in:] = np.eye(relays, clocks, dtype=np.int64) * theta_int
-        v0_int = np.rint(v0 * s).astype(np.int64)
-        u_init = np.concatenate([v0_int, np.zeros(relays, dtype=np.int64)]) << 6
-        int_layers.append(
-            Layer(
-                kind="dense_rec",
-                shape=(out + relays,),
-                name=layer.name,
-                weight=weight,
-                weight_rec=-theta_int * np.eye(out + relays, dtype=np.int64),
-                neuron=Cuba(v_th_mant=theta_int - 1, i_decay=0, v_decay=4096, u_init=u_init),
-                metadata={"scale": s, "relays": relays, "theta": theta_int},
-            )
-        )
-        reports.append(_report(layer.name, s, w, w_int, b, b_int, v0, v0_int))
-    notes: tuple[str, ...] = (
+def float_bias(layer: FloatLayer, weight: np.ndarray) -> np.ndarray:
+    """The layer's per-step bias as float64 ``(out,)``, zeros when it has none."""
+    if layer.bias is None:
+        return np.zeros(weight.shape[0])
+    return np.asarray(layer.bias, dtype=np.float64)
+
+
+def output_shape(layer: FloatLayer, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape of a dense ``(out,)`` or conv ``(C, H, W)`` layer's output for input ``in_shape``."""
+    weight = np.asarray(layer.weight)
+    if layer.kind == "dense":
+        return (weight.shape[0],)
+    sizes = [
         (
-            "IC-rate reset by subtraction: membrane held in u (iDecay=0, vDecay=4096) with a "
-            "dense_rec self-weight -theta; vDecay=4096 runs in Lava's CPU model but exceeds "
-            "Loihi's 12-bit dv"
-        ),
-    )
-    if clocks:
-        notes += (
-            f"biases arrive from {clocks} clock input channel(s) appended to the input (IntNetwork.drive adds them)",
+            in_shape[1 + a]
+            + 2 * layer.padding[a]
+            - layer.dilation[a] * (weight.shape[2 + a] - 1)
+            - 1
         )
-    if membrane:
-        notes += (_readout_note(scales[-1], network),)
-    meta = _meta(network, len(layers), "subtract")
-    return (
-        IntNetwork(layers=tuple(int_layers), metadata=meta, clock_inputs=clocks),
-        tuple(reports),
-        notes,
-    )
+        // layer.stride[a]
+        + 1
+        for a in (0, 1)
+    ]
+    return (weight.shape[0], *sizes)
 
 
-def _readout_note(scale: float, network: FloatNetwork) -> str:
-    steps = network.spec.steps_per_layer
-    return (
-        "output layer: a non-spiking integrator (iDecay=4096, vDecay=0, vThMant=131071) read as "
-        f"membrane v; decode with decode_output; |mean output| above {VTH_MAX / (scale * steps):.3g} "
-        "threshold units saturates v (decode_output raises)"
-    )
-
-
-def _icrate_zero(
-    network: FloatNetwork, shape: tuple[int, ...], layers: list[FloatLayer], theta: float
-):
-    int_layers = [Layer(kind="input", shape=shape, name="input")]
-    reports = []
-    current = shape
-    membrane = network.readout == "membrane"
-    last = sum(layer.kind != "flatten" for layer in layers)
-    k = 0
-    for layer in layers:
-        if layer.kind == "flatten":
-            current = (int(np.prod(current)),)
-            int_layers.append(Layer(kind="flatten", shape=current, name=layer.name))
-            continue
-        k += 1
-        readout = membrane and k == last
-        w = np.asarray(layer.weight, dtype=np.float64)
-        b = np.zeros(w.shape[0]) if layer.bias is None else np.asarray(layer.bias, dtype=np.float64)
-        top_b = float(np.abs(b).max()) if b.size else 0.0
-        s = min(
-            _scale(w, theta, math.inf if readout else VTH_MAX + 1),
-            BIAS_RANGE[1] / top_b if top_b else math.inf,
-        )
-        theta_int = round(theta * s)
-        w_int = np.rint(w * s).astype(np.int64)
-        b_int = np.rint(b * s).astype(np.int64)
-        if layer.kind == "dense":
-            out_shape: tuple[int, ...] = (w.shape[0],)
-        else:
-            sizes = [
-                (
-                    current[1 + a]
-                    + 2 * layer.padding[a]
-                    - layer.dilation[a] * (w.shape[2 + a] - 1)
-                    - 1
-                )
-                // layer.stride[a]
-                + 1
-                for a in (0, 1)
-            ]
-            out_shape = (w.shape[0], *sizes)
-        v0 = _v0(layer, network.spec, out_shape)
-        v0_int = np.rint(v0 * s).astype(np.int64)
-        bias_map = (
-            b_int
-            if layer.kind == "dense"
-            else b_int.reshape(-1, 1, 1) * np.ones(out_shape, dtype=np.int64)
-        )
-        geometry: dict[str, Any] = {
-            "stride": layer.stride,
-            "padding": layer.padding,
-            "dilation": layer.dilation,
-            "groups": layer.groups,
-        }
-        if readout:
-            # the integrator sums the bias on every step; the k steps before its first input
-            # are cancelled exactly through the initial membrane (it never resets)
-            int_layers.append(
-                Layer(
-                    kind="dense" if layer.kind == "dense" else "conv",
-                    shape=out_shape,
-                    name=layer.name,
-                    weight=w_int,
-                    bias=b_int if b_int.any() else None,
-                    **geometry,
-                    neuron=_integrator(start=(-k * bias_map) << 6),
-                    metadata={"scale": s, "readout": "membrane"},
-                )
-            )
-            reports.append(_report(layer.name, s, w, w_int, b, b_int, v0, v0_int))
-            current = out_shape
-            continue
-        # k bias-only steps reach the layer before its first input: start that much lower
-        start = v0_int - k * bias_map
-        worst = v0_int - (k - 1) * np.minimum(bias_map, 0)
-        if k > 1 and (worst > theta_int - 1).any():
-            raise ExportError(
-                f"export.netx: layer {layer.name!r}: with reset='zero' its negative bias during the "
-                f"{k} steps of latency would fire it before any input; use reset='subtract'"
-            )
-        int_layers.append(
-            Layer(
-                kind="dense" if layer.kind == "dense" else "conv",
-                shape=out_shape,
-                name=layer.name,
-                weight=w_int,
-                bias=b_int if b_int.any() else None,
-                **geometry,
-                neuron=Cuba(v_th_mant=theta_int - 1, i_decay=4096, v_decay=0, v_init=start << 6),
-                metadata={"scale": s, "theta": theta_int},
-            )
-        )
-        reports.append(_report(layer.name, s, w, w_int, b, b_int, v0, v0_int))
-        current = out_shape
-    notes: tuple[str, ...] = (
-        (
-            "IC-rate with reset='zero': Lava resets v to zero, so the residual above threshold is "
-            "lost at every spike; the file computes an approximation of the converted network"
-        ),
-    )
-    if membrane:
-        notes += (_readout_note(reports[-1].scale, network),)
-    return (
-        IntNetwork(layers=tuple(int_layers), metadata=_meta(network, k, "zero")),
-        tuple(reports),
-        notes,
-    )
-
-
-def _meta(network: FloatNetwork, latency: int, reset: str) -> dict[str, str | int | float]:
+def metadata(network: FloatNetwork, latency: int, reset: str) -> dict[str, str | int | float]:
     spec = network.spec
     return {
         "encoding": spec.name,
@@ -619,9 +401,10 @@ def decode_output(network: IntNetwork, spikes: np.ndarray, v: np.ndarray) -> np.
         ExportError: if the file is not an IC-rate export, or the integrator saturated or fired.
     """
     meta = network.metadata
-    if meta.get("encoding") != "icrate":
+    if not _has_lowering(str(meta.get("encoding"))):
         raise ExportError(
-            f"decode_output: the file holds a {meta.get('encoding')!r} network, not an IC-rate export"
+            f"decode_output: the file holds a {meta.get('encoding')!r} network, not a netx "
+            "export of a converted network"
         )
     steps, latency = int(meta["steps"]), int(meta["latency"])
     last = network.layers[-1]
@@ -644,6 +427,13 @@ def decode_output(network: IntNetwork, spikes: np.ndarray, v: np.ndarray) -> np.
         window = spikes[latency : latency + steps, :out]
         values = window.sum(0).astype(np.float64) * float(meta["threshold"]) / steps
     return values * factor
+
+
+def _has_lowering(name: str) -> bool:
+    try:
+        return encoding_named(name).netx is not None
+    except LookupError:
+        return False
 
 
 def run_float(network: FloatNetwork, spikes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -682,7 +472,7 @@ def run_float(network: FloatNetwork, spikes: np.ndarray) -> tuple[np.ndarray, np
         if layer.bias is not None:
             b = torch.as_tensor(np.asarray(layer.bias), dtype=torch.float64)
             cur = cur + (b if layer.kind == "dense" else b.view(-1, 1, 1))
-        v0 = _v0(layer, network.spec, tuple(cur.shape[1:]))
+        v0 = v0_map(layer, network.spec, tuple(cur.shape[1:]))
         out = simulate(network.spec, cur.unsqueeze(1), v0=torch.tensor(v0).unsqueeze(0))
         x = out.spikes[:, 0]
         state = out.state

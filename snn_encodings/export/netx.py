@@ -26,30 +26,10 @@ import numpy as np
 from snn_encodings.errors import ExportError
 from snn_encodings.export.atomic import write_atomically
 from snn_encodings.export.layers import IntNetwork, Layer, check_network
+from snn_encodings.export.lowering import FloatNetwork, LayerReport, lower
 from snn_encodings.export.netx_read import _h5py
 
 __all__ = ["ExportReport", "LayerReport", "netx", "write_netx"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class LayerReport:
-    """Quantisation of one layer.
-
-    Attributes:
-        name: the source layer's name.
-        scale: integer units per threshold unit (weights, bias, threshold share it).
-        weight_error: largest absolute rounding error of a weight, in threshold units.
-        bias_error: largest absolute rounding error of the per-step bias, in threshold units.
-        v0_error: largest absolute rounding error of the initial membrane, in threshold units.
-        weight_range: ``(min, max)`` of the integer weights written.
-    """
-
-    name: str
-    scale: float
-    weight_error: float
-    bias_error: float
-    v0_error: float
-    weight_range: tuple[int, int]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,8 +78,6 @@ def netx(model: Any, path: str | os.PathLike[str], **options: Any) -> ExportRepo
         >>> report.layers[0].scale, report.network.layers[1].weight.tolist()
         (254.0, [[128, 64]])
     """
-    from snn_encodings.export.lowering import FloatNetwork, lower
-
     if isinstance(model, IntNetwork):
         if options:
             raise ExportError(

@@ -25,7 +25,16 @@ import numpy as np
 
 from snn_encodings.errors import ExportError
 from snn_encodings.export.atomic import write_atomically
-from snn_encodings.export.lowering import FloatNetwork, _synapses, _v0
+from snn_encodings.encoding import encoding_for, registered_encodings
+from snn_encodings.export.lowering import (
+    FloatLayer,
+    FloatNetwork,
+    chain,
+    float_bias,
+    float_weight,
+    output_shape,
+    v0_map,
+)
 
 __all__ = ["nir"]
 
@@ -39,28 +48,15 @@ def nir(model: FloatNetwork, path: str | os.PathLike[str]) -> Path:
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     Raises:
-        ExportError: for a non-IC-rate encoding, a layer NIR export does not handle, a missing
-            ``nir`` package, or a path that cannot be written.
+        ExportError: for an encoding its record keeps out of NIR, a layer NIR export does not
+            handle, a missing ``nir`` package, or a path that cannot be written.
     """
-    try:
-        import nir as nir_lib  # type: ignore[import-untyped]
-    except ImportError as error:
-        raise ExportError(
-            'NIR export needs the nir package: pip install "snn-encodings[nir]"'
-        ) from error
-    if not isinstance(model, FloatNetwork):
-        raise ExportError(
-            f"export.nir: expected a converted network (FloatNetwork), got {type(model).__name__}"
-        )
+    nir_lib = _nir_package()
+    _check_model(model)
     spec = model.spec
-    if spec.name != "icrate":
-        raise ExportError(
-            f"export.nir: {type(spec).__name__} has no NIR equivalent (NIR neurons reset to a value "
-            "and have no initial state or time-varying threshold); only IC-rate is exported"
-        )
     theta = float(spec.threshold)  # type: ignore[attr-defined]
     shape = tuple(model.input_shape)
-    _synapses(model)  # refuses pooling with the reason
+    chain(model)  # refuses pooling with the reason
     common: dict[str, Any] = {
         "encoding": spec.name,
         "spec": repr(spec),
@@ -80,42 +76,9 @@ def nir(model: FloatNetwork, path: str | os.PathLike[str]) -> Path:
             current = (int(np.prod(current)),)
             nodes[name], last = node, _link(edges, last, name)
             continue
-        weight = np.asarray(layer.weight, dtype=np.float64)
-        bias = (
-            np.zeros(weight.shape[0])
-            if layer.bias is None
-            else np.asarray(layer.bias, dtype=np.float64)
-        )
-        if layer.kind == "dense":
-            node = nir_lib.Affine(weight=weight, bias=bias, metadata=dict(common))
-            current = (weight.shape[0],)
-        else:
-            node = nir_lib.Conv2d(
-                input_shape=current[1:],
-                weight=weight,
-                stride=layer.stride,
-                padding=layer.padding,
-                dilation=layer.dilation,
-                groups=layer.groups,
-                bias=bias,
-                metadata=dict(common),
-            )
-            current = (
-                weight.shape[0],
-                *[
-                    (
-                        current[1 + a]
-                        + 2 * layer.padding[a]
-                        - layer.dilation[a] * (weight.shape[2 + a] - 1)
-                        - 1
-                    )
-                    // layer.stride[a]
-                    + 1
-                    for a in (0, 1)
-                ],
-            )
-        nodes[name], last = node, _link(edges, last, name)
-        v0 = _v0(layer, spec, current)
+        nodes[name], last = _synapse(nir_lib, layer, current, common), _link(edges, last, name)
+        current = output_shape(layer, current)
+        v0 = v0_map(layer, spec, current)
         neuron = nir_lib.IF(
             r=np.ones(current),
             v_threshold=np.full(current, theta),
@@ -127,6 +90,48 @@ def nir(model: FloatNetwork, path: str | os.PathLike[str]) -> Path:
     _link(edges, last, "output")
     graph = nir_lib.NIRGraph(nodes=nodes, edges=edges, metadata=dict(common), type_check=False)
     return write_atomically(path, lambda temporary: nir_lib.write(temporary, graph), "export.nir")
+
+
+def _nir_package() -> Any:
+    try:
+        import nir as nir_lib  # type: ignore[import-untyped]
+    except ImportError as error:
+        raise ExportError(
+            'NIR export needs the nir package: pip install "snn-encodings[nir]"'
+        ) from error
+    return nir_lib
+
+
+def _check_model(model: object) -> None:
+    if not isinstance(model, FloatNetwork):
+        raise ExportError(
+            f"export.nir: expected a converted network (FloatNetwork), got {type(model).__name__}"
+        )
+    record = encoding_for(model.spec)
+    if not record.nir_export:
+        exported = ", ".join(r.spec_type.__name__ for r in registered_encodings() if r.nir_export)
+        raise ExportError(
+            f"export.nir: {type(model.spec).__name__} has no NIR equivalent: "
+            f"{record.nir_limit}; NIR export covers {exported}"
+        )
+
+
+def _synapse(nir_lib: Any, layer: FloatLayer, current: tuple[int, ...], common: dict) -> Any:
+    """The ``Affine`` or ``Conv2d`` node of a dense or conv layer with input shape ``current``."""
+    weight = float_weight(layer)
+    bias = float_bias(layer, weight)
+    if layer.kind == "dense":
+        return nir_lib.Affine(weight=weight, bias=bias, metadata=dict(common))
+    return nir_lib.Conv2d(
+        input_shape=current[1:],
+        weight=weight,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        groups=layer.groups,
+        bias=bias,
+        metadata=dict(common),
+    )
 
 
 def _link(edges: list[tuple[str, str]], source: str, target: str) -> str:

@@ -11,8 +11,7 @@ from snn_encodings.functional.quartz import (
     quartz_step,
 )
 from snn_encodings.functional.radix import RadixState, radix_initial_state, radix_step, radix_twin
-from snn_encodings.functional.registry import NeuronFunctions, neuron_functions, register_neuron
-from snn_encodings.specs import ICRate, Quartz, Radix
+from snn_encodings.functional.registry import NeuronFunctions, neuron_functions
 
 __all__ = [
     "ICRateState",
@@ -29,10 +28,5 @@ __all__ = [
     "radix_initial_state",
     "radix_step",
     "radix_twin",
-    "register_neuron",
     "simulate",
 ]
-
-register_neuron(ICRate, icrate_initial_state, icrate_step)
-register_neuron(Radix, radix_initial_state, radix_step)
-register_neuron(Quartz, quartz_initial_state, quartz_step)

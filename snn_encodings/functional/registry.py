@@ -1,13 +1,14 @@
-"""The one table from spec class to its state constructor and step function."""
+"""An encoding's pure neuron, read from its record in :mod:`snn_encodings.encoding`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from snn_encodings.encoding import encoding_for
 from snn_encodings.specs.base import Spec
 
-__all__ = ["NeuronFunctions", "neuron_functions", "register_neuron"]
+__all__ = ["NeuronFunctions", "neuron_functions"]
 
 
 class NeuronFunctions(NamedTuple):
@@ -18,24 +19,11 @@ class NeuronFunctions(NamedTuple):
     step: Callable[..., Any]
 
 
-_TABLE: dict[type[Spec], NeuronFunctions] = {}
-
-
-def register_neuron(
-    spec_type: type[Spec], initial_state: Callable[..., Any], step: Callable[..., Any]
-) -> None:
-    """Make ``spec_type``'s neuron known to :func:`simulate` and the adapters."""
-    _TABLE[spec_type] = NeuronFunctions(initial_state, step)
-
-
 def neuron_functions(spec: Spec) -> NeuronFunctions:
-    """Return the state constructor and step function for ``spec``.
+    """Return the state constructor and step function of ``spec``'s registered encoding.
 
     Raises:
         TypeError: if ``spec`` is not an instance of a registered spec class.
     """
-    try:
-        return _TABLE[type(spec)]
-    except KeyError:
-        known = ", ".join(sorted(t.__name__ for t in _TABLE))
-        raise TypeError(f"expected a neuron spec ({known}), got {type(spec).__name__}") from None
+    record = encoding_for(spec)
+    return NeuronFunctions(record.load("initial_state"), record.load("step"))

@@ -4,12 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from snn_encodings.conversion.quartz_analysis import (
-    bias_corrected_normalise,
-    layerwise_normalise,
-    quartz_layer_values,
-    quartz_operations,
-)
+from quartz_reference import bias_corrected_normalise, layerwise_normalise, quartz_layer_values
+
+from snn_encodings.conversion.quartz_analysis import quartz_operations
 from snn_encodings.errors import ConversionError
 from snn_encodings.specs import Quartz
 

@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 import torch
+from quartz_reference import quartz_layer_values
 from torch import nn
 
-from snn_encodings.conversion.quartz_analysis import quartz_layer_values
 from snn_encodings.conversion.rules.base import rule_for
 from snn_encodings.conversion.rules.quartz import QuartzLayer, QuartzRule
 from snn_encodings.errors import ConversionError

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from snn_encodings.export.layers import IntNetwork
 from snn_encodings.export.lowering import FloatLayer, FloatNetwork, run_float
 from snn_encodings.export.netx import netx, write_netx
 from snn_encodings.export.netx_read import read_netx
-from snn_encodings.specs import ICRate, Spec
+from snn_encodings.specs import ICRate, Radix
 
 pytest.importorskip("h5py")
 
@@ -174,15 +173,6 @@ def test_netx_icrate_analog_input_is_refused(tmp_path):
     net = icrate_net([FloatLayer(kind="dense", weight=np.ones((2, 6)))], spec=ICRate(steps=8))
     with pytest.raises(ExportError, match="input_coding='sigma_delta'"):
         netx(net, tmp_path / "x.net")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Radix(Spec):
-    steps: int = 4
-
-    @property
-    def steps_per_layer(self) -> int:
-        return self.steps
 
 
 def test_netx_radix_is_refused_with_the_reason(tmp_path):

@@ -1,21 +1,23 @@
 """The per-encoding hooks of the conversion pipeline.
 
 The pipeline (trace, fold, calibrate, normalise, build, evaluate) is shared by every encoding.
-What differs between encodings lives in one :class:`Rule` subclass per spec class, registered
-with :func:`register_rule`. All tensors in the spiking network are time-first ``(T, B, *)`` in
-one *window* of ``spec.steps_per_layer`` steps; a layer whose output comes later than its input
-(radix, Quartz) re-aligns its output to the window and reports the shift as
+What differs between encodings lives in one :class:`Rule` subclass per spec class, named by
+the encoding's record (:mod:`snn_encodings.encoding`). All tensors in the spiking network are
+time-first ``(T, B, *)`` in one *window* of ``spec.steps_per_layer`` steps; a layer whose output
+comes later than its input re-aligns its output to the window and reports the shift as
 ``spec.layer_latency``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from snn_encodings.conversion.twin import clip_quant
+from snn_encodings.encoding import encoding_for, register_encoding
 from snn_encodings.errors import ConversionError
 from snn_encodings.functional.loop import simulate
 from snn_encodings.functional.surrogate import Surrogate
@@ -197,22 +199,19 @@ class FastPass(NamedTuple):
     spikes: list[Tensor]
 
 
-_RULES: dict[type[Spec], type[Rule]] = {}
-
-
 def register_rule(spec_type: type[Spec], rule: type[Rule]) -> None:
-    """Make ``rule`` the conversion hooks of ``spec_type``."""
-    _RULES[spec_type] = rule
+    """Make ``rule`` the conversion hooks of ``spec_type`` in its encoding record.
+
+    Raises:
+        TypeError: if ``spec_type`` has no registered encoding record.
+    """
+    register_encoding(replace(encoding_for(spec_type), rule=rule))
 
 
 def rule_for(spec: Spec) -> Rule:
-    """Return the conversion hooks for ``spec``.
+    """Return the conversion hooks for ``spec``, as its encoding record names them.
 
     Raises:
-        TypeError: if ``spec`` is not a spec instance with a registered rule.
+        TypeError: if ``spec`` is not an instance of a registered spec class.
     """
-    try:
-        return _RULES[type(spec)](spec)
-    except KeyError:
-        known = ", ".join(sorted(t.__name__ for t in _RULES))
-        raise TypeError(f"expected a neuron spec ({known}), got {type(spec).__name__}") from None
+    return encoding_for(spec).load("rule")(spec)
