@@ -13,7 +13,7 @@ from snn_encodings.conversion.graph import GraphNode, trace
 from snn_encodings.conversion.network import SpikingNetwork, Stage
 from snn_encodings.conversion.rules.base import rule_for
 from snn_encodings.conversion.synapse import Synapse
-from snn_encodings.distributed import Collective, Distributed, use_collective
+from snn_encodings.collective import Collective, Distributed, use_collective
 from snn_encodings.errors import ConversionError
 from snn_encodings.specs.base import Spec
 
@@ -87,7 +87,7 @@ def convert(
     Raises:
         ConversionError: for unsupported layers (named), NaN/inf weights, an empty loader,
             or inputs that do not fit the model; with ``distributed``, also for a missing process
-            group or models that differ between processes.
+            group or models that differ between processes (in structure or in weight values).
         TypeError: if ``spec`` is not a neuron spec or ``ann`` not a module.
     """
     if not isinstance(ann, nn.Module):
@@ -120,6 +120,7 @@ def convert(
             f"convert: the calibration inputs do not fit the model: {error}"
         ) from None
     collective.check_same(_graph_key(nodes, example, spec, percentile, per_channel), "convert")
+    collective.check_same_weights(ann, "convert")
 
     shapes = _value_shapes(nodes, example[:1])
     one = torch.ones(())

@@ -13,7 +13,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from snn_encodings.conversion.network import LayerCounts, SpikingNetwork
-from snn_encodings.distributed import Collective, Distributed, check_eval_loader, structure_key
+from snn_encodings.collective import Collective, Distributed, structure_key
+from snn_encodings.distributed import check_eval_loader
 from snn_encodings.errors import ConversionError
 
 __all__ = ["Evaluation", "evaluate", "with_steps"]

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import snn_encodings as se
+from conftest import require
 from snn_encodings.errors import ExportError
 from snn_encodings.export import netx, read_netx
 from snn_encodings.export.converted import encode_inputs, float_network
@@ -17,7 +18,11 @@ from snn_encodings.export.fixed_point import run_fixed_point
 from snn_encodings.export.layers import check_network
 from snn_encodings.export.lowering import decode_output, run_float, unroll_convolutions
 
-pytest.importorskip("h5py")
+
+
+@pytest.fixture(autouse=True)
+def _needs_h5py() -> None:
+    require("h5py")
 
 SPEC = se.ICRate(steps=16, input_coding="sigma_delta", init="data")
 
