@@ -27,6 +27,7 @@ from snn_encodings.distributed import (
     shard_loader,
 )
 from snn_encodings.errors import SnnEncodingsError
+from snn_encodings.files import check_writable
 from snn_encodings.models import ARCHITECTURES, build, train_mnist
 from snn_encodings.specs import ALL_SPECS, ICRate, Spec
 
@@ -191,20 +192,6 @@ def _device(text: str) -> torch.device:
     return device
 
 
-def _check_output(path: str) -> None:
-    """Refuse an ``--output`` that cannot be written, before the conversion runs."""
-    target = Path(path)
-    folder = target.parent
-    if not folder.is_dir():
-        raise SnnEncodingsError(
-            f"--output {path!r}: the folder {str(folder)!r} does not exist; create it first"
-        )
-    if target.exists() and not target.is_file():
-        raise SnnEncodingsError(
-            f"--output {path!r} exists and is not a regular file; choose a file name"
-        )
-
-
 def _loaders(args: argparse.Namespace) -> tuple[DataLoader, DataLoader]:
     calibration = shard_loader(
         mnist_split("train", args.data_dir, limit=args.calibration_limit), 250
@@ -285,7 +272,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    _check_output(args.output)
+    check_writable(args.output, "convert --output")  # before the conversion, not after
     ann = load_model(args.model, args.architecture, args.trust_file).to(args.device)
     calibration, _ = _loaders(args)
     network = convert(
@@ -306,7 +293,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--data-dir", default=None, help="folder with MNIST IDX files (default: the shipped copy)"
     )
-    common.add_argument("--device", type=_device, default="cpu", help="torch device (default: cpu)")
+    common.add_argument(
+        "--device", type=_device, default="cpu", help="torch device (default: cpu)"
+    )
     common.add_argument(
         "--eval-limit",
         type=_positive_int,

@@ -56,7 +56,7 @@ def float_decode(network, data: np.ndarray) -> np.ndarray:
         value = (spikes.sum(0) * spec.threshold + v_final - v0) / spec.steps
     else:
         value = spikes.sum(0) * spec.threshold / spec.steps
-    return value * network.output_scale
+    return value * network.output_scale - network.output_offset
 
 
 def test_float_network_reproduces_the_converted_network():
