@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
-import socket
 import time
 from pathlib import Path
 from collections.abc import Iterator
@@ -309,24 +308,6 @@ def test_distributed_convert_rejects_models_that_differ(setting: dict[str, Any])
 def test_distributed_convert_rejects_weights_that_differ(setting: dict[str, Any]) -> None:
     for rank in setting["ranks"]:
         assert "the model's weights differ between processes: rank(s) [1]" in rank["weights_convert"]
-
-
-def test_init_from_env_without_peers_times_out_with_the_fix(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    for name, value in {
-        "RANK": "0",
-        "WORLD_SIZE": "2",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(port),
-    }.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(ConversionError, match="could not form the process group within 2 s"):
-        init_from_env("gloo", timeout=2)
-    assert not dist.is_initialized()
 
 
 def test_cli_under_a_process_group_prints_and_writes_on_rank_0_only(

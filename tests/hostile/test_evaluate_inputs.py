@@ -56,7 +56,8 @@ def test_inputs_beyond_the_calibrated_range_warn_once_per_evaluate(
 def test_radix_inputs_above_one_count_as_input_saturation() -> None:
     network = se.convert(tiny_ann(), se.Radix(steps=4), [images(256)])
     x = images(32, seed=5)
-    doubled = se.evaluate(network, [(x * 2, labels(32))], progress=False)
+    with pytest.warns(SnnEncodingsWarning, match="layer 'input'"):
+        doubled = se.evaluate(network, [(x * 2, labels(32))], progress=False)
     # the input encoding clips every value above 1: exactly those count
     assert doubled.saturation[0] == pytest.approx(float((x * 2 > 1).float().mean()))
 
