@@ -1,4 +1,4 @@
-"""An independent reference for the converted networks' twins, built from the user's own modules.
+r"""An independent reference for the converted networks' twins, built from the user's own modules.
 
 The library's :meth:`SpikingNetwork.twin` evaluates the converted graph: the SNN's own folded,
 normalised and quantised synapses. A bug in calibration, normalisation, bias handling or
