@@ -9,16 +9,17 @@ Dropout and all, in eval mode), calibrates its own scales with forward hooks (th
 every ReLU's output, as ``convert(..., percentile=None)`` does), and applies each encoding's
 activation, written here from the papers' formulas, with forward hooks on the original ReLUs:
 
-- radix (exact mode): :math:`\\lambda\\,\\lfloor r^T \\mathrm{clip}(z/\\lambda, 0, 1 - r^{-T})\\rfloor / r^T`,
+- radix (exact mode):
+  :math:`\lambda\,\lfloor r^T \mathrm{clip}(z/\lambda, 0, 1 - r^{-T})\rfloor / r^T`,
   inputs on the same grid;
-- IC-rate: :math:`\\lambda\\,\\mathrm{clip}(\\lfloor T z/\\lambda + v_0/\\theta \\rfloor / T, 0, 1)`
+- IC-rate: :math:`\lambda\,\mathrm{clip}(\lfloor T z/\lambda + v_0/\theta \rfloor / T, 0, 1)`
   with the spec's default :math:`v_0` (``init="ann"``), analog inputs;
-- Quartz (exact mode, ``rounding="round"``): :math:`\\lambda\\,\\mathrm{clip}(\\lfloor K z/\\lambda
-  + 1/2\\rfloor, 0, K)/K`, inputs on the grid :math:`1/K`.
+- Quartz (exact mode, ``rounding="round"``): :math:`\lambda\,\mathrm{clip}(\lfloor K z/\lambda
+  + 1/2\rfloor, 0, K)/K`, inputs on the grid :math:`1/K`.
 
 The output layer is hooked too: compensated IC-rate and radix return the logits; Quartz clips
-them to :math:`[-\\lambda, \\lambda]` on its grid and uncompensated IC-rate to
-:math:`[0, \\lambda]`, after the offset :math:`c = \\max(0, -\\min_b \\max_k z_{bk})`.
+them to :math:`[-\lambda, \lambda]` on its grid and uncompensated IC-rate to
+:math:`[0, \lambda]`, after the offset :math:`c = \max(0, -\min_b \max_k z_{bk})`.
 
 Parameter grids: radix rounds its normalised weights and biases
 (:math:`W \lambda_{in}/\lambda_{out}`, :math:`b/\lambda_{out}`) to :math:`2^{-k}`, Quartz its

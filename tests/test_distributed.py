@@ -307,7 +307,8 @@ def test_distributed_convert_rejects_models_that_differ(setting: dict[str, Any])
 
 def test_distributed_convert_rejects_weights_that_differ(setting: dict[str, Any]) -> None:
     for rank in setting["ranks"]:
-        assert "the model's weights differ between processes: rank(s) [1]" in rank["weights_convert"]
+        message = rank["weights_convert"]
+        assert "the model's weights differ between processes: rank(s) [1]" in message
 
 
 def test_cli_under_a_process_group_prints_and_writes_on_rank_0_only(

@@ -30,7 +30,8 @@ def images(mnist_eval) -> torch.Tensor:
 
 
 def _pair(ann, spec, calibration):
-    return se.convert(ann, spec, calibration, percentile=None), ReferenceTwin(ann, spec, calibration)
+    network = se.convert(ann, spec, calibration, percentile=None)
+    return network, ReferenceTwin(ann, spec, calibration)
 
 
 @pytest.mark.parametrize("compensate", [True, False], ids=["compensated", "uncompensated"])

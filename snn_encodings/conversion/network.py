@@ -207,7 +207,8 @@ class SpikingNetwork(nn.Module):
                 counts = [spikes.to(fast.output.dtype) for spikes in fast.spikes]
                 for index, stage in enumerate([None, *self.stages]):
                     self._count_totals(index, counts[: index + 1], stage)
-            return fast.output * _channel(self.output_scale, fast.output) - self.output_offset
+            scale = _channel(self.output_scale, fast.output)
+            return fast.output * scale - self.output_offset
         # the first spike trains: the encoded input, or the float first layer's encoded output
         start = self.first_values(x) if self.float_first else [x]
         spikes = rule.encode_input(start[-1])

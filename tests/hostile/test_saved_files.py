@@ -82,7 +82,8 @@ def test_huge_layer_is_refused_before_allocation(network, tmp_path: Path) -> Non
         payload["stages"][0]["ops"][0][1]["arguments"]["out_features"] = 10**9
 
     _tampered(path, grow)
-    with pytest.raises(ExportError, match="would allocate 16,000,000,197 values but the file holds 717"):
+    expected = "would allocate 16,000,000,197 values but the file holds 717"
+    with pytest.raises(ExportError, match=expected):
         load_network(path)
 
 
@@ -120,8 +121,12 @@ def test_interrupted_save_leaves_no_temporary_file(
 
 
 def test_temporary_files_of_killed_saves_are_removed_by_the_next(network, tmp_path: Path) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     stale = tmp_path / f".net.pt.{int(dead.stdout)}.0123abcd.tmp"
     stale.write_bytes(b"half a file")
     unrelated = tmp_path / ".other.pt.1.0123abcd.tmp"
