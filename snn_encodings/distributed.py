@@ -19,6 +19,11 @@ with collectives:
 - :func:`~snn_encodings.finetune` ``(..., distributed=True)``: merged calibration of the clip
   bounds, then training under :class:`~torch.nn.parallel.DistributedDataParallel`.
 
+The collectives themselves (:class:`~snn_encodings.collective.Collective`,
+:func:`active_collective`, :func:`structure_key`) live in :mod:`snn_encodings.collective`, which
+the conversion package imports; this module holds the launch, sharding and DDP helpers around
+them and imports nothing from the conversion package, so the two have no import cycle.
+
 The distributed path is opt-in (``distributed=True`` or a process group), never detected
 automatically: a job may well convert on rank 0 alone while the group is initialised, and a
 collective entered by one process only would wait forever.

@@ -159,6 +159,10 @@ def _worker(rank: int, folder: str) -> None:
         results["weights_convert"] = _capture(
             lambda: convert(shifted, SPEC, shard_loader(calibration, BATCH), distributed=True)
         )
+        local = convert(shifted, SPEC, shard_loader(calibration, BATCH))  # differs on rank 1
+        results["weights_evaluate"] = _capture(
+            lambda: evaluate(local, shard_loader(calibration, BATCH), progress=False, distributed=True)
+        )
         steps = 8 if rank == 0 else 4
         results["mismatch_evaluate"] = _capture(
             lambda: evaluate(
@@ -305,10 +309,10 @@ def test_distributed_convert_rejects_models_that_differ(setting: dict[str, Any])
         assert "the model differs between processes: rank(s) [1]" in rank["mismatch_evaluate"]
 
 
-def test_distributed_convert_rejects_weights_that_differ(setting: dict[str, Any]) -> None:
+def test_distributed_convert_and_evaluate_reject_weights_that_differ(setting: dict[str, Any]) -> None:
     for rank in setting["ranks"]:
-        message = rank["weights_convert"]
-        assert "the model's weights differ between processes: rank(s) [1]" in message
+        for step in ("weights_convert", "weights_evaluate"):
+            assert "the model's weights differ between processes: rank(s) [1]" in rank[step]
 
 
 def test_cli_under_a_process_group_prints_and_writes_on_rank_0_only(

@@ -112,7 +112,8 @@ def evaluate(
     Raises:
         ConversionError: for batches without targets, mismatched shapes, or an empty loader;
             with ``distributed``, also for a missing process group, models that differ between
-            processes, or a loader whose ``DistributedSampler`` pads or drops samples.
+            processes (in structure or weights), or a loader whose ``DistributedSampler`` pads or
+            drops samples.
     """
     collective = Collective.resolve(distributed, "evaluate")
     is_snn = isinstance(model, SpikingNetwork)
@@ -123,6 +124,7 @@ def evaluate(
     if collective.enabled:
         check_eval_loader(loader)
         collective.check_same(structure_key(model), "evaluate")
+        collective.check_same_weights(model, "evaluate")
         progress = progress and collective.rank == 0
     if device is None:
         device = _device_of(model)
