@@ -167,16 +167,20 @@ def evaluate(
         raise ConversionError("evaluate: the loader yielded no data")
     result = Evaluation(accuracy=correct / samples, correct=correct, samples=samples)
     if is_snn and not twin:
-        result.layers = [dataclasses.replace(c) for c in model.counts]
-        result.spikes_per_sample = sum(c.spikes for c in model.counts) / samples
-        result.synaptic_events_per_sample = sum(c.synaptic_events for c in model.counts) / samples
-        result.steps = model.spec.steps_per_layer
-        result.latency = model.latency
-        result.saturation = [
-            c.extra["saturated"] / max(1, c.neurons * c.samples) for c in model.counts
-        ]
-        _warn_saturation(result)
+        _add_network_counts(result, model)
     return result
+
+
+def _add_network_counts(result: Evaluation, network: SpikingNetwork) -> None:
+    """Fill the SNN-only fields of ``result`` from ``network.counts``; warn on saturation."""
+    counts = network.counts
+    result.layers = [dataclasses.replace(c) for c in counts]
+    result.spikes_per_sample = sum(c.spikes for c in counts) / result.samples
+    result.synaptic_events_per_sample = sum(c.synaptic_events for c in counts) / result.samples
+    result.steps = network.spec.steps_per_layer
+    result.latency = network.latency
+    result.saturation = [c.extra["saturated"] / max(1, c.neurons * c.samples) for c in counts]
+    _warn_saturation(result)
 
 
 def class_indices(target: Tensor, out: Tensor) -> Tensor:
@@ -252,7 +256,7 @@ def _warn_saturation(result: Evaluation) -> None:
             "calibration data, so larger values all decode alike; calibrate on data like "
             "these inputs, or scale the inputs to the calibration range",
             SnnEncodingsWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of evaluate
         )
 
 
