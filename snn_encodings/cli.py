@@ -28,6 +28,7 @@ from snn_encodings.distributed import (
 )
 from snn_encodings.encoding import encoding_named
 from snn_encodings.errors import SnnEncodingsError
+from snn_encodings.files import check_writable
 from snn_encodings.models import ARCHITECTURES, build, train_mnist
 from snn_encodings.specs import ALL_SPECS, Spec
 
@@ -50,15 +51,24 @@ def parse_spec(text: str) -> Spec:
     kwargs: dict[str, object] = {}
     for item in filter(None, rest.split(",")):
         key, sep, raw = item.partition("=")
-        if not sep or key not in fields:
+        if key not in fields:
             raise SnnEncodingsError(
                 f"{cls.__name__} has no field {key!r}; fields: {sorted(fields)}"
+            )
+        if not sep:
+            raise SnnEncodingsError(
+                f"{cls.__name__}.{key} needs a value: write {key}=VALUE, e.g. "
+                f"'{name.lower()}:{key}=...'"
             )
         kwargs[key] = _parse_value(raw, hints[key], f"{cls.__name__}.{key}")
     return cls(**kwargs)
 
 
 def _parse_value(raw: str, hint: object, where: str) -> object:
+    """``raw`` as the type ``hint`` names; ``X | None`` also takes ``none``."""
+    options = [h for h in typing.get_args(hint) if h is not type(None)]
+    if type(None) in typing.get_args(hint) and len(options) == 1:
+        return None if raw.lower() == "none" else _parse_value(raw, options[0], where)
     if hint is bool:
         if raw.lower() not in ("true", "false", "1", "0"):
             raise SnnEncodingsError(f"{where} must be true or false, got {raw!r}")
@@ -137,6 +147,35 @@ def load_model(path: str, architecture: str | None, trust_file: bool) -> nn.Modu
             ) from None
         return model.eval()
     raise SnnEncodingsError(f"{path!r} holds a {type(obj).__name__}, not a module or state_dict")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a limit of 0 or below would silently select nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _device(text: str) -> torch.device:
+    """argparse type: a torch device that can hold data (``cpu``, ``cuda``, ``cuda:1``, ...)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a torch device; use e.g. cpu, cuda or cuda:0"
+        ) from None
+    if device.type == "meta":
+        raise argparse.ArgumentTypeError(
+            "meta tensors hold no data, so nothing can be converted or evaluated on them; "
+            "use cpu or cuda"
+        )
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this torch build sees no CUDA device; use cpu")
+    return device
 
 
 def _loaders(args: argparse.Namespace) -> tuple[DataLoader, DataLoader]:
@@ -219,6 +258,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    check_writable(args.output, "convert --output")  # before the conversion, not after
     ann = load_model(args.model, args.architecture, args.trust_file).to(args.device)
     calibration, _ = _loaders(args)
     network = convert(
@@ -239,12 +279,20 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--data-dir", default=None, help="folder with MNIST IDX files (default: the shipped copy)"
     )
-    common.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     common.add_argument(
-        "--eval-limit", type=int, default=None, help="evaluate on the first N evaluation images"
+        "--device", type=_device, default="cpu", help="torch device (default: cpu)"
     )
     common.add_argument(
-        "--calibration-limit", type=int, default=2000, help="calibration images (default 2000)"
+        "--eval-limit",
+        type=_positive_int,
+        default=None,
+        help="evaluate on the first N evaluation images",
+    )
+    common.add_argument(
+        "--calibration-limit",
+        type=_positive_int,
+        default=2000,
+        help="calibration images (default 2000)",
     )
     common.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -254,13 +302,19 @@ def _parser() -> argparse.ArgumentParser:
         help="train a small CNN on MNIST, convert it with every encoding, print a table",
     )
     demo.add_argument("--architecture", default="convnet", choices=sorted(ARCHITECTURES))
-    demo.add_argument("--epochs", type=int, default=8)
-    demo.add_argument("--steps", type=int, nargs="+", default=[8, 32], help="IC-rate time steps")
+    demo.add_argument("--epochs", type=_positive_int, default=8)
     demo.add_argument(
-        "--t-max", type=int, nargs="+", default=[8, 16], help="Quartz steps per layer"
+        "--steps", type=_positive_int, nargs="+", default=[8, 32], help="IC-rate time steps"
     )
     demo.add_argument(
-        "--radix-steps", type=int, nargs="+", default=[4, 6], help="radix digits (steps per layer)"
+        "--t-max", type=_positive_int, nargs="+", default=[8, 16], help="Quartz steps per layer"
+    )
+    demo.add_argument(
+        "--radix-steps",
+        type=_positive_int,
+        nargs="+",
+        default=[4, 6],
+        help="radix digits (steps per layer)",
     )
     names = [cls.__name__.lower() for cls in ALL_SPECS]
     demo.add_argument("--encodings", nargs="+", default=names, choices=names)

@@ -19,6 +19,11 @@ with collectives:
 - :func:`~snn_encodings.finetune` ``(..., distributed=True)``: merged calibration of the clip
   bounds, then training under :class:`~torch.nn.parallel.DistributedDataParallel`.
 
+The collectives themselves (:class:`~snn_encodings.collective.Collective`,
+:func:`active_collective`, :func:`structure_key`) live in :mod:`snn_encodings.collective`, which
+the conversion package imports; this module holds the launch, sharding and DDP helpers around
+them and imports nothing from the conversion package, so the two have no import cycle.
+
 The distributed path is opt-in (``distributed=True`` or a process group), never detected
 automatically: a job may well convert on rank 0 alone while the group is initialised, and a
 collective entered by one process only would wait forever.
@@ -34,18 +39,26 @@ dropping ``DistributedSampler`` rather than miscount.
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import hashlib
+import datetime
 import inspect
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
-from typing import Any, Literal, TypeVar, Union
+import sys
+from collections.abc import Iterable, Iterator, Sized
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from snn_encodings.collective import (
+    Collective,
+    Distributed,
+    active_collective,
+    initialised,
+    structure_key,
+    use_collective,
+)
 from snn_encodings.errors import ConversionError
 
 __all__ = [
@@ -64,18 +77,7 @@ __all__ = [
     "wrap_ddp",
 ]
 
-Distributed = Union[bool, "dist.ProcessGroup", None]
-"""The ``distributed=`` argument of the pipeline: ``False``/``None`` (one process), ``True`` (the
-default process group) or a ``torch.distributed.ProcessGroup``."""
-
-T = TypeVar("T")
-
-
-def _initialised() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def init_from_env(backend: str | None = None) -> bool:
+def init_from_env(backend: str | None = None, *, timeout: float = 300.0) -> bool:
     """Initialise the default process group from ``torchrun``'s environment, if there is one.
 
     ``torchrun`` sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
@@ -85,10 +87,14 @@ def init_from_env(backend: str | None = None) -> bool:
     Args:
         backend: ``"gloo"`` or ``"nccl"``; default NCCL when CUDA is available, else gloo. With
             NCCL, the process's CUDA device is set to ``LOCAL_RANK``.
+        timeout: seconds to wait for the other processes to join (and for later collectives).
     Returns:
         ``True`` if a process group is initialised (now or before), ``False`` otherwise.
+    Raises:
+        ConversionError: if the other ``WORLD_SIZE - 1`` processes do not join within
+            ``timeout`` seconds, or the environment names an unreachable address.
     """
-    if _initialised():
+    if initialised():
         return True
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return False
@@ -98,23 +104,35 @@ def init_from_env(backend: str | None = None) -> bool:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend, init_method="env://")
+    try:
+        dist.init_process_group(
+            backend=backend, init_method="env://", timeout=datetime.timedelta(seconds=timeout)
+        )
+    except (RuntimeError, ValueError) as error:  # DistStoreError / DistNetworkError included
+        raise ConversionError(
+            f"init_from_env: rank {os.environ['RANK']} of WORLD_SIZE={os.environ['WORLD_SIZE']} "
+            f"could not form the process group within {timeout:g} s at "
+            f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')} "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+            "start every process (e.g. with torchrun --nproc-per-node N) with the same "
+            "MASTER_ADDR/MASTER_PORT, or unset RANK/WORLD_SIZE to run as one process"
+        ) from None
     return True
 
 
 def is_main_process() -> bool:
     """``True`` in a single-process run and on rank 0 of a distributed job."""
-    return not _initialised() or dist.get_rank() == 0
+    return not initialised() or dist.get_rank() == 0
 
 
 @contextlib.contextmanager
 def main_process_first() -> Iterator[None]:
     """Run the ``with`` block on rank 0 first, then on the other processes (e.g. so that rank 0
     alone trains and caches a model that the others then load). No effect without a group."""
-    if _initialised() and dist.get_rank() != 0:
+    if initialised() and dist.get_rank() != 0:
         dist.barrier()
     yield
-    if _initialised() and dist.get_rank() == 0:
+    if initialised() and dist.get_rank() == 0:
         dist.barrier()
 
 
@@ -126,7 +144,7 @@ def broadcast_module(module: nn.Module) -> nn.Module:
     Raises:
         ConversionError: if the processes' modules differ in structure.
     """
-    if not _initialised():
+    if not initialised():
         return module
     collective = Collective(None, enabled=True)
     collective.check_same(structure_key(module), "broadcast_module")
@@ -164,9 +182,9 @@ class DistributedEvalSampler(Sampler[int]):
         self.num_replicas = (
             num_replicas
             if num_replicas is not None
-            else (dist.get_world_size() if _initialised() else 1)
+            else (dist.get_world_size() if initialised() else 1)
         )
-        self.rank = rank if rank is not None else (dist.get_rank() if _initialised() else 0)
+        self.rank = rank if rank is not None else (dist.get_rank() if initialised() else 0)
         if not 0 <= self.rank < self.num_replicas:
             raise ValueError(
                 f"DistributedEvalSampler: rank must be in [0, {self.num_replicas}), got {self.rank}"
@@ -212,7 +230,7 @@ def shard_loader(
         shuffle, seed: shuffle with the same seed on every process.
         loader_options: passed to ``DataLoader`` (``num_workers``, ``pin_memory``, ...).
     """
-    if not _initialised():
+    if not initialised():
         generator = torch.Generator().manual_seed(seed) if shuffle else None
         return DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, **loader_options
@@ -244,198 +262,11 @@ def check_eval_loader(loader: Iterable[Any]) -> None:
             )
 
 
-def structure_key(module: nn.Module) -> str:
-    """A text that equal models share: every submodule's name, type and spec (if it has one),
-    and every parameter's and buffer's name, shape and dtype (not their values)."""
-    parts = [
-        f"{name}:{type(m).__name__}:{getattr(m, 'spec', None)!r}"
-        for name, m in module.named_modules()
-    ]
-    parts += [f"{name}:{tuple(t.shape)}:{t.dtype}" for name, t in module.state_dict().items()]
-    return "\n".join(parts)
-
-
-class Collective:
-    """The processes a pipeline step merges its statistics over (one process if ``group`` is unset).
-
-    Build with :meth:`resolve`. Every method is a collective: all processes of the group must
-    call it in the same order.
-    """
-
-    def __init__(self, group: Any = None, *, enabled: bool = False) -> None:
-        self.group = group
-        self.enabled = enabled
-        self.rank = dist.get_rank(group) if enabled else 0
-        self.world_size = dist.get_world_size(group) if enabled else 1
-
-    @classmethod
-    def resolve(cls, distributed: Distributed, where: str) -> Collective:
-        """The collective for a ``distributed=`` argument.
-
-        Raises:
-            ConversionError: if a distributed run is asked for without an initialised process
-                group, or ``distributed`` is neither a bool nor a process group.
-        """
-        if distributed is None or distributed is False:
-            return cls()
-        if distributed is not True and not (
-            dist.is_available() and isinstance(distributed, dist.ProcessGroup)
-        ):
-            raise ConversionError(
-                f"{where}: distributed must be a bool or a torch.distributed.ProcessGroup, got {type(distributed).__name__}"
-            )
-        if not _initialised():
-            raise ConversionError(
-                f"{where}: distributed=True needs an initialised torch.distributed process group; "
-                "start the job with torchrun and call snn_encodings.distributed.init_from_env() "
-                "(or torch.distributed.init_process_group) first, or pass distributed=False"
-            )
-        return cls(None if distributed is True else distributed, enabled=True)
-
-    # --- tensors -------------------------------------------------------------------------------
-    def _device(self) -> torch.device:
-        if dist.get_backend(self.group) == "nccl":
-            return torch.device("cuda", torch.cuda.current_device())
-        return torch.device("cpu")
-
-    def _all_reduce(self, tensor: Tensor, op: Any) -> Tensor:
-        if not self.enabled:
-            return tensor
-        buffer = tensor.detach().to(self._device(), copy=True).contiguous()
-        dist.all_reduce(buffer, op=op, group=self.group)
-        return buffer.to(tensor.device)
-
-    def sum(self, tensor: Tensor) -> Tensor:
-        """Elementwise sum over the processes (a new tensor; ``tensor`` is left unchanged)."""
-        return self._all_reduce(tensor, dist.ReduceOp.SUM)
-
-    def max(self, tensor: Tensor) -> Tensor:
-        """Elementwise maximum over the processes."""
-        return self._all_reduce(tensor, dist.ReduceOp.MAX)
-
-    def _gather(self, tensor: Tensor) -> list[Tensor]:
-        local = tensor.to(self._device())
-        parts = [torch.empty_like(local) for _ in range(self.world_size)]
-        dist.all_gather(parts, local, group=self.group)
-        return [p.cpu() for p in parts]
-
-    # --- agreement -----------------------------------------------------------------------------
-    def check_same(self, key: str, where: str) -> None:
-        """Raise on every process if the processes' structure keys differ.
-
-        Raises:
-            ConversionError: naming the processes whose model differs from rank 0's.
-        """
-        if not self.enabled:
-            return
-        digest = hashlib.sha256(key.encode()).digest()[:16]
-        keys = self._gather(torch.frombuffer(bytearray(digest), dtype=torch.int64).clone())
-        differ = [rank for rank, other in enumerate(keys) if not torch.equal(other, keys[0])]
-        if differ:
-            raise ConversionError(
-                f"{where}: the model differs between processes: rank(s) {differ} have other layers or "
-                "parameter shapes than rank 0; build (or load) the same model on every process"
-            )
-
-    def agree(self, step: Callable[[], T], where: str) -> T:
-        """Run ``step`` on every process; if it raises anywhere, raise on every process.
-
-        Without this, one process failing alone (an empty shard, say) would leave the others
-        waiting in their next collective.
-        """
-        failure: ConversionError | None = None
-        result: Any = None
-        try:
-            result = step()
-        except ConversionError as error:
-            failure = error
-        if self.enabled:
-            flags = self._gather(torch.tensor([failure is not None], dtype=torch.int64))
-            failed = [rank for rank, flag in enumerate(flags) if int(flag)]
-            if failed and failure is None:
-                raise ConversionError(
-                    f"{where}: process(es) {failed} failed; see their error messages"
-                )
-        if failure is not None:
-            raise failure
-        return result
-
-    # --- pipeline statistics -------------------------------------------------------------------
-    def merge_stats(self, stats: Iterable[Any], stage: Literal["max", "histogram"]) -> None:
-        """Merge :class:`~snn_encodings.conversion.calibrate.ActivationStats` in place.
-
-        ``"max"`` after the first pass (``all_reduce(MAX)`` of the maxima), ``"histogram"`` after
-        the second (``all_reduce(SUM)`` of the histograms and counts). One collective per stage.
-        """
-        if not self.enabled:
-            return
-        stats = list(stats)
-        if stage == "max":
-            parts = [s.maximum for s in stats]
-            merged = self.max(torch.cat([p.flatten().to(torch.float64).cpu() for p in parts]))
-            for s, piece in zip(stats, merged.split([p.numel() for p in parts])):
-                s.maximum = piece.view_as(s.maximum).to(s.maximum.device, s.maximum.dtype)
-            return
-        parts = [s.histogram for s in stats]
-        flat = torch.cat(
-            [p.flatten() for p in parts]
-            + [torch.tensor([float(s.count) for s in stats], dtype=torch.float64)]
-        )
-        merged = self.sum(flat)
-        sizes = [p.numel() for p in parts]
-        for s, piece in zip(stats, merged[: sum(sizes)].split(sizes)):
-            s.histogram = piece.view_as(s.histogram).clone()
-        for s, count in zip(stats, merged[sum(sizes) :].tolist()):
-            s.count = int(count)
-
-    def merge_evaluation(
-        self, correct: int, samples: int, layers: Sequence[Any]
-    ) -> tuple[int, int]:
-        """Sum evaluation counts over the processes; ``layers`` (``LayerCounts``) in place.
-
-        Counts are carried in float64, exact for integers below :math:`2^{53}`.
-        """
-        if not self.enabled:
-            return correct, samples
-        values = [float(correct), float(samples)]
-        for layer in layers:
-            values += [layer.spikes, layer.synaptic_events, float(layer.samples)]
-            values += [layer.extra[key] for key in sorted(layer.extra)]
-        merged = self.sum(torch.tensor(values, dtype=torch.float64)).tolist()
-        position = 2
-        for layer in layers:
-            layer.spikes, layer.synaptic_events, samples_seen = merged[position : position + 3]
-            layer.samples = int(samples_seen)
-            position += 3
-            for key in sorted(layer.extra):
-                layer.extra[key] = merged[position]
-                position += 1
-        return int(merged[0]), int(merged[1])
-
-
-_ACTIVE: contextvars.ContextVar[Collective | None] = contextvars.ContextVar(
-    "snn_encodings_collective", default=None
-)
-
-
-def active_collective() -> Collective:
-    """The collective of the pipeline step in progress (one process outside distributed steps).
-
-    A rule's data-based :meth:`~snn_encodings.conversion.Rule.finalize` sees only this process's
-    shard of the calibration data; it merges what it measures with
-    ``active_collective().sum(...)`` so that every process ends with the same network.
-    """
-    return _ACTIVE.get() or Collective()
-
-
-@contextlib.contextmanager
-def use_collective(collective: Collective) -> Iterator[Collective]:
-    """Make ``collective`` the :func:`active_collective` inside the ``with`` block."""
-    token = _ACTIVE.set(collective)
-    try:
-        yield collective
-    finally:
-        _ACTIVE.reset(token)
+def _is_spiking_network(model: nn.Module) -> bool:
+    # A model can only be a SpikingNetwork if its module is loaded; looking it up instead of
+    # importing it keeps this module free of imports from the conversion package.
+    network = sys.modules.get("snn_encodings.conversion.network")
+    return network is not None and isinstance(model, network.SpikingNetwork)
 
 
 def wrap_ddp(
@@ -464,12 +295,10 @@ def wrap_ddp(
         ConversionError: without an initialised process group, or if the processes' models
             differ in structure or parameter shapes.
     """
-    from snn_encodings.conversion.network import SpikingNetwork
-
     collective = Collective.resolve(True if process_group is None else process_group, "wrap_ddp")
     collective.check_same(structure_key(model), "wrap_ddp")
     if sync_buffers is None:
-        sync_buffers = not isinstance(model, SpikingNetwork)
+        sync_buffers = not _is_spiking_network(model)
     ddp = nn.parallel.DistributedDataParallel
     option = (
         "forward_sync_buffers"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,20 +84,35 @@ def make_currents() -> Callable[..., torch.Tensor]:
     return make
 
 
-@pytest.fixture(scope="session")
-def mnist_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Weights cache shared by the session (``SNN_ENCODINGS_CACHE`` if set, else a temp dir)."""
-    path = os.environ.get("SNN_ENCODINGS_CACHE") or str(tmp_path_factory.mktemp("cache"))
-    os.environ["SNN_ENCODINGS_CACHE"] = path
-    return path
+TRAINED_CONVNET = Path(__file__).parent / "data" / "convnet-e8-s0.pt"
+"""The demo convnet's weights, made by ``tests/data/make_convnet.py`` (committed so that a fresh
+clone does not spend minutes training it)."""
 
 
 @pytest.fixture(scope="session")
-def trained_ann(mnist_cache: str) -> torch.nn.Module:
+def _cache_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return os.environ.get("SNN_ENCODINGS_CACHE") or str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def mnist_cache(_cache_root: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Weights cache shared by the session (``SNN_ENCODINGS_CACHE`` if set, else a temp dir).
+
+    The variable is set for the requesting test only and restored after it, so test outcomes do
+    not depend on which tests ran before.
+    """
+    monkeypatch.setenv("SNN_ENCODINGS_CACHE", _cache_root)
+    return _cache_root
+
+
+@pytest.fixture(scope="session")
+def trained_ann() -> torch.nn.Module:
     """The demo's convnet trained on the shipped training split (read-only: never modify)."""
-    from snn_encodings.models import train_mnist
+    from snn_encodings.models import build
 
-    return train_mnist("convnet", epochs=8, progress=False)
+    model = build("convnet")
+    model.load_state_dict(torch.load(TRAINED_CONVNET, map_location="cpu", weights_only=True))
+    return model.eval()
 
 
 @pytest.fixture(scope="session")

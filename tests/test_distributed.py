@@ -11,6 +11,7 @@ import datetime
 import io
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -42,6 +43,7 @@ CALIBRATION = 96  # both shards hold 48 samples: all of them enter IC-rate's dat
 EVALUATION = 45  # odd: DistributedSampler would pad the last shard with a repeated sample
 TRAINING = 40
 SPEC = ICRate(steps=8, init="data")
+WORKER_THREADS = 1  # single-process references run with the same count (float sums then agree)
 
 
 def _ann(hidden: int = 32) -> nn.Module:
@@ -60,6 +62,17 @@ def _same_batches(dataset: Any) -> DataLoader:
     return DataLoader(dataset, batch_sampler=batches)
 
 
+@contextlib.contextmanager
+def _worker_threads() -> Iterator[None]:
+    """Run with the workers' thread count, so float sums are added in the same order as theirs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(WORKER_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _capture(step: Any) -> str:
     try:
         step()
@@ -69,7 +82,7 @@ def _capture(step: Any) -> str:
 
 
 def _worker(rank: int, folder: str) -> None:
-    torch.set_num_threads(1)
+    torch.set_num_threads(WORKER_THREADS)
     dist.init_process_group(
         "gloo",
         init_method=f"file://{folder}/rendezvous",
@@ -139,6 +152,17 @@ def _worker(rank: int, folder: str) -> None:
         results["mismatch_convert"] = _capture(
             lambda: convert(other, SPEC, shard_loader(calibration, BATCH), distributed=True)
         )
+        shifted = _ann()
+        shifted.load_state_dict(ann.state_dict())
+        with torch.no_grad():
+            shifted[1].bias.add_(rank * 1e-3)  # same shapes, other values on rank 1
+        results["weights_convert"] = _capture(
+            lambda: convert(shifted, SPEC, shard_loader(calibration, BATCH), distributed=True)
+        )
+        local = convert(shifted, SPEC, shard_loader(calibration, BATCH))  # differs on rank 1
+        results["weights_evaluate"] = _capture(
+            lambda: evaluate(local, shard_loader(calibration, BATCH), progress=False, distributed=True)
+        )
         steps = 8 if rank == 0 else 4
         results["mismatch_evaluate"] = _capture(
             lambda: evaluate(
@@ -185,7 +209,8 @@ def setting(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     ann.eval()
     torch.save(ann.state_dict(), folder / "ann.pt")
     torch.save(build("mlp").state_dict(), folder / "mlp.pt")
-    network = convert(ann, SPEC, _same_batches(mnist_split("train", limit=CALIBRATION)))
+    with _worker_threads():
+        network = convert(ann, SPEC, _same_batches(mnist_split("train", limit=CALIBRATION)))
     save_network(network, folder / "network.pt")
 
     context = mp.start_processes(
@@ -217,8 +242,9 @@ def _assert_same_state(
 
 def test_distributed_convert_matches_single_process_calibration(setting: dict[str, Any]) -> None:
     calibration = mnist_split("train", limit=CALIBRATION)
-    single = convert(setting["ann"], SPEC, _same_batches(calibration))
-    single_max = convert(setting["ann"], SPEC, _same_batches(calibration), percentile=None)
+    with _worker_threads():
+        single = convert(setting["ann"], SPEC, _same_batches(calibration))
+        single_max = convert(setting["ann"], SPEC, _same_batches(calibration), percentile=None)
     for rank in setting["ranks"]:
         # scales (folded into weights, biases and gains) are exact; IC-rate's measured v0 is a
         # float64 mean summed in another order, so equal to rounding
@@ -236,7 +262,8 @@ def test_distributed_convert_merges_icrate_data_init(setting: dict[str, Any]) ->
 def test_distributed_evaluate_counts_every_sample_once(setting: dict[str, Any]) -> None:
     dataset = mnist_split("eval", limit=EVALUATION)
     assert DistributedSampler(dataset, num_replicas=WORLD, rank=0).total_size == EVALUATION + 1
-    single = evaluate(setting["network"], _same_batches(dataset), progress=False)
+    with _worker_threads():
+        single = evaluate(setting["network"], _same_batches(dataset), progress=False)
     for rank in setting["ranks"]:
         got = rank["evaluation"]
         assert (
@@ -280,6 +307,12 @@ def test_distributed_convert_rejects_models_that_differ(setting: dict[str, Any])
     for rank in setting["ranks"]:
         assert "the model differs between processes: rank(s) [1]" in rank["mismatch_convert"]
         assert "the model differs between processes: rank(s) [1]" in rank["mismatch_evaluate"]
+
+
+def test_distributed_convert_and_evaluate_reject_weights_that_differ(setting: dict[str, Any]) -> None:
+    for rank in setting["ranks"]:
+        for step in ("weights_convert", "weights_evaluate"):
+            assert "the model's weights differ between processes: rank(s) [1]" in rank[step]
 
 
 def test_cli_under_a_process_group_prints_and_writes_on_rank_0_only(

@@ -11,9 +11,10 @@ from torch import Tensor, nn
 from snn_encodings.conversion.calibrate import ActivationStats, iterate_inputs
 from snn_encodings.conversion.graph import GraphNode, trace
 from snn_encodings.conversion.network import SpikingNetwork, Stage
+from snn_encodings.conversion.output import OutputCalibration, output_range
 from snn_encodings.conversion.rules.base import rule_for
 from snn_encodings.conversion.synapse import Synapse
-from snn_encodings.distributed import Collective, Distributed, use_collective
+from snn_encodings.collective import Collective, Distributed, use_collective
 from snn_encodings.errors import ConversionError
 from snn_encodings.specs.base import Spec
 
@@ -25,6 +26,11 @@ DEFAULT: Any = "default"
 
 def _check_parameters(ann: nn.Module) -> None:
     for name, tensor in list(ann.named_parameters()) + list(ann.named_buffers()):
+        if tensor.is_meta:
+            raise ConversionError(
+                f"convert: parameter {name!r} is on the meta device and holds no values; load "
+                "the trained weights (e.g. model.to_empty(device='cpu') then load_state_dict)"
+            )
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ConversionError(
                 f"convert: parameter {name!r} contains NaN or inf; fix or retrain the model"
@@ -87,7 +93,7 @@ def convert(
     Raises:
         ConversionError: for unsupported layers (named), NaN/inf weights, an empty loader,
             or inputs that do not fit the model; with ``distributed``, also for a missing process
-            group or models that differ between processes.
+            group or models that differ between processes (in structure or in weight values).
         TypeError: if ``spec`` is not a neuron spec or ``ann`` not a module.
     """
     if not isinstance(ann, nn.Module):
@@ -96,6 +102,11 @@ def convert(
         raise ConversionError("convert: the model is already a converted SpikingNetwork")
     rule = rule_for(spec)
     _check_parameters(ann)
+    if iter(calibration) is calibration:
+        raise ConversionError(
+            f"convert: the calibration data is a one-shot iterator ({type(calibration).__name__}), "
+            "but calibration reads it several times; pass a list of batches or a DataLoader"
+        )
     if percentile is DEFAULT:
         percentile = rule.calibration_percentile()
     if percentile is not None and not (
@@ -108,6 +119,8 @@ def convert(
         first = next(iter(ann.parameters()), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
+    if device.type == "meta":
+        raise ConversionError("convert: device='meta' holds no values; use 'cpu' or 'cuda'")
 
     collective = Collective.resolve(distributed, "convert")
     example = collective.agree(
@@ -120,6 +133,7 @@ def convert(
             f"convert: the calibration inputs do not fit the model: {error}"
         ) from None
     collective.check_same(_graph_key(nodes, example, spec, percentile, per_channel), "convert")
+    collective.check_same_weights(ann, "convert")
 
     shapes = _value_shapes(nodes, example[:1])
     one = torch.ones(())
@@ -133,17 +147,25 @@ def convert(
         if nodes[i].kind != "pool"
     }
     passes = 1 if percentile is None else 2
+    output = OutputCalibration(output_range(rule))
+    last = len(nodes) - 1
     with torch.no_grad():
         for index in range(passes):
             for x in iterate_inputs(calibration, "convert"):
                 values = _raw_values(nodes, raw, x.to(device))
                 for i, collector in stats.items():
-                    observed = values[i].clamp(min=0)
+                    observed = (
+                        output.observed(values[i], first_pass=index == 0)
+                        if i == last
+                        else values[i].clamp(min=0)
+                    )
                     if index == 0:
                         collector.update_max(observed)
                     else:
                         collector.update_histogram(observed)
             collective.merge_stats(stats.values(), "max" if index == 0 else "histogram")
+            if index == 0:
+                stats[last].maximum = output.finish_first_pass(collective.max, stats[last].maximum)
 
     float_first = bool(getattr(spec, "float_first_layer", False))
     scales: list[Tensor] = [torch.ones(())]
@@ -161,7 +183,8 @@ def convert(
         scale = (
             torch.tensor(float(node.clip)) if node.clip is not None else stats[i].scale(percentile)
         )
-        synapse = Synapse(node.branches, node.bias, scales, scale, shapes)
+        bias = node.bias + output.offset.to(node.bias) if i == last else node.bias
+        synapse = Synapse(node.branches, bias, scales, scale, shapes)
         if float_first and not stages:
             synapse.to(rule.dtype)  # computed in float on the raw input: no parameter grid
         else:
@@ -176,7 +199,9 @@ def convert(
                 shape=shape,
             )
         )
-    network = SpikingNetwork(spec, stages, scales[-1], tuple(example.shape[1:]))
+    network = SpikingNetwork(
+        spec, stages, scales[-1], tuple(example.shape[1:]), output_offset=output.offset
+    )
     network = network.to(device=device, dtype=rule.dtype).eval()
     with use_collective(collective):
         network.rule.finalize(network, calibration)

@@ -11,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from snn_encodings.conversion.calibrate import ActivationStats, iterate_inputs
+from snn_encodings.conversion.evaluate import class_indices
 from snn_encodings.conversion.rules.base import rule_for
 from snn_encodings.conversion.twin import ClipQuant
 from snn_encodings.distributed import Collective, Distributed, wrap_ddp
@@ -125,9 +126,21 @@ def finetune(
         for batch in tqdm(
             loader, desc="finetune", disable=not progress or collective.rank != 0, leave=False
         ):
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise ConversionError(
+                    "finetune: the loader must yield (input, target) batches; wrap tensors in "
+                    "a TensorDataset(inputs, targets)"
+                )
             x, target = batch[0], batch[1]
             optimiser.zero_grad()
-            loss = nn.functional.cross_entropy(trained(x), target)
+            logits = trained(x)
+            target = class_indices(target, logits)
+            if len(target) and not 0 <= int(target.min()) <= int(target.max()) < logits.shape[1]:
+                raise ConversionError(
+                    f"finetune: targets must be class indices in [0, {logits.shape[1]}), got "
+                    f"values from {int(target.min())} to {int(target.max())}"
+                )
+            loss = nn.functional.cross_entropy(logits, target)
             loss.backward()
             optimiser.step()
     return model.eval()

@@ -96,13 +96,24 @@ class SpikingNetwork(nn.Module):
     """
 
     def __init__(
-        self, spec: Spec, stages: list[Stage], output_scale: Tensor, input_shape: tuple[int, ...]
+        self,
+        spec: Spec,
+        stages: list[Stage],
+        output_scale: Tensor,
+        input_shape: tuple[int, ...],
+        *,
+        output_offset: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.spec = spec
         self.rule: Rule = rule_for(spec)
         self.stages = nn.ModuleList(stages)
         self.register_buffer("output_scale", output_scale.clone())
+        #: Logit units subtracted after decoding (see :mod:`snn_encodings.conversion.output`).
+        self.register_buffer(
+            "output_offset",
+            torch.zeros(()) if output_offset is None else output_offset.detach().clone(),
+        )
         self.input_shape = input_shape
         #: The first stage runs in float on the raw input (``spec.float_first_layer``).
         self.float_first = bool(getattr(spec, "float_first_layer", False))
@@ -196,7 +207,8 @@ class SpikingNetwork(nn.Module):
                 counts = [spikes.to(fast.output.dtype) for spikes in fast.spikes]
                 for index, stage in enumerate([None, *self.stages]):
                     self._count_totals(index, counts[: index + 1], stage)
-            return fast.output * _channel(self.output_scale, fast.output)
+            scale = _channel(self.output_scale, fast.output)
+            return fast.output * scale - self.output_offset
         # the first spike trains: the encoded input, or the float first layer's encoded output
         start = self.first_values(x) if self.float_first else [x]
         spikes = rule.encode_input(start[-1])
@@ -221,8 +233,9 @@ class SpikingNetwork(nn.Module):
                 ).unsqueeze(1)
                 spikes = neurons(currents)
                 if stage.kind == "output":
-                    output = rule.decode_output(spikes, neurons) * _channel(
-                        self.output_scale, spikes[0]
+                    output = (
+                        rule.decode_output(spikes, neurons) * _channel(self.output_scale, spikes[0])
+                        - self.output_offset
                     )
             self._count(spikes, stage, counts)
             sequences.append(spikes)
@@ -255,7 +268,7 @@ class SpikingNetwork(nn.Module):
         if not self.stages or self.stages[-1].kind != "output":
             raise ConversionError("SpikingNetwork: the network has no output stage")
         output = self.activations(x)[-1]
-        return output * _channel(self.output_scale, output)
+        return output * _channel(self.output_scale, output) - self.output_offset
 
     def activations(self, x: Tensor) -> list[Tensor]:
         """Twin activations of every value node (normalised units), for inspection."""

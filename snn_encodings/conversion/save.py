@@ -3,15 +3,22 @@
 The file is one ``torch.save`` dictionary of plain Python values and tensors, so it loads with
 ``torch.load(path, weights_only=True)``: the spec (class name and fields), the graph structure
 (every stage's kind, name, shape, source, and the constructor arguments of its linear and pooling
-modules) and the ``state_dict``. Nothing is unpickled as code: only the module types listed in
-``_MODULE_ARGUMENTS`` and the specs in ``ALL_SPECS`` are rebuilt.
+modules), the ``state_dict`` and a SHA-256 checksum of all of it. Nothing is unpickled as code:
+only the module types listed in ``_MODULE_ARGUMENTS`` and the specs in ``ALL_SPECS`` are rebuilt.
+
+Loading validates before it builds anything: the checksum (a flipped bit is refused), the keys,
+the spec's class and fields, every stage's kind, the number of values the structure would
+allocate (at most the number of values the file holds, so a tampered size cannot ask for
+gigabytes) and that every weight is finite.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import math
 import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
@@ -24,13 +31,16 @@ from snn_encodings.conversion.network import SpikingNetwork, Stage
 from snn_encodings.conversion.rules.base import rule_for
 from snn_encodings.conversion.synapse import Synapse
 from snn_encodings.errors import ExportError
+from snn_encodings.files import write_atomically
 from snn_encodings.specs import ALL_SPECS
 from snn_encodings.specs.base import Spec
 
-__all__ = ["load_network", "load_state", "save_network"]
+__all__ = ["load_network", "load_state", "payload_checksum", "save_network"]
 
 FORMAT = "snn-encodings/spiking-network"
-VERSION = 1
+VERSION = 2
+_KEYS = ("format", "version", "spec", "input_shape", "stages", "state_dict", "checksum")
+_KINDS = ("neuron", "pool", "output")
 
 _CONV = (
     "in_channels",
@@ -76,7 +86,12 @@ def _build_module(description: dict[str, Any]) -> nn.Module:
     cls = _MODULES_BY_NAME.get(description["type"])
     if cls is None:
         raise ExportError(f"load_network: unknown module type {description['type']!r} in the file")
-    return cls(**description["arguments"])
+    try:
+        return cls(**description["arguments"])
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ExportError(
+            f"load_network: cannot build a {cls.__name__} from the file's arguments: {error}"
+        ) from None
 
 
 def _describe_stage(stage: Stage) -> dict[str, Any]:
@@ -104,7 +119,8 @@ def save_network(network: SpikingNetwork, path: str | os.PathLike[str]) -> Path:
         The path written.
     Raises:
         TypeError: if ``network`` is not a :class:`SpikingNetwork`.
-        ExportError: if a stage holds a module type the format does not know.
+        ExportError: if a stage holds a module type the format does not know, the folder does
+            not exist, or ``path`` is a directory or another non-regular file (never replaced).
     Example:
         >>> net = load_network(save_network(net, "net.pt"))  # doctest: +SKIP
     """
@@ -124,17 +140,22 @@ def save_network(network: SpikingNetwork, path: str | os.PathLike[str]) -> Path:
             name: tensor.detach().cpu() for name, tensor in network.state_dict().items()
         },
     }
-    path = Path(path)
-    temporary = path.with_name(
-        f".{path.name}.{uuid.uuid4().hex}.tmp"
-    )  # open() keeps umask permissions
-    try:
-        with open(temporary, "xb") as handle:
-            torch.save(payload, handle)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    payload["checksum"] = payload_checksum(payload)
+    return write_atomically(
+        path, lambda temporary: torch.save(payload, temporary), "save_network"
+    )
+
+
+def payload_checksum(payload: dict[str, Any]) -> str:
+    """SHA-256 of the structure (as sorted JSON) and of every tensor's name, dtype, shape, bytes."""
+    structure = {key: payload[key] for key in ("format", "version", "spec", "input_shape")}
+    structure["stages"] = payload["stages"]
+    digest = hashlib.sha256(json.dumps(structure, sort_keys=True, default=repr).encode())
+    for name, tensor in sorted(payload["state_dict"].items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _spec_from(description: dict[str, Any]) -> Spec:
@@ -144,7 +165,18 @@ def _spec_from(description: dict[str, Any]) -> Spec:
         raise ExportError(
             f"load_network: unknown spec {description['type']!r}; known: {sorted(classes)}"
         )
-    return cls(**description["fields"])
+    fields = description.get("fields")
+    known = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(fields, dict) or not set(fields) <= known:
+        unknown = sorted(set(fields) - known) if isinstance(fields, dict) else fields
+        raise ExportError(
+            f"load_network: the file's {cls.__name__} has unknown field(s) {unknown!r}; known: "
+            f"{sorted(known)}; the file was written by another version or modified"
+        )
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError) as error:
+        raise ExportError(f"load_network: the file's spec is invalid: {error}") from None
 
 
 def load_network(
@@ -156,11 +188,13 @@ def load_network(
         The :class:`SpikingNetwork` on ``map_location``, in eval mode; its outputs equal the
         saved network's.
     Raises:
-        ExportError: for a missing file, a file of another format or version, or a structure
-            that does not match its weights.
+        ExportError: for a missing file, a file of another format or version, a checksum that
+            does not match (a modified or corrupted file), a missing key, an unknown spec field
+            or stage kind, a structure that would allocate more values than the file holds,
+            non-finite weights, or a structure that does not match its weights.
     """
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ExportError(f"load_network: no such file {str(path)!r}") from None
     except Exception as error:  # torch.load raises many types for foreign or corrupt files
@@ -173,6 +207,7 @@ def load_network(
         raise ExportError(
             f"load_network: {str(path)!r} has format version {payload.get('version')!r}, this library reads {VERSION}; convert again"
         )
+    _validate(payload, str(path))
     spec = _spec_from(payload["spec"])
     rule = rule_for(spec)
     input_shape = tuple(payload["input_shape"])
@@ -212,11 +247,72 @@ def load_network(
     network = SpikingNetwork(spec, stages, one, input_shape).to(dtype=rule.dtype)
     try:
         load_state(network, payload["state_dict"])
-    except RuntimeError as error:
+    except (RuntimeError, KeyError) as error:
         raise ExportError(
             f"load_network: the weights in {str(path)!r} do not fit its structure: {error}"
         ) from None
     return network.to(map_location).eval()
+
+
+def _validate(payload: dict[str, Any], path: str) -> None:
+    """Refuse a modified, incomplete or absurd file before anything is built from it."""
+    missing = [key for key in _KEYS if key not in payload]
+    if missing:
+        raise ExportError(
+            f"load_network: {path!r} lacks the key(s) {missing}; the file is incomplete or was "
+            "modified; save the network again"
+        )
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(t, Tensor) for t in state.values()):
+        raise ExportError(f"load_network: {path!r} has no valid state_dict; save it again")
+    if payload["checksum"] != payload_checksum(payload):
+        raise ExportError(
+            f"load_network: the checksum of {path!r} does not match its contents: the file was "
+            "modified or corrupted after save_network wrote it; save the network again"
+        )
+    stages = payload["stages"]
+    for index, stage in enumerate(stages if isinstance(stages, list) else [None]):
+        if not isinstance(stage, dict) or stage.get("kind") not in _KINDS:
+            kind = stage.get("kind") if isinstance(stage, dict) else stage
+            raise ExportError(
+                f"load_network: stage {index} of {path!r} has kind {kind!r}; known: {list(_KINDS)}"
+            )
+    held = sum(t.numel() for t in state.values())
+    needed = sum(_allocated(stage) for stage in stages)
+    if needed > held:
+        raise ExportError(
+            f"load_network: the structure in {path!r} would allocate {needed:,} values but the "
+            f"file holds {held:,}; the sizes were modified; save the network again"
+        )
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ExportError(
+                f"load_network: {name!r} in {path!r} contains NaN or inf; the file is corrupt"
+            )
+
+
+def _allocated(stage: dict[str, Any]) -> int:
+    """Values building ``stage`` allocates: its bias map and its linear modules' parameters."""
+    try:
+        total = math.prod(int(n) for n in stage.get("bias_shape", []))
+        for ops in stage.get("ops", []):
+            for op in ops:
+                arguments = op["arguments"]
+                if op["type"] == "Linear":
+                    total += int(arguments["in_features"]) * int(arguments["out_features"])
+                elif op["type"].startswith("Conv"):
+                    kernel = arguments["kernel_size"]
+                    total += (
+                        int(arguments["in_channels"])
+                        * int(arguments["out_channels"])
+                        * math.prod(int(k) for k in kernel)
+                        // max(1, int(arguments["groups"]))
+                    )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ExportError(
+            f"load_network: stage {stage.get('name')!r} has a malformed description ({error!r})"
+        ) from None
+    return total
 
 
 def load_state(module: nn.Module, state: dict[str, Tensor]) -> None:

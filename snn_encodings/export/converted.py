@@ -72,6 +72,7 @@ def float_network(network: SpikingNetwork) -> FloatNetwork:
         .to("cpu", torch.float64)
         .numpy()
         .copy(),
+        output_offset=float(cast(Tensor, network.output_offset)),
     )
 
 

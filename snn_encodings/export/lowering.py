@@ -120,6 +120,8 @@ class FloatNetwork:
             non-spiking integrator read as membrane).
         output_scale: multiplies the decoded outputs back to the ANN's logit units (scalar or
             one per output).
+        output_offset: then subtracted from them (logit units; nonzero for an output layer
+            that cannot go below zero, see :mod:`snn_encodings.conversion.output`).
     """
 
     spec: Spec
@@ -127,6 +129,7 @@ class FloatNetwork:
     layers: tuple[FloatLayer, ...]
     readout: Literal["spikes", "membrane"] = "spikes"
     output_scale: float | np.ndarray = 1.0
+    output_offset: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,6 +239,7 @@ def unroll_convolutions(network: FloatNetwork) -> FloatNetwork:
         layers=tuple(layers),
         readout=network.readout,
         output_scale=network.output_scale,
+        output_offset=network.output_offset,
     )
 
 
@@ -380,6 +384,7 @@ def metadata(network: FloatNetwork, latency: int, reset: str) -> dict[str, str |
         "readout": network.readout,
         "threshold": float(spec.threshold),  # type: ignore[attr-defined]
         "output_scale": json.dumps(np.asarray(network.output_scale, dtype=np.float64).tolist()),
+        "output_offset": float(network.output_offset),
         "output_window": f"steps {latency}..{latency + spec.steps_per_layer - 1}",
     }
 
@@ -396,7 +401,8 @@ def decode_output(network: IntNetwork, spikes: np.ndarray, v: np.ndarray) -> np.
     Returns:
         ``(K,)`` float64 values: with ``readout="membrane"`` the integrated current
         :math:`v / (64\\,s\\,T)`, else the window's spike count times :math:`\\theta / T`; both
-        times ``output_scale`` (the ANN's logit units, as the converted network returns them).
+        times ``output_scale``, less ``output_offset`` (the ANN's logit units, as the converted
+        network returns them).
     Raises:
         ExportError: if the file is not an IC-rate export, or the integrator saturated or fired.
     """
@@ -426,7 +432,7 @@ def decode_output(network: IntNetwork, spikes: np.ndarray, v: np.ndarray) -> np.
     else:
         window = spikes[latency : latency + steps, :out]
         values = window.sum(0).astype(np.float64) * float(meta["threshold"]) / steps
-    return values * factor
+    return values * factor - float(meta.get("output_offset", 0.0))
 
 
 def _has_lowering(name: str) -> bool:

@@ -15,6 +15,7 @@ loading, see :mod:`snn_encodings.export.lava_run`), a JSON ``snn_encodings`` att
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from dataclasses import dataclass
@@ -78,6 +79,11 @@ def netx(model: Any, path: str | os.PathLike[str], **options: Any) -> ExportRepo
         >>> report.layers[0].scale, report.network.layers[1].weight.tolist()
         (254.0, [[128, 64]])
     """
+    parameters = inspect.signature(lower).parameters.values()
+    known = sorted(p.name for p in parameters if p.kind == p.KEYWORD_ONLY)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ExportError(f"export.netx: unknown option(s) {unknown}; the options are {known}")
     if isinstance(model, IntNetwork):
         if options:
             raise ExportError(

@@ -90,6 +90,13 @@ class Radix(Spec):
                 f"Radix.steps: base**steps must be <= 2**40 so that float64 arithmetic stays "
                 f"exact, got {self.base}**{self.steps}; lower steps or base"
             )
+        if self.mode == "exact" and self.levels * 2**self.weight_bits > 2**52:
+            raise SpecError(
+                f"Radix.steps: exact mode needs base**steps * 2**weight_bits <= 2**52 (the "
+                f"membrane's grid must fit float64's 53-bit mantissa, else the SNN and its twin "
+                f"round differently), got {self.base}**{self.steps} * 2**{self.weight_bits}; "
+                f"lower steps or weight_bits (e.g. steps <= {52 - self.weight_bits} for base 2)"
+            )
 
     # --- derived numbers ------------------------------------------------------------------
     @property

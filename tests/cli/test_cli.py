@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from snn_encodings.cli import demo_specs, load_model, main, parse_spec
+from snn_encodings.conversion import convert
 from snn_encodings.errors import SnnEncodingsError, SpecError
 from snn_encodings.models import build
 from snn_encodings.specs import ICRate, Quartz
@@ -123,4 +125,7 @@ def test_convert_command_writes_a_loadable_network(tmp_path: Path, mnist_cache: 
     assert code == 0
     network = load_network(out)
     x = mnist_split("eval", limit=8).tensors[0]
-    assert network(x).shape == (8, 10)
+    calibration = DataLoader(mnist_split("train", limit=100), batch_size=250)
+    in_process = convert(model.eval(), ICRate(steps=4), calibration)
+    with torch.no_grad():
+        assert torch.equal(network(x), in_process(x))

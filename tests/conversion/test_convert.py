@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import snn_encodings as se
 from snn_encodings.conversion.rules.icrate import ICRateRule
+from snn_encodings.conversion.twin import clip_quant
 from snn_encodings.errors import ConversionError
 
 
@@ -115,10 +116,14 @@ def test_converted_network_rejects_wrong_shape_and_nan() -> None:
 
 def test_clip_activation_bound_is_the_scale() -> None:
     ann = nn.Sequential(nn.Linear(4, 4), se.ClipQuant(scale=0.37, trainable=False), nn.Linear(4, 2))
-    network = se.convert(ann, se.ICRate(), _loader((4,)))
+    spec = se.ICRate(steps=8)
+    network = se.convert(ann, spec, _loader((4,)))
     assert network.stages[0].kind == "neuron"
     x = next(iter(_loader((4,))))[0]
-    assert torch.isfinite(network(x)).all()
+    # the twin's hidden activation is 0.37 * clip_quant(z / 0.37): the bound, not a calibration
+    hidden = clip_quant(ann[0](x) / 0.37, spec.steps, spec.default_v0 / spec.threshold) * 0.37
+    with torch.no_grad():
+        torch.testing.assert_close(network.twin(x), ann[2](hidden), rtol=1e-5, atol=1e-5)
 
 
 def test_icrate_max_pool_gate_counts_the_max() -> None:

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from snn_encodings import ICRate, convert
 from snn_encodings.conversion import load_network, save_network
 from snn_encodings.conversion.evaluate import with_steps
+from snn_encodings.conversion.save import payload_checksum
 from snn_encodings.data.mnist import mnist_split
 from snn_encodings.errors import ExportError
 
@@ -98,7 +99,8 @@ def test_load_network_rejects_other_files(tmp_path: Path) -> None:
 def test_load_network_rejects_weights_that_do_not_fit(tmp_path: Path) -> None:
     path = save_network(_network(init="ann"), tmp_path / "net.pt")
     payload = torch.load(path, weights_only=True)
-    payload["state_dict"]["stages.0.synapse.ops.0.0.weight"] = torch.zeros(3, 1, 5, 5)
+    payload["state_dict"]["stages.0.synapse.ops.0.0.weight"] = torch.zeros(9, 1, 5, 5)
+    payload["checksum"] = payload_checksum(payload)  # a consistent file with a wrong shape
     torch.save(payload, path)
     with pytest.raises(ExportError, match="do not fit its structure"):
         load_network(path)

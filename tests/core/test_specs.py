@@ -17,7 +17,9 @@ def test_every_spec_has_an_example() -> None:
 
 
 def test_specs_are_hashable_and_frozen(spec) -> None:
-    assert hash(spec) == hash(spec)
+    copy = dataclasses.replace(spec)
+    assert copy is not spec and copy == spec and hash(copy) == hash(spec)
+    assert {spec: 1}[copy] == 1
     with pytest.raises(AttributeError):
         setattr(spec, dataclasses.fields(spec)[0].name, 3)
 

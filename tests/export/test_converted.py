@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import snn_encodings as se
+from conftest import require
 from snn_encodings.errors import ExportError
 from snn_encodings.export import netx, read_netx
 from snn_encodings.export.converted import encode_inputs, float_network
@@ -17,7 +18,11 @@ from snn_encodings.export.fixed_point import run_fixed_point
 from snn_encodings.export.layers import check_network
 from snn_encodings.export.lowering import decode_output, run_float, unroll_convolutions
 
-pytest.importorskip("h5py")
+
+
+@pytest.fixture(autouse=True)
+def _needs_h5py() -> None:
+    require("h5py")
 
 SPEC = se.ICRate(steps=16, input_coding="sigma_delta", init="data")
 
@@ -51,7 +56,7 @@ def float_decode(network, data: np.ndarray) -> np.ndarray:
         value = (spikes.sum(0) * spec.threshold + v_final - v0) / spec.steps
     else:
         value = spikes.sum(0) * spec.threshold / spec.steps
-    return value * network.output_scale
+    return value * network.output_scale - network.output_offset
 
 
 def test_float_network_reproduces_the_converted_network():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import require
 from snn_encodings.errors import ExportError
 from snn_encodings.export.lowering import FloatLayer, FloatNetwork
 from snn_encodings.export.nir import nir as export_nir
@@ -12,7 +13,9 @@ from snn_encodings.specs import ICRate
 
 
 def test_nir_export_roundtrips_weights_and_metadata(tmp_path):
-    nir = pytest.importorskip("nir")
+    require("nir")
+    import nir
+
     weight = np.arange(12.0).reshape(2, 6) / 10
     net = FloatNetwork(
         spec=ICRate(steps=8, input_coding="sigma_delta"),
@@ -31,7 +34,7 @@ def test_nir_export_roundtrips_weights_and_metadata(tmp_path):
 
 
 def test_nir_export_unwritable_path_raises(tmp_path):
-    pytest.importorskip("nir")
+    require("nir")
     net = FloatNetwork(
         spec=ICRate(input_coding="sigma_delta"),
         input_shape=(2,),
