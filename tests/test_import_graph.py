@@ -24,9 +24,6 @@ KNOWN_CYCLES: frozenset[tuple[str, str]] = frozenset(
         # the closed-form Quartz pass and the Quartz rule import each other (the rule calls the
         # pass, the pass reads the rule's layers); being separated in the conversion speed work
         ("snn_encodings.conversion.rules.quartz", "snn_encodings.conversion.quartz_fast"),
-        # conversion <-> distributed.py (the collective reads a SpikingNetwork, the IC-rate rule
-        # calls the collective); being split into the collective and data sharding
-        ("snn_encodings.distributed", "snn_encodings.conversion.network"),
     }
 )
 """Deferred imports (inside functions) that close a cycle being removed by other changes, as
