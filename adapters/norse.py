@@ -60,7 +60,6 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 __all__ = [
     "NEURONS",
     "NIR_LIMITS",
-    "SURROGATE_GAIN",
     "Cell",
     "EncodingParameters",
     "ICRateCell",
@@ -90,7 +89,7 @@ class EncodingParameters(NamedTuple):
         alpha: the surrogate's sharpness, as in Norse's ``LIFParameters.alpha``.
         step_options: further keyword overrides of the core step, e.g. ``{"rectify": False}``
             for a Quartz output layer.
-        gain: factor on the surrogate's gradient (see :data:`SURROGATE_GAIN`).
+        gain: factor on the surrogate's gradient.
     """
 
     spec: Spec
@@ -312,18 +311,10 @@ _ARGS_DOC = """
         alpha: the surrogate's sharpness.
         step_options: other keyword overrides of the core step, e.g. ``{"rectify": False}``
             for Quartz neurons without the rectifier.
-        surrogate_gain: factor on the surrogate's gradient; the default
-            :data:`SURROGATE_GAIN` puts gradient norms at initialisation on the order of
-            Norse's ``LIFCell`` in the same network.
+        surrogate_gain: factor on the surrogate's gradient (spikes unchanged), e.g. to bring
+            gradient norms near those of Norse's ``LIFCell`` under plain SGD; Adam normalises
+            any such factor away.
 """
-
-
-SURROGATE_GAIN = 0.1
-"""Default factor on the surrogate gradient of the Norse modules: Norse's LIF integrates only
-``dt * tau_mem_inv`` = 0.1 (its defaults) of each input into the membrane per step, ours the
-whole input, so the same surrogate would give our neurons gradients that grow by about 10x per
-layer against ``LIFCell``'s; the gain restores Norse's scale (and its tutorials' learning
-rates)."""
 
 
 class Cell(_EncodingModule, SNNCell):
@@ -357,7 +348,7 @@ class Cell(_EncodingModule, SNNCell):
         method: str | None = "super",
         alpha: float = 100.0,
         step_options: Mapping[str, Any] | None = None,
-        surrogate_gain: float = SURROGATE_GAIN,
+        surrogate_gain: float = 1.0,
     ) -> None:
         p = self._parameters(
             spec,
@@ -406,7 +397,7 @@ class Neurons(_EncodingModule, SNN):
         method: str | None = "super",
         alpha: float = 100.0,
         step_options: Mapping[str, Any] | None = None,
-        surrogate_gain: float = SURROGATE_GAIN,
+        surrogate_gain: float = 1.0,
         record_states: bool = False,
     ) -> None:
         p = self._parameters(
