@@ -58,7 +58,8 @@ def swap_lif(steps: int) -> dict[str, torch.Tensor]:
     network = norse.SequentialState(
         norse.Lift(nn.Linear(4, 8)), norse.LIF(), norse.Lift(nn.Linear(8, 2))
     )
-    swapped = norse.SequentialState(network[0], ICRateNeurons(ICRate(steps=steps)), network[2])
+    # norse.LIF()  ->  ICRateNeurons(): the spec defaults to ICRate()
+    swapped = norse.SequentialState(network[0], ICRateNeurons(), network[2])
     inputs = torch.rand(steps, 3, 4)
     out_lif, _ = network(inputs)
     out_icrate, states = swapped(inputs)
