@@ -32,6 +32,7 @@ __all__ = [
     "WINDOWED",
     "class_scores",
     "decoded",
+    "gained",
     "refuse",
     "scaled",
     "spec_or_default",
@@ -202,13 +203,16 @@ def class_scores(
     raise TypeError(f"class_scores: no decoder for {type(spec).__name__}")
 
 
+def gained(x: Tensor, gain: float) -> Tensor:
+    """``x`` unchanged, with the gradient flowing back through it multiplied by ``gain``."""
+    if gain == 1.0 or not x.requires_grad:
+        return x
+    return x.detach() + gain * (x - x.detach())
+
+
 def scaled(surrogate: Surrogate | None, gain: float) -> Surrogate | None:
     """``surrogate`` with its gradient multiplied by ``gain`` (its forward value unchanged)."""
     if surrogate is None or gain == 1.0:
         return surrogate
 
-    def gained(x: Tensor) -> Tensor:
-        soft = surrogate(x)
-        return soft.detach() + gain * (soft - soft.detach())
-
-    return gained
+    return lambda x: gained(surrogate(x), gain)

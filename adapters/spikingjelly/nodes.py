@@ -263,7 +263,12 @@ class Node(neuron.BaseNode):
         self, x_seq: Tensor, states: tuple[object, ...], *, record: bool
     ) -> tuple[Tensor, tuple[object, ...], Tensor | None]:
         if self.backend == "cupy":
-            return kernels.multi_step(self.spec, x_seq, states, self.surrogate_function)
+            spikes, state, v_seq = kernels.multi_step(
+                self.spec, x_seq, states, self.surrogate_function
+            )
+            # the kernels detach the reset, so the gain on each spike's gradient is a gain on
+            # the output's gradient, as in the torch path
+            return _swap.gained(spikes, self.surrogate_gain), state, v_seq
         out = simulate(
             self.spec,
             x_seq,
