@@ -19,7 +19,8 @@ from conftest import require
 from torch import nn
 
 from snn_encodings.errors import SnnEncodingsWarning, SpecError
-from snn_encodings.specs import ICRate, Quartz
+from snn_encodings import convert
+from snn_encodings.specs import ICRate, Quartz, Radix
 
 SEQ_LENGTH = 8
 NORMALISE = (0.1307, 0.3081)  # the task's torchvision Normalize
@@ -147,3 +148,20 @@ def _quartz_currents(values: torch.Tensor, spec: Quartz) -> torch.Tensor:
     currents = torch.zeros(steps, *values.shape)
     currents[0] = values
     return currents
+
+
+@pytest.mark.parametrize("spec", [Radix(steps=6), Quartz(t_max=16)], ids=repr)
+def test_norse_converted_radix_and_quartz_within_half_a_point_of_the_twin(
+    adapter, trained_ann, spec
+):
+    from snn_encodings.data import mnist_split
+
+    x, y = mnist_split("eval", limit=200).tensors
+    calibration = [mnist_split("train", limit=256).tensors[0]]
+    model = adapter.convert(trained_ann, spec, calibration)
+    with torch.no_grad():
+        scores, _ = model(x)
+        accuracy = (scores.argmax(1) == y).float().mean().item()
+        twin = convert(trained_ann, spec, calibration).twin(x)
+    twin_accuracy = (twin.argmax(1) == y).float().mean().item()
+    assert abs(accuracy - twin_accuracy) <= 0.005, (accuracy, twin_accuracy)
