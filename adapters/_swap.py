@@ -96,7 +96,7 @@ def spec_or_default(spec: Spec | None, spec_type: type[Spec] | None, where: str)
         assert spec_type is not None
         return spec_type()
     if not isinstance(spec, Spec) or (not generic and type(spec) is not spec_type):
-        expected = "a neuron spec" if generic else f"a {spec_type.__name__} spec"  # type: ignore[union-attr]
+        expected = "a neuron spec" if generic else f"a {getattr(spec_type, '__name__', '')} spec"
         raise TypeError(
             f"{where} expects {expected}, got {type(spec).__name__}; the first argument is the "
             "encoding's spec (framework parameters such as beta or threshold go by keyword)"

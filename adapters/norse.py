@@ -137,7 +137,9 @@ class _EncodingModule:
     step_options: Mapping[str, Any]
     gain: float
 
-    def _parameters(self, spec: Spec | None, p: Any, dt: float, **options: Any) -> EncodingParameters:
+    def _parameters(
+        self, spec: Spec | None, p: Any, dt: float, **options: Any
+    ) -> EncodingParameters:
         """The module's ``p``: the ``p=`` given (Norse style), else one built from ``options``."""
         name = type(self).__name__
         if not isinstance(dt, (int, float)) or isinstance(dt, bool) or dt <= 0:
@@ -145,12 +147,12 @@ class _EncodingModule:
         if p is None:
             return self._make_parameters(spec_or_default(spec, self.spec_type, name), **options)
         if not isinstance(p, EncodingParameters):
-            raise refuse(
-                name, "p", type(p).__name__,
+            why = (
                 "Norse's neuron parameters (time constants, v_leak, v_reset) have no meaning for "
-                "an encoding's neuron",
-                "pass the spec (and threshold=, method=, alpha=) or an EncodingParameters",
+                "an encoding's neuron"
             )
+            instead = "pass the spec (and threshold=, method=, alpha=) or an EncodingParameters"
+            raise refuse(name, "p", type(p).__name__, why, instead)
         if spec is not None and spec != p.spec:
             raise TypeError(f"{name}: spec={spec!r} and p.spec={p.spec!r} differ; pass one")
         spec_or_default(p.spec, self.spec_type, name)
@@ -432,7 +434,7 @@ Cell.__doc__ = (Cell.__doc__ or "").replace("{args}", _ARGS_DOC)
 
 
 class ICRateCell(Cell):
-    """IC-rate neurons, one step (default ``ICRate()``): :func:`~snn_encodings.functional.icrate_step`."""
+    """IC-rate neurons, one step (default ``ICRate()``): ``icrate_step``."""
 
     spec_type = ICRate
 
@@ -444,7 +446,7 @@ class ICRateNeurons(Neurons):
 
 
 class QuartzCell(Cell):
-    """Quartz neurons, one step (default ``Quartz()``): :func:`~snn_encodings.functional.quartz_step`.
+    """Quartz neurons, one step (default ``Quartz()``): ``quartz_step``.
 
     The state's step counter ``t`` places each step in the window (readout at :math:`2K`,
     rectifier at :math:`3K`), so a run starts at the window's first step with ``state=None``.
@@ -464,9 +466,9 @@ class QuartzNeurons(Neurons):
 
 
 class RadixCell(Cell):
-    """Radix neurons, one step (default ``Radix()``): :func:`~snn_encodings.functional.radix_step`
-    (``spec.mode`` selects the exact or the paper neuron; the state's counter ``k`` places the
-    step in the digit schedule)."""
+    """Radix neurons, one step (default ``Radix()``): ``radix_step``; ``spec.mode`` selects the
+    exact or the paper neuron and the state's counter ``k`` places the step in the digit schedule.
+    """
 
     spec_type = Radix
 

@@ -7,8 +7,8 @@ Swap the neuron class in existing snnTorch code::
 
 Each neuron subclasses :class:`snntorch.Leaky` so snnTorch's tooling (``snntorch.utils.reset``,
 ``init_hidden``/``output`` inside ``nn.Sequential``, surrogate gradients) keeps working, but its
-forward pass only runs the encoding's core functions (:func:`~snn_encodings.functional.neuron_functions`):
-the maths is documented there.
+forward pass only runs the encoding's core functions
+(:func:`~snn_encodings.functional.neuron_functions`): the maths is documented there.
 """
 
 from __future__ import annotations
@@ -362,12 +362,10 @@ def _check_snntorch_keywords(where: str, spec: Spec, **given: Any) -> None:
     """Refuse snnTorch keywords that the encoding's neuron cannot honour (see :class:`Neuron`)."""
     beta = given["beta"]
     if not bool(torch.all(torch.as_tensor(beta, dtype=torch.float64) == 1.0)):
-        leak = "its per-digit leak is Radix(leak=...)" if isinstance(spec, Radix) else ""
-        raise refuse(
-            where, "beta", beta,
-            f"{type(spec).__name__} neurons integrate without leak{' (' + leak + ')' if leak else ''}",
-            "omit beta (or pass beta=1.0)",
-        )
+        why = f"{type(spec).__name__} neurons integrate without leak"
+        if isinstance(spec, Radix):
+            why += " (the per-digit leak is Radix(leak=...))"
+        raise refuse(where, "beta", beta, why, "omit beta (or pass beta=1.0)")
     fixed = {
         "learn_beta": (False, "there is no leak factor to learn"),
         "inhibition": (False, "winner-take-all would change the encoding's spike trains"),
@@ -381,11 +379,9 @@ def _check_snntorch_keywords(where: str, spec: Spec, **given: Any) -> None:
     reset = given["reset_mechanism"]
     own = RESETS.get(type(spec))
     if reset is not None and reset != own:
-        raise refuse(
-            where, "reset_mechanism", reset,
-            f"the {type(spec).__name__} neuron's reset is its own ({own!r})",
-            f"omit reset_mechanism (or pass {own!r})",
-        )
+        why = f"the {type(spec).__name__} neuron's reset is its own ({own!r})"
+        instead = f"omit reset_mechanism (or pass {own!r})"
+        raise refuse(where, "reset_mechanism", reset, why, instead)
 
 
 class ICRateNeuron(Neuron, spec=ICRate):

@@ -293,18 +293,14 @@ def _check_jelly_keywords(
     own_zero = isinstance(spec, Quartz)
     if v_reset is not None and not (own_zero and float(v_reset) == 0.0):
         instead = "omit v_reset (or pass None" + (" or 0.0)" if own_zero else ")")
-        raise refuse(
-            where, "v_reset", v_reset,
+        why = (
             f"a {type(spec).__name__} neuron resets by its own rule (IC-rate and radix subtract "
-            "the threshold, a soft reset; Quartz zeroes its membrane once it fires)",
-            instead,
+            "the threshold, a soft reset; Quartz zeroes its membrane once it fires)"
         )
+        raise refuse(where, "v_reset", v_reset, why, instead)
     if detach_reset is False:
-        raise refuse(
-            where, "detach_reset", False,
-            "the core step always detaches the reset from the gradient",
-            "omit detach_reset (or pass True)",
-        )
+        why = "the core step always detaches the reset from the gradient"
+        raise refuse(where, "detach_reset", False, why, "omit detach_reset (or pass True)")
 
 
 def _check_cupy(where: str, spec: Spec, surrogate_function: Any) -> None:

@@ -118,7 +118,9 @@ SUPPORTED = {
 """What :func:`trace` accepts, per form of op (module, function, tensor method)."""
 
 
-def _unsupported(name: str, what: str, suggestion: str = "", op: str = "call_module") -> ConversionError:
+def _unsupported(
+    name: str, what: str, suggestion: str = "", op: str = "call_module"
+) -> ConversionError:
     hint = suggestion or SUPPORTED.get(op, SUPPORTED["call_module"])
     return ConversionError(f"convert: layer {name!r} ({what}) is not supported; {hint}")
 

@@ -81,12 +81,6 @@ class LIFConvNet(nn.Module):
         return F.log_softmax(m, dim=1)
 
 
-def _lif(v_th: float) -> nn.Module:
-    from norse.torch import LIFCell, LIFParameters
-
-    return LIFCell(p=LIFParameters(method="super", alpha=torch.tensor(100.0), v_th=torch.tensor(v_th)))
-
-
 def _mnist(part: str, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
     from snn_encodings.data import mnist_split
 

@@ -141,7 +141,8 @@ def test_snntorch_gradients_on_the_order_of_leaky(adapter):
         net = Tutorial5Net(neuron)
         x, y = _mnist("train", 64)
         _, mem_rec = net(x.view(-1, 784))
-        sum(nn.functional.cross_entropy(m, y) for m in mem_rec).backward()  # type: ignore[union-attr]
+        loss = sum(nn.functional.cross_entropy(m, y) for m in mem_rec)
+        loss.backward()  # type: ignore[union-attr]
         return [float(net.fc1.weight.grad.norm()), float(net.fc2.weight.grad.norm())]
 
     leaky = norms(lambda: snn.Leaky(beta=0.95))
