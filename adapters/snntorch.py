@@ -451,8 +451,9 @@ class SnnTorchNetwork(nn.Module):
     Attributes:
         network: the core network.
         output: the decoded outputs ``(B, K)`` of the last call (the ANN's logit units); its
-            ``argmax(1)`` is the prediction (see :meth:`predict`). For these encodings the
-            output spike count alone is not the readout.
+            ``argmax(1)`` is the prediction (see :meth:`predict`). The output spike count
+            (what ``snntorch.functional.accuracy_rate`` ranks) is not the readout: radix spikes
+            are digits and a Quartz neuron spikes once, at a time that encodes its value.
     """
 
     def __init__(self, network: SpikingNetwork) -> None:
