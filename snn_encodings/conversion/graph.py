@@ -204,10 +204,11 @@ def _pool_module(node: fx.Node) -> nn.Module | None:
     """The pooling module equal to a functional pool call (``F.max_pool2d(x, 2)``), else None."""
     if node.op != "call_function" or node.target not in _POOL_FUNCTIONS:
         return None
-    kwargs = {k: v for k, v in node.kwargs.items() if k not in ("input", "return_indices")}
-    if any(isinstance(a, fx.Node) for a in [*node.args[1:], *kwargs.values()]):
-        raise _unsupported(node.name, f"{node.target.__name__} with computed arguments", op=node.op)
-    return _POOL_FUNCTIONS[node.target](*node.args[1:], **kwargs)
+    arguments = [*node.args[1:], *node.kwargs.values()]
+    if node.kwargs.get("return_indices") or any(isinstance(a, fx.Node) for a in arguments):
+        written = f"{_written(node, None)} with computed arguments or return_indices"
+        raise _unsupported(node.name, written, op=node.op)
+    return _POOL_FUNCTIONS[node.target](*node.args[1:], **node.kwargs)
 
 
 def _is_shape(node: fx.Node, shapes: dict[fx.Node, object]) -> bool:
