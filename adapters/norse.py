@@ -6,9 +6,11 @@ The modules follow Norse 1.1's conventions. They subclass ``norse.torch.module.s
 and under ``norse.torch.Lift``. The bases run the core step function of the spec
 (:func:`snn_encodings.functional.neuron_functions`); the maths is documented there.
 
-- :class:`EncodingCell` / :class:`EncodingLayer` accept any registered spec;
-  ``ICRateCell``/``ICRateLayer`` (and one pair per encoding, see :data:`NEURONS`) accept only
-  their own spec class.
+- :class:`Cell` (one step, the swap for ``LIFCell``) and :class:`Neurons` (a time-first
+  sequence, the swap for ``LIF``) accept any registered spec; ``ICRateCell``/``ICRateNeurons``
+  (and one pair per encoding, see :data:`NEURONS`) accept only their own spec class and
+  default to it (``ICRateCell()``).
+- :func:`class_scores` decodes output spikes into class scores for every encoding.
 - :func:`convert` turns a trained ANN into a Norse model through the core converter.
 - :func:`to_nir` refuses networks holding our neurons, naming why NIR cannot express them
   (see :data:`NIR_LIMITS`), and hands other networks to ``norse.torch.to_nir``.
@@ -16,7 +18,7 @@ and under ``norse.torch.Lift``. The bases run the core step function of the spec
 Example:
     >>> import torch
     >>> from snn_encodings import ICRate
-    >>> layer = ICRateLayer(ICRate(steps=4, init="zero"))
+    >>> layer = ICRateNeurons(ICRate(steps=4, init="zero"))
     >>> spikes, state = layer(torch.full((4, 1, 2), 0.5))
     >>> spikes[:, 0, 0].tolist(), state.v[0].tolist()
     ([0.0, 1.0, 0.0, 1.0], [0.0, 0.0])
@@ -44,6 +46,8 @@ from snn_encodings.functional import neuron_functions
 from snn_encodings.functional.surrogate import Surrogate
 from snn_encodings.specs import ICRate, Quartz, Radix, Spec
 
+from ._swap import class_scores, refuse, scaled, spec_or_default, warn_short_window
+
 try:
     from norse.torch import SequentialState
     from norse.torch import to_nir as _norse_to_nir
@@ -57,15 +61,16 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 __all__ = [
     "NEURONS",
     "NIR_LIMITS",
-    "EncodingCell",
-    "EncodingLayer",
+    "Cell",
     "EncodingParameters",
     "ICRateCell",
-    "ICRateLayer",
+    "ICRateNeurons",
+    "Neurons",
     "QuartzCell",
-    "QuartzLayer",
+    "QuartzNeurons",
     "RadixCell",
-    "RadixLayer",
+    "RadixNeurons",
+    "class_scores",
     "convert",
     "from_spiking_network",
     "to_nir",
@@ -85,6 +90,7 @@ class EncodingParameters(NamedTuple):
         alpha: the surrogate's sharpness, as in Norse's ``LIFParameters.alpha``.
         step_options: further keyword overrides of the core step, e.g. ``{"rectify": False}``
             for a Quartz output layer.
+        gain: factor on the surrogate's gradient.
     """
 
     spec: Spec
@@ -93,14 +99,16 @@ class EncodingParameters(NamedTuple):
     method: str | None = "super"
     alpha: float = 100.0
     step_options: Mapping[str, Any] = MappingProxyType({})
+    gain: float = 1.0
 
     @property
     def surrogate(self) -> Surrogate | None:
-        """The core ``surrogate=`` built from Norse's ``threshold(x, method, alpha)``."""
+        """The core ``surrogate=`` built from Norse's ``threshold(x, method, alpha)``, its
+        gradient multiplied by ``gain``."""
         if self.method is None:
             return None
         method, alpha = self.method, self.alpha
-        return lambda x: _norse_threshold(x, method, alpha)
+        return scaled(lambda x: _norse_threshold(x, method, alpha), self.gain)
 
     def overrides(self, like: Tensor) -> dict[str, Tensor]:
         """Keyword overrides for the core step (``threshold`` cast to ``like``'s dtype)."""
@@ -128,6 +136,28 @@ class _EncodingModule:
     method: str | None
     alpha: float
     step_options: Mapping[str, Any]
+    gain: float
+
+    def _parameters(
+        self, spec: Spec | None, p: Any, dt: float, **options: Any
+    ) -> EncodingParameters:
+        """The module's ``p``: the ``p=`` given (Norse style), else one built from ``options``."""
+        name = type(self).__name__
+        if not isinstance(dt, (int, float)) or isinstance(dt, bool) or dt <= 0:
+            raise SpecError(f"{name}: dt must be a positive number, got {dt!r}")
+        if p is None:
+            return self._make_parameters(spec_or_default(spec, self.spec_type, name), **options)
+        if not isinstance(p, EncodingParameters):
+            why = (
+                "Norse's neuron parameters (time constants, v_leak, v_reset) have no meaning for "
+                "an encoding's neuron"
+            )
+            instead = "pass the spec (and threshold=, method=, alpha=) or an EncodingParameters"
+            raise refuse(name, "p", type(p).__name__, why, instead)
+        if spec is not None and spec != p.spec:
+            raise TypeError(f"{name}: spec={spec!r} and p.spec={p.spec!r} differ; pass one")
+        spec_or_default(p.spec, self.spec_type, name)
+        return p
 
     def _make_parameters(
         self,
@@ -140,13 +170,9 @@ class _EncodingModule:
         method: str | None,
         alpha: float,
         step_options: Mapping[str, Any] | None,
+        surrogate_gain: float,
     ) -> EncodingParameters:
         name = type(self).__name__
-        if self.spec_type is not None and type(spec) is not self.spec_type:
-            raise TypeError(
-                f"{name} expects a {self.spec_type.__name__} spec, got {type(spec).__name__}; "
-                f"use NEURONS[type(spec)] to pick the module for a spec"
-            )
         functions = neuron_functions(spec)  # TypeError for an unregistered spec
         if (threshold is not None or learn_threshold) and "threshold" not in inspect.signature(
             functions.step
@@ -182,6 +208,7 @@ class _EncodingModule:
             method,
             float(alpha),
             MappingProxyType(options),
+            float(surrogate_gain),
         )
 
     # Norse's bases keep ``p`` as a plain attribute, which ``.to()`` and ``state_dict`` miss.
@@ -189,7 +216,13 @@ class _EncodingModule:
     @property
     def p(self) -> EncodingParameters:
         return EncodingParameters(
-            self.spec, self.v0, self.threshold, self.method, self.alpha, self.step_options
+            self.spec,
+            self.v0,
+            self.threshold,
+            self.method,
+            self.alpha,
+            self.step_options,
+            self.gain,
         )
 
     @p.setter
@@ -211,6 +244,7 @@ class _EncodingModule:
         self.method = value.method
         self.alpha = value.alpha
         self.step_options = value.step_options
+        self.gain = value.gain
 
     def extra_repr(self) -> str:
         learnable = [name for name, _ in self.named_parameters(recurse=False)]  # type: ignore[attr-defined]
@@ -262,14 +296,15 @@ def _as_tensor(value: float | Tensor | None, learnable: bool) -> Tensor | None:
     return nn.Parameter(tensor) if learnable else tensor
 
 
-class EncodingCell(_EncodingModule, SNNCell):
-    r"""One time step of an encoding's neurons, as a Norse cell (``SNNCell``).
-
-    Runs the core step of ``spec`` (see :func:`snn_encodings.functional.neuron_functions`);
-    spikes are exact :math:`\{0, 1\}`, Norse's surrogate only shapes the gradient.
-
+_ARGS_DOC = """
     Args:
-        spec: the encoding's spec; any registered spec (subclasses accept only their own).
+        spec: the encoding's spec; any registered spec for the generic class, ``None`` for
+            the per-encoding classes' default (``ICRateCell()`` runs ``ICRate()``).
+        p: Norse style: an :class:`EncodingParameters` instead of ``spec`` and the options
+            below. Norse's own parameter records (``LIFParameters`` ...) are refused: their
+            time constants have no meaning for these neurons.
+        dt: accepted as Norse's cells take it; the encodings count time in steps, so it does
+            not change the dynamics.
         v0: initial membrane in threshold units (scalar or tensor broadcastable to ``(B, *)``,
             e.g. per channel ``(C, 1, 1)``); ``None`` uses the spec's initial state.
         threshold: threshold override (a tensor for per-neuron values), if the step has one.
@@ -279,20 +314,36 @@ class EncodingCell(_EncodingModule, SNNCell):
         alpha: the surrogate's sharpness.
         step_options: other keyword overrides of the core step, e.g. ``{"rectify": False}``
             for Quartz neurons without the rectifier.
+        surrogate_gain: factor on the surrogate's gradient (spikes unchanged), e.g. to bring
+            gradient norms near those of Norse's ``LIFCell`` under plain SGD; Adam normalises
+            any such factor away.
+"""
 
+
+class Cell(_EncodingModule, SNNCell):
+    r"""One time step of an encoding's neurons, as a Norse cell (``SNNCell``).
+
+    Runs the core step of ``spec`` (see :func:`snn_encodings.functional.neuron_functions`);
+    spikes are exact :math:`\{0, 1\}`, Norse's surrogate only shapes the gradient. The swap
+    of a Norse cell: ``LIFCell(p=LIFParameters(...))`` -> ``ICRateCell()`` (or
+    ``Cell(spec)``), same ``z, s = cell(x, s)`` loop.
+    {args}
     Inputs: ``input_tensor`` ``(B, *)`` currents in threshold units; ``state`` from a previous
     call or ``None``. Outputs: ``(spikes, state)``, spikes ``(B, *)`` in the input's dtype.
 
     Raises:
         TypeError: for a spec of the wrong type, a state of another encoding, or an unknown
             step option.
-        SpecError: for a state whose fields are not shaped like the input.
+        SpecError: for a state whose fields are not shaped like the input, or a Norse
+            parameter record as ``p``.
     """
 
     def __init__(
         self,
-        spec: Spec,
+        spec: Spec | None = None,
         *,
+        p: EncodingParameters | None = None,
+        dt: float = 0.001,
         v0: float | Tensor | None = None,
         threshold: float | Tensor | None = None,
         learn_v0: bool = False,
@@ -300,9 +351,12 @@ class EncodingCell(_EncodingModule, SNNCell):
         method: str | None = "super",
         alpha: float = 100.0,
         step_options: Mapping[str, Any] | None = None,
+        surrogate_gain: float = 1.0,
     ) -> None:
-        p = self._make_parameters(
+        p = self._parameters(
             spec,
+            p,
+            dt,
             v0=v0,
             threshold=threshold,
             learn_v0=learn_v0,
@@ -310,20 +364,22 @@ class EncodingCell(_EncodingModule, SNNCell):
             method=method,
             alpha=alpha,
             step_options=step_options,
+            surrogate_gain=surrogate_gain,
         )
-        super().__init__(activation=_norse_step, state_fallback=self.initial_state, p=p)
+        super().__init__(activation=_norse_step, state_fallback=self.initial_state, p=p, dt=dt)
 
     def forward(self, input_tensor: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         self._check(input_tensor, state)
         return super().forward(input_tensor, state)
 
 
-class EncodingLayer(_EncodingModule, SNN):
+class Neurons(_EncodingModule, SNN):
     r"""An encoding's neurons over a time-first sequence, as a Norse layer (``SNN``).
 
-    Equivalent to looping the matching :class:`EncodingCell` over dim 0. Arguments as for
-    :class:`EncodingCell`, plus ``record_states`` (as in Norse's ``LIF``): return the state
-    after every step, each field stacked to ``(T, B, *)``, instead of the final state.
+    Equivalent to looping the matching :class:`Cell` over dim 0; the swap of Norse's ``LIF()``.
+    Arguments as for :class:`Cell`, plus ``record_states`` (as in Norse's ``LIF``): return the
+    state after every step, each field stacked to ``(T, B, *)``, instead of the final state.
+    A fresh run (``state=None``) shorter than a radix or Quartz window warns once.
 
     Inputs: ``input_tensor`` ``(T, B, *)``; ``state`` ``(B, *)`` fields or ``None``.
     Outputs: ``(spikes, state)``, spikes ``(T, B, *)``.
@@ -333,8 +389,10 @@ class EncodingLayer(_EncodingModule, SNN):
 
     def __init__(
         self,
-        spec: Spec,
+        spec: Spec | None = None,
         *,
+        p: EncodingParameters | None = None,
+        dt: float = 0.001,
         v0: float | Tensor | None = None,
         threshold: float | Tensor | None = None,
         learn_v0: bool = False,
@@ -342,10 +400,13 @@ class EncodingLayer(_EncodingModule, SNN):
         method: str | None = "super",
         alpha: float = 100.0,
         step_options: Mapping[str, Any] | None = None,
+        surrogate_gain: float = 1.0,
         record_states: bool = False,
     ) -> None:
-        p = self._make_parameters(
+        p = self._parameters(
             spec,
+            p,
+            dt,
             v0=v0,
             threshold=threshold,
             learn_v0=learn_v0,
@@ -353,33 +414,40 @@ class EncodingLayer(_EncodingModule, SNN):
             method=method,
             alpha=alpha,
             step_options=step_options,
+            surrogate_gain=surrogate_gain,
         )
         super().__init__(
             activation=_norse_step,
             state_fallback=self.initial_state,
             p=p,
+            dt=dt,
             record_states=record_states,
         )
 
     def forward(self, input_tensor: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         self._check(input_tensor, state)
+        if state is None:
+            warn_short_window(type(self).__name__, self.spec, input_tensor.shape[0])
         return super().forward(input_tensor, state)
 
 
-class ICRateCell(EncodingCell):
-    """IC-rate neurons, one step: :func:`snn_encodings.functional.icrate_step`."""
+Cell.__doc__ = (Cell.__doc__ or "").replace("{args}", _ARGS_DOC)
+
+
+class ICRateCell(Cell):
+    """IC-rate neurons, one step (default ``ICRate()``): ``icrate_step``."""
 
     spec_type = ICRate
 
 
-class ICRateLayer(EncodingLayer):
-    """IC-rate neurons over time: :func:`snn_encodings.functional.icrate_step` looped."""
+class ICRateNeurons(Neurons):
+    """IC-rate neurons over time (default ``ICRate()``): ``icrate_step`` looped."""
 
     spec_type = ICRate
 
 
-class QuartzCell(EncodingCell):
-    """Quartz neurons, one step: :func:`snn_encodings.functional.quartz_step`.
+class QuartzCell(Cell):
+    """Quartz neurons, one step (default ``Quartz()``): ``quartz_step``.
 
     The state's step counter ``t`` places each step in the window (readout at :math:`2K`,
     rectifier at :math:`3K`), so a run starts at the window's first step with ``state=None``.
@@ -388,8 +456,8 @@ class QuartzCell(EncodingCell):
     spec_type = Quartz
 
 
-class QuartzLayer(EncodingLayer):
-    """Quartz neurons over time: :func:`snn_encodings.functional.quartz_step` looped.
+class QuartzNeurons(Neurons):
+    """Quartz neurons over time (default ``Quartz()``): ``quartz_step`` looped.
 
     The raw spike times of the step loop; a converted network's layer also shifts them by
     ``spec.layer_latency`` (:func:`from_spiking_network` applies the core layer's hooks).
@@ -398,16 +466,16 @@ class QuartzLayer(EncodingLayer):
     spec_type = Quartz
 
 
-class RadixCell(EncodingCell):
-    """Radix neurons, one step: :func:`snn_encodings.functional.radix_step` (``spec.mode``
-    selects the exact or the paper neuron; the state's counter ``k`` places the step in the
-    digit schedule)."""
+class RadixCell(Cell):
+    """Radix neurons, one step (default ``Radix()``): ``radix_step``; ``spec.mode`` selects the
+    exact or the paper neuron and the state's counter ``k`` places the step in the digit schedule.
+    """
 
     spec_type = Radix
 
 
-class RadixLayer(EncodingLayer):
-    """Radix neurons over time: :func:`snn_encodings.functional.radix_step` looped.
+class RadixNeurons(Neurons):
+    """Radix neurons over time (default ``Radix()``): ``radix_step`` looped.
 
     The raw step loop; a converted network's layer also pads, slices and saturates its window
     (:func:`from_spiking_network` applies the core layer's hooks).
@@ -416,12 +484,12 @@ class RadixLayer(EncodingLayer):
     spec_type = Radix
 
 
-NEURONS: Mapping[type[Spec], tuple[type[EncodingCell], type[EncodingLayer]]] = {
-    ICRate: (ICRateCell, ICRateLayer),
-    Quartz: (QuartzCell, QuartzLayer),
-    Radix: (RadixCell, RadixLayer),
+NEURONS: Mapping[type[Spec], tuple[type[Cell], type[Neurons]]] = {
+    ICRate: (ICRateCell, ICRateNeurons),
+    Quartz: (QuartzCell, QuartzNeurons),
+    Radix: (RadixCell, RadixNeurons),
 }
-"""Spec class -> (cell class, layer class)."""
+"""Spec class -> (cell class, sequence class)."""
 
 
 # --- conversion ------------------------------------------------------------------------------
@@ -471,7 +539,7 @@ class _MaxPool(nn.Module):
 
 
 class _Window(nn.Module):
-    """A converted neuron layer: a Norse :class:`EncodingLayer` framed by the core layer's hooks.
+    """A converted neuron layer: a Norse :class:`Neurons` framed by the core layer's hooks.
 
     ``core`` is the converted network's
     :class:`~snn_encodings.conversion.rules.base.NeuronLayer`: its ``before`` prepares the
@@ -481,7 +549,7 @@ class _Window(nn.Module):
     ``None``); outputs: ``(spikes (T, B, *), state)``.
     """
 
-    def __init__(self, layer: EncodingLayer, core: NeuronLayer) -> None:
+    def __init__(self, layer: Neurons, core: NeuronLayer) -> None:
         super().__init__()
         self.layer = layer
         self.core = core
@@ -497,7 +565,7 @@ class _Readout(_Window):
 
     scale: Tensor
 
-    def __init__(self, layer: EncodingLayer, core: NeuronLayer, rule: Rule, scale: Tensor) -> None:
+    def __init__(self, layer: Neurons, core: NeuronLayer, rule: Rule, scale: Tensor) -> None:
         super().__init__(layer, core)
         self.rule = rule
         self.register_buffer("scale", scale.clone())
@@ -511,7 +579,7 @@ class _Readout(_Window):
         return values * scale, state
 
 
-def _norse_layer(stage: Any, options: dict[str, Any]) -> tuple[EncodingLayer, NeuronLayer]:
+def _norse_layer(stage: Any, options: dict[str, Any]) -> tuple[Neurons, NeuronLayer]:
     core = stage.neurons
     if not isinstance(core, NeuronLayer):
         raise ConversionError(
@@ -519,7 +587,7 @@ def _norse_layer(stage: Any, options: dict[str, Any]) -> tuple[EncodingLayer, Ne
             f"so its step loop cannot be run by a Norse layer; run the SpikingNetwork itself"
         )
     spec = core.step_spec
-    layer_type = NEURONS.get(type(spec), (EncodingCell, EncodingLayer))[1]
+    layer_type = NEURONS.get(type(spec), (Cell, Neurons))[1]
     v0 = getattr(core, "v0", None)
     if isinstance(v0, Tensor) and v0.dim() == 1:
         v0 = v0.view(-1, *[1] * (len(stage.shape) - 1))
@@ -534,7 +602,7 @@ def from_spiking_network(
 
     The model is a ``norse.torch.SequentialState`` over the whole time window: the encoder,
     then per layer its weights (copies of the network's synapse modules) and an
-    :class:`EncodingLayer` holding the layer's initial membrane, max-pooling stages, and a
+    :class:`Neurons` holding the layer's initial membrane, max-pooling stages, and a
     readout that decodes the output layer. ``model(x)`` with ``x`` ``(B, *)`` returns
     ``(outputs (B, K), states)``; the outputs equal ``network(x)``.
 
@@ -635,11 +703,11 @@ def to_nir(module: nn.Module, sample_data: Tensor, **options: Any) -> Any:
     export a network with our neurons as a broken graph; this function raises instead.
 
     Raises:
-        ExportError: if ``module`` holds an :class:`EncodingCell` or :class:`EncodingLayer`,
+        ExportError: if ``module`` holds an :class:`Cell` or :class:`Neurons`,
             naming the layer and why NIR cannot express its neuron.
     """
     for name, child in module.named_modules():
-        if isinstance(child, (EncodingCell, EncodingLayer)):
+        if isinstance(child, (Cell, Neurons)):
             reason = encoding_for(child.spec).nir_limit
             raise ExportError(
                 f"to_nir: layer {name or '<root>'!r} ({type(child).__name__}) cannot be "

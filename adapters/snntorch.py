@@ -2,13 +2,13 @@
 
 Swap the neuron class in existing snnTorch code::
 
-    lif = snntorch.Leaky(beta=0.9)          ->  lif = ICRateNeuron(ICRate(steps=8))
+    lif = snntorch.Leaky(beta=0.9)          ->  lif = ICRateNeuron()      # or Neuron(spec)
     spk, mem = lif(cur, mem)                    # same calling forms, same return values
 
 Each neuron subclasses :class:`snntorch.Leaky` so snnTorch's tooling (``snntorch.utils.reset``,
 ``init_hidden``/``output`` inside ``nn.Sequential``, surrogate gradients) keeps working, but its
-forward pass only runs the encoding's core functions (:func:`~snn_encodings.functional.neuron_functions`):
-the maths is documented there.
+forward pass only runs the encoding's core functions
+(:func:`~snn_encodings.functional.neuron_functions`): the maths is documented there.
 """
 
 from __future__ import annotations
@@ -32,19 +32,33 @@ from snn_encodings import coding
 from snn_encodings.conversion import SpikingNetwork, with_steps
 from snn_encodings.conversion import convert as core_convert
 from snn_encodings.conversion.convert import DEFAULT
-from snn_encodings.encoding import encoding_for, encoding_notes
+from snn_encodings.encoding import encoding_for
 from snn_encodings.errors import ExportError, SpecError
 from snn_encodings.functional import neuron_functions, simulate
 from snn_encodings.specs import ICRate, Quartz, Radix, Spec
 
+from ._swap import (
+    NOT_RATE_TRAINABLE,
+    class_scores,
+    decoded,
+    refuse,
+    scaled,
+    spec_or_default,
+    spec_with_threshold,
+    warn_rate_loss,
+    warn_short_window,
+)
+
 __all__ = [
     "NEURONS",
     "NOT_RATE_TRAINABLE",
-    "EncodingNeuron",
+    "RESETS",
     "ICRateNeuron",
+    "Neuron",
     "QuartzNeuron",
     "RadixNeuron",
     "SnnTorchNetwork",
+    "class_scores",
     "convert",
     "encode",
     "neuron_for",
@@ -52,17 +66,23 @@ __all__ = [
     "reset",
 ]
 
-_NEURONS: dict[type[Spec], type[EncodingNeuron]] = {}
+_NEURONS: dict[type[Spec], type[Neuron]] = {}
 NEURONS: Mapping[type[Spec], type[nn.Module]] = MappingProxyType(_NEURONS)
 """Spec class -> its snnTorch neuron class (filled as the classes below are defined)."""
 
 
-class EncodingNeuron(snntorch.Leaky):
-    r"""Base of the snnTorch neurons: an :class:`snntorch.Leaky` that runs a core step function.
+class Neuron(snntorch.Leaky):
+    r"""snnTorch neuron of any registered encoding: an :class:`snntorch.Leaky` running a core step.
 
-    Subclasses only name their spec class (``class RadixNeuron(EncodingNeuron, spec=Radix)``).
-    The forward pass calls ``neuron_functions(spec).step``; the state is the encoding's state
-    record (membrane ``v`` plus any counters or flags), exposed to snnTorch as ``mem`` = ``v``.
+    ``Neuron(spec)`` runs ``neuron_functions(spec).step``; :class:`ICRateNeuron`,
+    :class:`RadixNeuron` and :class:`QuartzNeuron` are the same class with a default spec
+    (``ICRateNeuron()`` = ``Neuron(ICRate())``). The state is the encoding's state record
+    (membrane ``v`` plus any counters or flags), exposed to snnTorch as ``mem`` = ``v``.
+
+    The swap in snnTorch code keeps the keywords::
+
+        snn.Leaky(beta=0.95, spike_grad=surrogate.atan(), init_hidden=True)
+        ICRateNeuron(spike_grad=surrogate.atan(), init_hidden=True)       # beta omitted (or 1)
 
     Conventions translated from snnTorch:
 
@@ -76,6 +96,9 @@ class EncodingNeuron(snntorch.Leaky):
       empty ``mem`` likewise means "start fresh"; passing back the ``mem`` the neuron returned
       (or a view of it, e.g. ``mem.detach()``) continues the run; any other tensor replaces the
       membrane and keeps the other fields.
+    - **Windows.** Radix and Quartz neurons need a whole window (``spec.steps_per_layer``
+      steps) per run; a run found shorter when the neuron restarts warns once
+      (:class:`~snn_encodings.errors.SnnEncodingsWarning`).
     - **Shapes.** After a reset the next input may have any shape. A different shape in the
       middle of a run raises :class:`~snn_encodings.errors.SpecError` (``snntorch.Leaky``
       silently restarts from zero instead).
@@ -84,30 +107,44 @@ class EncodingNeuron(snntorch.Leaky):
       the surrogate provides the gradient (a NaN its derivative gives far from threshold, as
       ``snntorch.surrogate.sigmoid`` does in float32, counts as 0, its limit).
       ``surrogate_disable=True`` gives no spike gradient. Encodings listed in
-      :data:`NOT_RATE_TRAINABLE` need a loss on what their spikes encode, not on spike counts.
+      :data:`NOT_RATE_TRAINABLE` need a loss on what their spikes encode (:func:`class_scores`),
+      not on spike counts: an ``output=True`` neuron of such an encoding warns once when a loss
+      other than :func:`class_scores` sends gradient into its spikes.
       ``learn_threshold=True`` makes ``threshold`` an ``nn.Parameter`` passed to the step as
       ``threshold=`` (only for encodings whose step accepts that override).
-    - **Fixed.** The neuron does not leak (no ``beta``), and ``reset_mechanism``,
-      ``inhibition``, ``state_quant``, graded spikes and ``reset_delay`` are not options: the
-      reset is the encoding's own, applied in the same step.
+    - **Readout.** ``snntorch.functional.accuracy_rate`` (argmax of spike counts) is right for
+      IC-rate only; :func:`class_scores` decodes every encoding's output spikes.
     - **NIR.** ``snntorch.export_nir.export_to_nir`` would describe the neuron as a leaky
       integrate-and-fire node; reading ``beta`` (which it does) raises
       :class:`~snn_encodings.errors.ExportError` instead. Use ``snn_encodings.export``.
 
     Args:
-        spec: the encoding's spec; must be an instance of the class's ``spec_type``.
-        v0: initial membrane handed to the core ``initial_state`` (a scalar, or a tensor
-            broadcastable to one step's shape, e.g. per-channel values from calibration);
-            ``None`` uses the spec's default.
+        spec: the encoding's spec; ``None`` gives the class's default spec (per-encoding
+            classes only). A number here is taken as snnTorch's positional ``beta``.
+        beta: snnTorch's leak factor; these neurons integrate without leak, so only 1 works
+            (radix's per-digit leak is ``Radix(leak=...)``).
+        threshold: the firing threshold, written into the spec (``ICRate(threshold=...)``,
+            radix's normalised threshold); Quartz accepts only its own ``t_max + 1/2``.
         spike_grad: snnTorch surrogate (``snntorch.surrogate.*``); ``None`` gives ``atan()``.
         surrogate_disable: no gradient through the spikes.
         init_hidden: keep the state inside the module and return spikes only.
-        learn_threshold: learn the threshold (initialised to ``spec.threshold``).
+        inhibition, learn_beta, state_quant, graded_spikes_factor,
+            learn_graded_spikes_factor: snnTorch options without meaning here; only their
+            defaults are accepted.
+        learn_threshold: learn the threshold (initialised to the spec's).
+        reset_mechanism: the encoding's own reset (:data:`RESETS`; ``None`` takes it); any
+            other raises.
         output: with ``init_hidden``, also return the membrane.
+        reset_delay: accepted either way: with an integrate-and-fire neuron a delayed reset
+            gives the same spikes; the returned ``mem`` is always after the step's reset.
+        v0: initial membrane handed to the core ``initial_state`` (a scalar, or a tensor
+            broadcastable to one step's shape, e.g. per-channel values from calibration);
+            ``None`` uses the spec's default.
+        surrogate_gain: factor on the surrogate's gradient (spikes unchanged).
 
     Raises:
-        TypeError: if ``spec`` is not an instance of ``spec_type``.
-        SpecError: if ``learn_threshold`` is set for an encoding without a threshold override.
+        TypeError: if ``spec`` is not an instance of ``spec_type`` (or missing for ``Neuron``).
+        SpecError: for a keyword the encoding cannot honour, naming what to pass instead.
     """
 
     spec_type: ClassVar[type[Spec]] = Spec
@@ -120,21 +157,41 @@ class EncodingNeuron(snntorch.Leaky):
 
     def __init__(
         self,
-        spec: Spec,
-        *,
-        v0: float | Tensor | None = None,
+        spec: Spec | float | None = None,
+        beta: float | Tensor = 1.0,
+        threshold: float | None = None,
         spike_grad: Callable[[Tensor], Tensor] | None = None,
         surrogate_disable: bool = False,
         init_hidden: bool = False,
+        inhibition: bool = False,
+        learn_beta: bool = False,
         learn_threshold: bool = False,
+        reset_mechanism: str | None = None,
+        state_quant: Any = False,
         output: bool = False,
+        graded_spikes_factor: float = 1.0,
+        learn_graded_spikes_factor: bool = False,
+        reset_delay: bool = True,
+        *,
+        v0: float | Tensor | None = None,
+        surrogate_gain: float = 1.0,
     ) -> None:
         name = type(self).__name__
-        if not isinstance(spec, self.spec_type):
-            raise TypeError(
-                f"{name} expects a {self.spec_type.__name__} spec, got {type(spec).__name__}; "
-                f"use neuron_for(spec) to pick the neuron class of a spec"
-            )
+        if isinstance(spec, (int, float, Tensor)) and not isinstance(spec, bool):
+            spec, beta = None, spec  # snnTorch's positional beta: Leaky(0.9)
+        spec = spec_or_default(spec, self.spec_type, name)
+        _check_snntorch_keywords(
+            name,
+            spec,
+            beta=beta,
+            learn_beta=learn_beta,
+            inhibition=inhibition,
+            state_quant=state_quant,
+            graded_spikes_factor=graded_spikes_factor,
+            learn_graded_spikes_factor=learn_graded_spikes_factor,
+            reset_mechanism=reset_mechanism,
+        )
+        spec = spec_with_threshold(spec, threshold, name, "threshold")
         functions = neuron_functions(spec)
         if learn_threshold and "threshold" not in inspect.signature(functions.step).parameters:
             raise SpecError(
@@ -152,8 +209,10 @@ class EncodingNeuron(snntorch.Leaky):
             reset_delay=False,
         )
         self.spec = spec
+        self.surrogate_gain = float(surrogate_gain)
         self._functions = functions
         self._learn_threshold = learn_threshold
+        self._steps = 0
         if isinstance(v0, Tensor):
             self.register_buffer("v0", v0.detach().clone())
         else:
@@ -231,7 +290,7 @@ class EncodingNeuron(snntorch.Leaky):
         self._fresh = True
         return self.mem
 
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> EncodingNeuron:
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Neuron:
         super()._apply(fn, recurse)
         if self._state is not None:
             self._state = type(self._state)(*(fn(field) for field in self._state))
@@ -260,6 +319,9 @@ class EncodingNeuron(snntorch.Leaky):
         if mem is not None:
             self._take_membrane(mem)
         if self._fresh:
+            if self._steps:
+                warn_short_window(type(self).__name__, self.spec, self._steps)
+            self._steps = 0
             self._state = self._initial_state(input_.detach())
         elif self._state is None or self._state.v.shape != input_.shape:
             before = None if self._state is None else tuple(self._state.v.shape)
@@ -269,21 +331,63 @@ class EncodingNeuron(snntorch.Leaky):
                 f"snn_encodings.adapters.snntorch.reset(net) before a batch of another shape"
             )
         overrides = {"threshold": self.threshold} if self._learn_threshold else {}
-        surrogate = None if self.surrogate_disable else self.spike_grad
+        surrogate = None if self.surrogate_disable else scaled(self.spike_grad, self.surrogate_gain)
         spk, self._state = self._functions.step(
             input_, self._state, self.spec, surrogate=surrogate, **overrides
         )
         self._fresh = False
+        self._steps += 1
+        if self.output and spk.requires_grad and type(self.spec) in NOT_RATE_TRAINABLE:
+            spk.register_hook(self._check_loss)
         if self.output or not self.init_hidden:
             return spk, self._state.v
         return spk
+
+    def _check_loss(self, grad: Tensor) -> None:
+        # Runs when a loss sends gradient into this output neuron's spikes.
+        if not decoded(self.spec):
+            warn_rate_loss(type(self).__name__, self.spec)
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}, init_hidden={self.init_hidden}, output={self.output}"
 
 
-class ICRateNeuron(EncodingNeuron, spec=ICRate):
-    """snnTorch neuron of the IC-rate encoding; runs :func:`~snn_encodings.functional.icrate_step`.
+RESETS: Mapping[type[Spec], str] = MappingProxyType(
+    {ICRate: "subtract", Radix: "subtract", Quartz: "zero"}
+)
+"""Spec class -> its neuron's reset, in snnTorch's ``reset_mechanism`` words (Quartz neurons
+zero their membrane when they fire, and fire once per window)."""
+
+
+def _check_snntorch_keywords(where: str, spec: Spec, **given: Any) -> None:
+    """Refuse snnTorch keywords that the encoding's neuron cannot honour (see :class:`Neuron`)."""
+    beta = given["beta"]
+    if not bool(torch.all(torch.as_tensor(beta, dtype=torch.float64) == 1.0)):
+        why = f"{type(spec).__name__} neurons integrate without leak"
+        if isinstance(spec, Radix):
+            why += " (the per-digit leak is Radix(leak=...))"
+        raise refuse(where, "beta", beta, why, "omit beta (or pass beta=1.0)")
+    fixed = {
+        "learn_beta": (False, "there is no leak factor to learn"),
+        "inhibition": (False, "winner-take-all would change the encoding's spike trains"),
+        "state_quant": (False, "the encoding fixes its own membrane arithmetic"),
+        "graded_spikes_factor": (1.0, "spikes are exactly 0 or 1 (the decoders assume it)"),
+        "learn_graded_spikes_factor": (False, "spikes are exactly 0 or 1"),
+    }
+    for keyword, (default, why) in fixed.items():
+        if given[keyword] is not default and given[keyword] != default:
+            raise refuse(where, keyword, given[keyword], why, f"omit {keyword}")
+    reset = given["reset_mechanism"]
+    own = RESETS.get(type(spec))
+    if reset is not None and reset != own:
+        why = f"the {type(spec).__name__} neuron's reset is its own ({own!r})"
+        instead = f"omit reset_mechanism (or pass {own!r})"
+        raise refuse(where, "reset_mechanism", reset, why, instead)
+
+
+class ICRateNeuron(Neuron, spec=ICRate):
+    """:class:`Neuron` of the IC-rate encoding (default spec ``ICRate()``); runs
+    :func:`~snn_encodings.functional.icrate_step`.
 
     Example:
         >>> neuron = ICRateNeuron(ICRate(steps=4))          # v0 = threshold / 2
@@ -295,22 +399,18 @@ class ICRateNeuron(EncodingNeuron, spec=ICRate):
     """
 
 
-class RadixNeuron(EncodingNeuron, spec=Radix):
-    """snnTorch neuron of the radix encoding; runs :func:`~snn_encodings.functional.radix_step`."""
+class RadixNeuron(Neuron, spec=Radix):
+    """:class:`Neuron` of the radix encoding (default spec ``Radix()``); runs
+    :func:`~snn_encodings.functional.radix_step`."""
 
 
-class QuartzNeuron(EncodingNeuron, spec=Quartz):
-    """snnTorch neuron of the Quartz encoding; runs :func:`~snn_encodings.functional.quartz_step`."""
+class QuartzNeuron(Neuron, spec=Quartz):
+    """:class:`Neuron` of the Quartz encoding (default spec ``Quartz()``); runs
+    :func:`~snn_encodings.functional.quartz_step`."""
 
 
-NOT_RATE_TRAINABLE: Mapping[type[Spec], str] = encoding_notes("not_rate_trainable")
-"""Spec class -> why snnTorch's usual spike-count (rate) losses cannot train its neuron, and
-what to train on instead. The surrogate gradients of these neurons are still defined and
-finite; only the rate readout is constant."""
-
-
-def neuron_for(spec: Spec, **options: Any) -> EncodingNeuron:
-    """Build the snnTorch neuron of ``spec`` (``options`` as in :class:`EncodingNeuron`).
+def neuron_for(spec: Spec, **options: Any) -> Neuron:
+    """Build the snnTorch neuron of ``spec`` (``options`` as in :class:`Neuron`).
 
     Raises:
         TypeError: if no neuron class is registered for ``type(spec)``.
@@ -352,8 +452,9 @@ class SnnTorchNetwork(nn.Module):
     Attributes:
         network: the core network.
         output: the decoded outputs ``(B, K)`` of the last call (the ANN's logit units); its
-            ``argmax(1)`` is the prediction (see :meth:`predict`). For these encodings the
-            output spike count alone is not the readout.
+            ``argmax(1)`` is the prediction (see :meth:`predict`). The output spike count
+            (what ``snntorch.functional.accuracy_rate`` ranks) is not the readout: radix spikes
+            are digits and a Quartz neuron spikes once, at a time that encodes its value.
     """
 
     def __init__(self, network: SpikingNetwork) -> None:

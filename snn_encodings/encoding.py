@@ -94,6 +94,11 @@ class Encoding:
         nir_limit: why NIR's neurons cannot express this neuron faithfully.
         not_rate_trainable: why a spike-count (rate) loss cannot train the neuron and what to
             train on instead, or ``None`` when rate losses work.
+        window_note: why a run shorter than the window ``spec.steps_per_layer`` loses the
+            neuron's output, or ``None`` when a short run is still meaningful.
+        scores: (reference) ``scores(spikes, spec, *, v_final=None, v0=None) -> (B, K)``: an
+            output layer's time-first spike record ``(T, B, K)`` read as class scores (what the
+            adapters' ``class_scores`` calls); ``None`` falls back to ``decode``.
         demo_variants: ``demo_variants(lengths) -> [(label, spec), ...]``: the specs the
             command line's demo converts for each window length in ``lengths``.
         demo_lengths: the demo option that gives those lengths (``"steps"`` by default).
@@ -115,6 +120,8 @@ class Encoding:
         "NIR's neuron nodes reset to v_reset and carry no initial state or time counter"
     )
     not_rate_trainable: str | None = None
+    window_note: str | None = None
+    scores: Reference | None = None
     demo_variants: Callable[[Sequence[int]], list[tuple[str, Spec]]] | None = None
     demo_lengths: str = "steps"
 
@@ -288,6 +295,7 @@ def _library_parts(name: str, rule: str) -> dict[str, str]:
         "decode": f"snn_encodings.coding.{name}:decode_{name}",
         "rule": f"snn_encodings.conversion.rules.{name}:{rule}",
         "kernel": f"{name}.cu",
+        "scores": f"snn_encodings.coding.{name}:{name}_scores",
     }
 
 
@@ -328,8 +336,12 @@ register_encoding(
             "sum, not monotonic in the value, and the exact neuron emits a window's value in the "
             "next window (pipelined), so a rate loss over one window has no gradient (exact "
             "mode) or one that does not follow the value (paper mode); put the loss on the "
-            "value the digits encode (coding.decode_radix), or fine-tune the ANN twin with "
-            "snn_encodings.finetune"
+            "value the digits encode (class_scores / coding.decode_radix), or fine-tune the ANN "
+            "twin with snn_encodings.finetune"
+        ),
+        window_note=(
+            "a radix neuron emits a value's digits over one window of steps * (base - 1) steps "
+            "(and the exact neuron emits it one window later), so a shorter run loses digits"
         ),
         demo_variants=_radix_demo,
         demo_lengths="radix_steps",
@@ -365,8 +377,13 @@ register_encoding(
             "a Quartz neuron fires exactly once per window (the rectifier fires every neuron "
             "still silent at step 3K), so its spike count is constant and a loss on spike "
             "counts or rates has no gradient; put the loss on the value its spike time encodes "
-            "(a spike at step t of the window reads (3K - t)/K), or fine-tune the ANN twin "
-            "with snn_encodings.finetune"
+            "(class_scores / coding.decode_quartz), or fine-tune the ANN twin with "
+            "snn_encodings.finetune"
+        ),
+        window_note=(
+            "a Quartz neuron can only fire from the readout step 2K on (exact mode) and every "
+            "silent neuron fires at the rectifier step 3K, so a shorter run has no spikes and "
+            "no gradient"
         ),
         demo_variants=_quartz_demo,
         demo_lengths="t_max",

@@ -193,11 +193,11 @@ def test_netx_and_nir_refuse_it_with_the_records_reason(trained_ann, loaders, tm
 
 def test_snntorch_generic_neuron_runs_it(make_currents) -> None:
     require("snntorch")
-    from snn_encodings.adapters.snntorch import EncodingNeuron
+    from snn_encodings.adapters.snntorch import Neuron
 
     spec = PlainIF(steps=10)
     currents = make_currents((2, 5), steps=10)
-    neuron = EncodingNeuron(spec)
+    neuron = Neuron(spec)
     mem = neuron.reset_mem()
     spikes, membranes = [], []
     for current in currents:
@@ -210,11 +210,11 @@ def test_snntorch_generic_neuron_runs_it(make_currents) -> None:
 @pytest.mark.parametrize("step_mode", ["s", "m"])
 def test_spikingjelly_generic_node_runs_it(step_mode: str, make_currents) -> None:
     require("spikingjelly")
-    from snn_encodings.adapters.spikingjelly import EncodingNode
+    from snn_encodings.adapters.spikingjelly import Node
 
     spec = PlainIF(steps=10)
     currents = make_currents((2, 5), steps=10)
-    node = EncodingNode(spec, step_mode=step_mode, store_v_seq=True)
+    node = Node(spec, step_mode=step_mode, store_v_seq=True)
     if step_mode == "m":
         got = (node(currents), node.v_seq)
     else:
@@ -225,14 +225,14 @@ def test_spikingjelly_generic_node_runs_it(step_mode: str, make_currents) -> Non
 
 def test_norse_generic_cell_and_layer_run_it(make_currents) -> None:
     require("norse")
-    from snn_encodings.adapters.norse import EncodingCell, EncodingLayer
+    from snn_encodings.adapters.norse import Cell, Neurons
 
     spec = PlainIF(steps=10)
     currents = make_currents((2, 5), steps=10)
     want = run_core(spec, currents)
-    spikes, states = EncodingLayer(spec, record_states=True)(currents)
+    spikes, states = Neurons(spec, record_states=True)(currents)
     assert_same_trace((spikes, states[0]), want)
-    cell, state, cell_spikes = EncodingCell(spec), None, []
+    cell, state, cell_spikes = Cell(spec), None, []
     for current in currents:
         out, state = cell(current, state)
         cell_spikes.append(out)

@@ -1,7 +1,7 @@
 """Norse: swap a LIF layer for an encoding's layer, then convert a trained CNN.
 
 Part 1 builds a small Norse network, ``SequentialState(Lift(Linear), LIF(), Lift(Linear))``,
-and swaps its ``LIF()`` for ``ICRateLayer``: same calling form, same time-first tensors, same
+and swaps its ``LIF()`` for ``ICRateNeurons``: same calling form, same time-first tensors, same
 ``state=None`` start. With constant input currents the IC-rate layer's spike count is exactly
 the quantised ReLU ``clip(floor(T z + v0), 0, T) / T`` that ANN-to-SNN conversion relies on,
 while Norse's LIF (synaptic current, leak, reset to zero) only approximates a ReLU.
@@ -28,7 +28,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # norse 1.1 uses torch.jit.script
     import norse.torch as norse
 
-from snn_encodings.adapters.norse import ICRateLayer, convert
+from snn_encodings.adapters.norse import ICRateNeurons, convert
 
 from snn_encodings import ICRate, Spec
 from snn_encodings.data.mnist import mnist_split
@@ -47,7 +47,7 @@ def swap_lif(steps: int) -> dict[str, torch.Tensor]:
     sequence = currents.expand(steps, 1, -1)  # (T, B=1, N): one neuron per current
 
     lif = norse.LIF()
-    icrate = ICRateLayer(ICRate(steps=steps, init="ann"))
+    icrate = ICRateNeurons(ICRate(steps=steps, init="ann"))
     # Both are Norse time-first layers: (T, B, N) -> ((T, B, N), state).
     with torch.no_grad():
         lif_spikes, _ = lif(sequence * 4)  # LIF integrates only dt * tau_mem_inv = 0.1 of its input
@@ -58,7 +58,8 @@ def swap_lif(steps: int) -> dict[str, torch.Tensor]:
     network = norse.SequentialState(
         norse.Lift(nn.Linear(4, 8)), norse.LIF(), norse.Lift(nn.Linear(8, 2))
     )
-    swapped = norse.SequentialState(network[0], ICRateLayer(ICRate(steps=steps)), network[2])
+    # norse.LIF()  ->  ICRateNeurons(): the spec defaults to ICRate()
+    swapped = norse.SequentialState(network[0], ICRateNeurons(), network[2])
     inputs = torch.rand(steps, 3, 4)
     out_lif, _ = network(inputs)
     out_icrate, states = swapped(inputs)
@@ -126,7 +127,7 @@ def plot(
     figure, (axis, bars) = plt.subplots(1, 2, figsize=(10, 3.5))
     x = curves["current"].numpy()
     axis.plot(x, curves["relu"].numpy(), "k--", label="ReLU clip(z, 0, 1)")
-    axis.step(x, curves["icrate_rate"].numpy(), where="mid", label=f"ICRateLayer, T={steps}")
+    axis.step(x, curves["icrate_rate"].numpy(), where="mid", label=f"ICRateNeurons, T={steps}")
     axis.plot(x, curves["lif_rate"].numpy(), label="norse LIF (input x4)")
     axis.set_xlabel("constant input current z (threshold units)")
     axis.set_ylabel("spikes per step")

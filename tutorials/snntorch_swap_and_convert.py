@@ -136,9 +136,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     )  # fmt: skip
 
     # 1b. Swap the neuron: one line. Deterministic sigma-delta inputs replace spikegen.rate.
-    spec = ICRate(steps=num_steps)
+    # snn.Leaky(beta=0.95, spike_grad=...)  ->  ICRateNeuron(spike_grad=...): no leak, so no beta
     torch.manual_seed(0)
-    swapped = Net(lambda: ICRateNeuron(spec, spike_grad=snntorch.surrogate.fast_sigmoid(slope=5)))
+    swapped = Net(lambda: ICRateNeuron(spike_grad=snntorch.surrogate.fast_sigmoid(slope=5)))
     swapped_losses = train(swapped, lambda x: rate_sigma_delta(x, num_steps), iterations)
     results["swapped_loss_first"], results["swapped_loss_last"] = (
         swapped_losses[0],
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     raster(axes[0], spk2[:, 0])
     axes[0].set(title="ICRateNeuron net: output spikes", xlabel="time step", ylabel="class")
     axes[1].plot(mem1[:, 0, :8].numpy())
-    axes[1].axhline(spec.threshold, ls="--", c="grey")
+    axes[1].axhline(ICRate().threshold, ls="--", c="grey")
     axes[1].set(title="hidden membranes (v0 = 0.5)", xlabel="time step", ylabel="v")
     raster(axes[2], spk_rec[:, 0])
     axes[2].set(

@@ -39,7 +39,16 @@ def _version() -> str:
 
 check_spikingjelly(_version(), hasattr(_neuron.BaseNode, "single_step_functional_forward"))
 
-from .nodes import NEURONS, EncodingNode, ICRateNode, QuartzNode, RadixNode
-from .recipe import recipe
+from .nodes import NEURONS, ICRateNode, Node, QuartzNode, RadixNode, class_scores
+from .recipe import WholeRun, recipe
 
-__all__ = ["NEURONS", "EncodingNode", "ICRateNode", "QuartzNode", "RadixNode", "recipe"]
+__all__ = [
+    "NEURONS",
+    "ICRateNode",
+    "Node",
+    "QuartzNode",
+    "RadixNode",
+    "WholeRun",
+    "class_scores",
+    "recipe",
+]

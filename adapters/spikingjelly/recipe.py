@@ -24,9 +24,11 @@ Users keep SpikingJelly's converter and call pattern::
   graph machinery cannot express these encodings: radix and Quartz need per-layer time windows
   that shift by ``spec.layer_latency`` (Quartz reads its output at a fixed time, not as a sum
   over ``T``), and their synapses quantise weights and biases to the encoding's grid. The
-  converter's result is then our ``SpikingNetwork`` (input ``(B, *)`` -> decoded output
-  ``(B, classes)``, one call per sample batch, no ``reset_net`` needed) instead of a
-  ``GraphModule``; calibration uses the recipe's ``dataloader``.
+  converter's result is then :class:`WholeRun` around our ``SpikingNetwork`` (input ``(B, *)``
+  -> decoded output ``(B, classes)``, one call per sample batch, no ``T`` loop and no
+  ``reset_net``; both are detected) instead of a ``GraphModule``; calibration uses the
+  recipe's ``dataloader``. For Quartz, ``Quartz(analytic=True)`` selects the closed-form
+  simulation, two orders of magnitude faster than stepping the window.
 """
 
 from __future__ import annotations
@@ -34,17 +36,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from spikingjelly.activation_based import functional
-from spikingjelly.activation_based.ann2snn import FXConversionRecipe, RateCodingRecipe
-from torch import fx, nn
+import warnings
 
-from snn_encodings.errors import ConversionError
+from spikingjelly.activation_based import base, functional
+from spikingjelly.activation_based.ann2snn import FXConversionRecipe, RateCodingRecipe
+from torch import Tensor, fx, nn
+
+from snn_encodings.errors import ConversionError, SnnEncodingsWarning
 from snn_encodings.specs import ICRate
 from snn_encodings.specs.base import Spec
 
 from .nodes import ICRateNode
 
-__all__ = ["CoreConversionRecipe", "ICRateRecipe", "recipe"]
+__all__ = ["CoreConversionRecipe", "ICRateRecipe", "WholeRun", "recipe"]
 
 Via = Literal["spikingjelly", "core"]
 
@@ -56,6 +60,8 @@ class ICRateRecipe(RateCodingRecipe):
         spec: the IC-rate spec (``init`` ``"zero"`` or ``"ann"``, analog input).
         dataloader: calibration batches (tensors, ``(input, target)`` pairs or dicts).
         node_options: keyword options of :class:`ICRateNode` (e.g. ``backend="cupy"``).
+            ``run_steps`` defaults to ``spec.steps``: the converted network refuses a ``T``
+            loop of another length (``run_steps=None`` lets any ``T`` run).
         rate_options: keyword options of ``RateCodingRecipe`` (``mode``, ``momentum``,
             ``fuse_flag``, ``channel_wise`` ...), except ``neuron_factory``.
     """
@@ -75,7 +81,8 @@ class ICRateRecipe(RateCodingRecipe):
         super().__init__(dataloader, neuron_factory=self._node, **rate_options)
 
     def _node(self, scale: float) -> ICRateNode:
-        return ICRateNode(self.spec, **self.node_options)
+        options = {"run_steps": self.spec.steps, **self.node_options}
+        return ICRateNode(self.spec, **options)
 
     def finalize(self, converter: Any, fx_model: fx.GraphModule) -> nn.Module:
         fx_model = super().finalize(converter, fx_model)
@@ -122,7 +129,58 @@ class CoreConversionRecipe(FXConversionRecipe):
         network, self._ann, self._network = self._network, None, None
         if network is None:
             raise ConversionError(f"{type(self).__name__}: replace() did not run")
-        return network.eval()
+        return WholeRun(network).eval()
+
+
+class WholeRun(base.MemoryModule):
+    """A converted network whose single call runs the whole simulation, in SpikingJelly's clothes.
+
+    ``out = snn(x)`` encodes ``x`` ``(B, *)``, simulates every layer's window and returns the
+    decoded output ``(B, classes)`` (argmax = prediction): no ``T`` loop, no averaging, no
+    ``functional.reset_net``. Those SpikingJelly habits are caught rather than silently
+    re-running the simulation: calling it again on the same input tensor without a new batch
+    raises, and ``functional.reset_net`` warns once that it is not needed.
+
+    Attributes:
+        network: the core :class:`~snn_encodings.SpikingNetwork`.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self._last: Tensor | None = None
+
+    @property
+    def spec(self) -> Any:
+        """The encoding's spec."""
+        return self.network.spec
+
+    def reset(self) -> None:
+        warnings.warn(
+            f"functional.reset_net: this converted {type(self.spec).__name__} network keeps no "
+            "state between calls and one call runs the whole simulation; drop reset_net and the "
+            "T-step loop (out = snn(x) is already the decoded output)",
+            SnnEncodingsWarning,
+            stacklevel=2,
+        )
+        self._last = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Decoded outputs ``(B, classes)`` of one whole simulation of inputs ``x`` ``(B, *)``.
+
+        Raises:
+            ConversionError: when called again with the very tensor of the previous call (a
+                ``for t in range(T)`` loop), which would repeat the same simulation.
+        """
+        if self._last is not None and x is self._last:
+            raise ConversionError(
+                f"this converted {type(self.spec).__name__} network was called twice with the "
+                f"same input: one call already runs the whole simulation "
+                f"({self.spec.steps_per_layer} steps per layer) and returns the decoded output; "
+                "drop the T-step loop and use out = snn(x)"
+            )
+        self._last = x
+        return self.network(x)
 
 
 def _core_convert() -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor
 
@@ -10,7 +12,7 @@ from snn_encodings.errors import SpecError
 from snn_encodings.functional.grid import grid_index
 from snn_encodings.specs.icrate import ICRate
 
-__all__ = ["decode_icrate", "encode_icrate", "sigma_delta"]
+__all__ = ["decode_icrate", "encode_icrate", "icrate_scores", "sigma_delta"]
 
 
 def sigma_delta(x: Tensor, steps: int, *, offset: float = 0.5) -> Tensor:
@@ -109,3 +111,16 @@ def decode_icrate(
         raise SpecError("decode_icrate: compensation needs v_final, the last membrane")
     start = spec.default_v0 if v0 is None else v0
     return (count + v_final - start) / steps
+
+
+def icrate_scores(
+    spikes: Tensor, spec: ICRate, *, v_final: Tensor | None = None, v0: float | Tensor | None = None
+) -> Tensor:
+    """An output layer's spike record ``(T, B, K)`` as class scores ``(B, K)``.
+
+    The time-averaged value of :func:`decode_icrate`; without ``v_final`` the plain rate (the
+    compensation needs the residual membrane).
+    """
+    if v_final is None and spec.compensate:
+        spec = dataclasses.replace(spec, compensate=False)
+    return decode_icrate(spikes, spec, v_final=v_final, v0=v0)

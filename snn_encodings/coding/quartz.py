@@ -9,7 +9,13 @@ from snn_encodings.coding.checks import check_finite, check_unit_interval
 from snn_encodings.functional.grid import grid_index, grid_quantise, grid_value
 from snn_encodings.specs.quartz import Quartz
 
-__all__ = ["decode_quartz", "encode_quartz", "quantise_quartz", "quartz_levels"]
+__all__ = [
+    "decode_quartz",
+    "encode_quartz",
+    "quantise_quartz",
+    "quartz_levels",
+    "quartz_scores",
+]
 
 
 def quartz_levels(x: Tensor, spec: Quartz) -> Tensor:
@@ -104,3 +110,9 @@ def decode_quartz(spikes: Tensor, spec: Quartz) -> Tensor:
     times = torch.minimum(times, torch.full_like(times, 3 * spec.t_max))
     dtype = spikes.dtype if spikes.is_floating_point() else torch.get_default_dtype()
     return grid_value(2 * spec.t_max - times, spec.t_max, dtype)
+
+
+def quartz_scores(spikes: Tensor, spec: Quartz, **_: object) -> Tensor:
+    """An output layer's spike record ``(T, B, K)`` as class scores ``(B, K)``: each neuron's
+    first-spike value (:func:`decode_quartz`)."""
+    return decode_quartz(spikes, spec)

@@ -19,6 +19,7 @@ __all__ = [
     "expansion_weights",
     "quantise_radix",
     "radix_expansion",
+    "radix_scores",
     "steps_for_precision",
 ]
 
@@ -270,3 +271,19 @@ def decode_radix(spikes: Tensor, spec: Radix) -> Tensor:
     ).view(view)
     n = (digits * powers).sum(0)
     return grid_value(n, spec.levels, spikes.dtype)
+
+
+def radix_scores(spikes: Tensor, spec: Radix, **_: object) -> Tensor:
+    """An output layer's spike record ``(T, B, K)`` as class scores ``(B, K)``: the digit value
+    of its last window (:func:`decode_radix`).
+
+    Raises:
+        SpecError: for a record shorter than the window ``spec.steps_per_layer``.
+    """
+    window = spec.steps_per_layer
+    if spikes.shape[0] < window:
+        raise SpecError(
+            f"class_scores: a radix output needs a window of {window} steps, the record "
+            f"has {spikes.shape[0]}; run at least {window} steps"
+        )
+    return decode_radix(spikes[-window:], spec)

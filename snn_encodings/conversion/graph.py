@@ -98,11 +98,30 @@ _SUGGESTIONS = {
 }
 
 
-def _unsupported(name: str, what: str, suggestion: str = "") -> ConversionError:
-    hint = (
-        suggestion
-        or "use Conv1d/Conv2d, Linear, BatchNorm, ReLU, AvgPool, MaxPool, Flatten, Dropout or additions"
-    )
+SUPPORTED = {
+    "call_module": (
+        "supported modules: nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d/2d (after a "
+        "Conv/Linear), nn.ReLU, nn.ReLU6, nn.Hardtanh(0, max), nn.AvgPool1d/2d, "
+        "nn.AdaptiveAvgPool1d/2d, nn.MaxPool1d/2d (after an activation), nn.Flatten, "
+        "nn.Dropout, nn.Identity"
+    ),
+    "call_function": (
+        "supported functions: F.relu, F.relu6, torch.relu, F.max_pool1d/2d (after an "
+        "activation), F.avg_pool1d/2d, F.adaptive_avg_pool1d/2d, F.dropout, torch.flatten(x, 1), "
+        "torch.reshape(x, (x.shape[0], -1)), + / += / torch.add of two tensors"
+    ),
+    "call_method": (
+        "supported tensor methods: x.relu(), x.relu_(), x.flatten(1), x.view(x.size(0), -1), "
+        "x.view(-1, n), x.reshape(x.shape[0], -1), x.size(), x.shape, x.add(y), x.add_(y)"
+    ),
+}
+"""What :func:`trace` accepts, per form of op (module, function, tensor method)."""
+
+
+def _unsupported(
+    name: str, what: str, suggestion: str = "", op: str = "call_module"
+) -> ConversionError:
+    hint = suggestion or SUPPORTED.get(op, SUPPORTED["call_module"])
     return ConversionError(f"convert: layer {name!r} ({what}) is not supported; {hint}")
 
 
@@ -153,6 +172,98 @@ def _is_flatten(node: fx.Node) -> bool:
     )
 
 
+_RELU_FUNCTIONS = (torch.relu, torch.relu_, torch.nn.functional.relu)
+_RELU6_FUNCTIONS = (torch.nn.functional.relu6,)
+_POOL_FUNCTIONS = {
+    torch.nn.functional.max_pool1d: nn.MaxPool1d,
+    torch.nn.functional.max_pool2d: nn.MaxPool2d,
+    torch.nn.functional.avg_pool1d: nn.AvgPool1d,
+    torch.nn.functional.avg_pool2d: nn.AvgPool2d,
+    torch.nn.functional.adaptive_avg_pool1d: nn.AdaptiveAvgPool1d,
+    torch.nn.functional.adaptive_avg_pool2d: nn.AdaptiveAvgPool2d,
+}
+for _name in ("max_pool1d", "max_pool2d", "avg_pool1d", "adaptive_avg_pool1d"):
+    if hasattr(torch, _name):  # the torch.* aliases of the functional pools
+        _POOL_FUNCTIONS[getattr(torch, _name)] = _POOL_FUNCTIONS[
+            getattr(torch.nn.functional, _name)
+        ]
+
+
+def _function_activation(node: fx.Node) -> tuple[float | None, int | None, float] | None:
+    """``(clip, levels, shift)`` for F.relu / F.relu6 / x.relu() forms (in place too), else None."""
+    if node.op == "call_function" and node.target in _RELU_FUNCTIONS:
+        return None, None, 0.0
+    if node.op == "call_function" and node.target in _RELU6_FUNCTIONS:
+        return 6.0, None, 0.0
+    if node.op == "call_method" and node.target in ("relu", "relu_"):
+        return None, None, 0.0
+    return None
+
+
+def _pool_module(node: fx.Node) -> nn.Module | None:
+    """The pooling module equal to a functional pool call (``F.max_pool2d(x, 2)``), else None."""
+    if node.op != "call_function" or node.target not in _POOL_FUNCTIONS:
+        return None
+    arguments = [*node.args[1:], *node.kwargs.values()]
+    if node.kwargs.get("return_indices") or any(isinstance(a, fx.Node) for a in arguments):
+        written = f"{_written(node, None)} with computed arguments or return_indices"
+        raise _unsupported(node.name, written, op=node.op)
+    return _POOL_FUNCTIONS[node.target](*node.args[1:], **node.kwargs)
+
+
+def _is_shape(node: fx.Node, shapes: dict[fx.Node, object]) -> bool:
+    """Whether ``node`` computes sizes, not activations: ``x.size(0)``, ``x.shape[0]``, ..."""
+    if node.op == "call_method" and node.target in ("size", "dim"):
+        return True
+    if node.op == "call_function" and node.target is getattr:
+        return node.args[1] == "shape"
+    return (
+        node.op == "call_function"
+        and node.target is operator.getitem
+        and isinstance(node.args[0], fx.Node)
+        and node.args[0] in shapes
+    )
+
+
+def _shape_value(node: fx.Node, shapes: dict[fx.Node, object], values: dict) -> object:
+    """Evaluate a size node on the example's values (sizes only; no activation is computed)."""
+    args = fx.node.map_arg(node.args, lambda n: shapes[n] if n in shapes else values[n])
+    if node.op == "call_method":
+        return getattr(args[0], str(node.target))(*args[1:])
+    return node.target(*args)  # type: ignore[operator]
+
+
+def _reshape_module(node: fx.Node, shapes: dict[fx.Node, object], values: dict) -> nn.Module | None:
+    """``nn.Flatten()`` for a view/reshape that flattens to ``(batch, features)``, else None.
+
+    Raises:
+        ConversionError: for a view/reshape to any other shape.
+    """
+    is_method = node.op == "call_method" and node.target in ("view", "reshape")
+    if not (is_method or (node.op == "call_function" and node.target is torch.reshape)):
+        return None
+    source = node.args[0]
+    if not isinstance(source, fx.Node) or source not in values:
+        raise _unsupported(node.name, "reshape of a computed size", op=node.op)
+    try:
+        sizes = fx.node.map_arg(node.args[1:], lambda n: shapes[n])
+    except KeyError:
+        raise _unsupported(node.name, f"{node.target} with a tensor argument", op=node.op) from None
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list, torch.Size)):
+        sizes = tuple(sizes[0])
+    example = values[source]
+    result = example.reshape(*sizes)
+    if tuple(result.shape) != (example.shape[0], example[0].numel()):
+        written = getattr(node.target, "__name__", node.target)
+        raise _unsupported(
+            node.name,
+            f"{written} to shape {tuple(result.shape)[1:]} per sample",
+            "only flattening each sample is supported: x.view(x.size(0), -1), x.flatten(1)",
+            op=node.op,
+        )
+    return nn.Flatten()
+
+
 class _Tracer(fx.Tracer):
     """torch.fx tracer that keeps :class:`ClipQuant` activations as leaves."""
 
@@ -193,6 +304,8 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
     values: dict[fx.Node, Tensor] = {}
     zeros: dict[fx.Node, Tensor] = {}  # each node's value with every source set to zero
     deferred_pool: dict[fx.Node, fx.Node] = {}
+    pool_modules: dict[fx.Node, nn.Module] = {}  # max-pool modules, also of F.max_pool2d calls
+    shapes: dict[fx.Node, object] = {}  # sizes computed from activations (x.size(0), x.shape)
 
     def branches_of(node: fx.Node) -> list[Branch]:
         if node in value_index:
@@ -221,7 +334,14 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
                     )
                 )
                 return nodes
-            module = modules.get(node.target) if node.op == "call_module" else None
+            if _is_shape(node, shapes):
+                shapes[node] = _shape_value(node, shapes, values)
+                continue
+            module = (
+                modules.get(node.target)
+                if node.op == "call_module"
+                else _pool_module(node) or _reshape_module(node, shapes, values)
+            )
             name = str(node.target) if node.op == "call_module" else node.name
             args = [a for a in node.args if isinstance(a, fx.Node)]
             if isinstance(module, REMOVED) or (
@@ -230,11 +350,9 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
                 _alias(node, args[0], value_index, linear, values)
                 zeros[node] = zeros[args[0]]
                 continue
-            activation = _activation_clip(module) if module is not None else None
-            if node.op == "call_function" and node.target in (torch.relu, torch.nn.functional.relu):
-                activation = (None, None, 0.0)
-            if node.op == "call_method" and node.target == "relu":
-                activation = (None, None, 0.0)
+            activation = (
+                _activation_clip(module) if module is not None else _function_activation(node)
+            )
             if activation is not None:
                 source = args[0]
                 pool_node = deferred_pool.pop(source, None)
@@ -259,11 +377,11 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
                 activated = pre_value.clamp(min=0) if clip is None else pre_value.clamp(0, clip)
                 if pool_node is not None:
                     value_index[pre] = len(nodes) - 1
-                    pool = copy.deepcopy(modules[pool_node.target])
+                    pool = copy.deepcopy(pool_modules[pool_node])
                     nodes.append(
                         GraphNode(
                             kind="pool",
-                            name=str(pool_node.target),
+                            name=_name(pool_node),
                             branches=[Branch(len(nodes) - 1, [])],
                             pool=pool,
                         )
@@ -290,6 +408,7 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
                     continue
                 if len(node.users) == 1 and _activation_user(next(iter(node.users)), modules):
                     deferred_pool[node] = node
+                    pool_modules[node] = module
                     continue
                 raise _unsupported(
                     name, type(module).__name__, "max-pool the output of an activation (ReLU)"
@@ -322,22 +441,34 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
                 values[node] = values[args[0]] + values[args[1]]
                 zeros[node] = zeros[args[0]] + zeros[args[1]]
                 continue
-            what = (
-                type(module).__name__
-                if module is not None
-                else f"{node.op} {getattr(node.target, '__name__', node.target)}"
-            )
             suggestion = _SUGGESTIONS.get(type(module), "") if module is not None else ""
-            raise _unsupported(name, what, suggestion)
+            raise _unsupported(name, _written(node, module), suggestion, op=node.op)
     raise ConversionError("convert: the traced model has no output")
 
 
 def _activation_user(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
         return _activation_clip(modules[node.target]) is not None
-    return (
-        node.op == "call_function" and node.target in (torch.relu, torch.nn.functional.relu)
-    ) or (node.op == "call_method" and node.target == "relu")
+    return _function_activation(node) is not None
+
+
+def _name(node: fx.Node) -> str:
+    """The ANN's name for ``node``: its module path, or fx's name for a function call."""
+    return str(node.target) if node.op == "call_module" else node.name
+
+
+def _written(node: fx.Node, module: nn.Module | None) -> str:
+    """The op as the user wrote it: ``nn.GELU``, ``torch.nn.functional.gelu``, ``x.sigmoid()``."""
+    if module is not None:
+        return f"nn.{type(module).__name__}"
+    if node.op == "call_method":
+        return f"x.{node.target}()"
+    name = getattr(node.target, "__name__", str(node.target))
+    if getattr(torch.nn.functional, name, None) is node.target:
+        return f"F.{name}"
+    if getattr(torch, name, None) is node.target:
+        return f"torch.{name}"
+    return f"{getattr(node.target, '__module__', None) or 'torch'}.{name}"
 
 
 def _flatten_module(node: fx.Node) -> nn.Module:

@@ -111,7 +111,7 @@ def test_norse_icrate_v0_is_the_initial_membrane(adapter):
     _, state = adapter.ICRateCell(ICRate(steps=4, init="zero"))(zero)
     assert state.v.tolist() == [[0.0, 0.0]]
     per_channel = torch.tensor([0.25, 0.75])
-    layer = adapter.ICRateLayer(ICRate(steps=4), v0=per_channel)
+    layer = adapter.ICRateNeurons(ICRate(steps=4), v0=per_channel)
     _, state = layer(torch.zeros(1, 3, 2, dtype=torch.float64))
     assert state.v.dtype == torch.float64
     assert state.v.tolist() == [[0.25, 0.75]] * 3
@@ -158,7 +158,7 @@ def test_norse_icrate_training_step_reduces_loss(adapter):
     inputs = torch.rand(8, 16, 4)
     target = torch.full((16, 2), 0.5)
     net = norse.SequentialState(
-        norse.Lift(torch.nn.Linear(4, 2)), adapter.ICRateLayer(spec, method="super", alpha=2.0)
+        norse.Lift(torch.nn.Linear(4, 2)), adapter.ICRateNeurons(spec, method="super", alpha=2.0)
     )
     optimiser = torch.optim.SGD(net.parameters(), lr=0.5)
 
@@ -190,8 +190,8 @@ def test_norse_rejects_wrong_spec_type(adapter):
     class Other:
         pass
 
-    with pytest.raises(TypeError, match="expected a neuron spec"):
-        adapter.EncodingCell(Other())
+    with pytest.raises(TypeError, match="expects a neuron spec"):
+        adapter.Cell(Other())
     for spec_type, (cell_type, layer_type) in adapter.NEURONS.items():
         wrong = next((s for s in SPEC_EXAMPLES if type(s) is not spec_type), None)
         if wrong is None:
@@ -212,7 +212,7 @@ def test_norse_rejects_bad_options(adapter):
 def test_norse_step_options_reach_the_core_step(adapter, make_currents):
     spec = Quartz(t_max=3)
     currents = make_currents((2, 5), steps=spec.steps_per_layer, dtype=torch.float64) - 0.6
-    layer = adapter.QuartzLayer(spec, step_options={"rectify": False})
+    layer = adapter.QuartzNeurons(spec, step_options={"rectify": False})
     spikes, state = layer(currents)
     want = simulate(spec, currents, rectify=False)
     assert torch.equal(spikes, want.spikes)
@@ -225,7 +225,7 @@ def test_norse_rejects_unknown_step_options(adapter):
     with pytest.raises(TypeError, match=r"step_options \['rectfy'\] are not keyword overrides"):
         adapter.QuartzCell(Quartz(), step_options={"rectfy": False})
     with pytest.raises(TypeError, match=r"step_options \['threshold'\]"):
-        adapter.ICRateLayer(ICRate(), step_options={"threshold": 2.0})
+        adapter.ICRateNeurons(ICRate(), step_options={"threshold": 2.0})
 
 
 def test_norse_rejects_wrong_shapes_and_states(adapter, spec, make_currents):
@@ -305,7 +305,7 @@ def test_norse_converted_model_predicts_as_core_network(adapter, spec, mnist_cnn
     assert torch.equal(got, want)
     assert torch.equal(got.argmax(1), want.argmax(1))
     assert isinstance(states[2], type(neuron_functions(spec).initial_state(spec, torch.zeros(()))))
-    windows = [m for m in model.modules() if isinstance(m, adapter.EncodingLayer)]
+    windows = [m for m in model.modules() if isinstance(m, adapter.Neurons)]
     assert len(windows) == 2 and all(type(w) is adapter.NEURONS[type(spec)][1] for w in windows)
 
 
@@ -317,7 +317,7 @@ def test_norse_convert_runs_the_core_converter(adapter, mnist_cnn):
     spec = ICRate(steps=8, init="data")
     model = adapter.convert(ann, spec, calibration)
     assert isinstance(model, norse.SequentialState)
-    layers = [m for m in model.modules() if isinstance(m, adapter.ICRateLayer)]
+    layers = [m for m in model.modules() if isinstance(m, adapter.ICRateNeurons)]
     assert len(layers) == 2 and layers[0].v0.shape == (4, 1, 1)
     with torch.no_grad():
         assert torch.equal(model(images)[0], snn_encodings.convert(ann, spec, calibration)(images))

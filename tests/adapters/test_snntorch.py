@@ -64,7 +64,7 @@ def test_snntorch_neurons_cover_every_spec(snt) -> None:
     missing = [cls.__name__ for cls in ALL_SPECS if cls not in snt.NEURONS]
     assert not missing, f"snn_encodings.adapters.snntorch.NEURONS lacks {missing}"
     for spec_type, cls in snt.NEURONS.items():
-        assert issubclass(cls, snt.EncodingNeuron) and cls.spec_type is spec_type
+        assert issubclass(cls, snt.Neuron) and cls.spec_type is spec_type
 
 
 @pytest.mark.parametrize("driver", list(DRIVERS))

@@ -187,7 +187,7 @@ def test_spikingjelly_node_rejects_wrong_spec_type() -> None:
     with pytest.raises(TypeError, match="ICRateNode expects a ICRate spec"):
         adapter.ICRateNode(_Unregistered())
     with pytest.raises(TypeError, match="expected a neuron spec"):
-        adapter.EncodingNode(_Unregistered())
+        adapter.Node(_Unregistered())
 
 
 @pytest.mark.parametrize(
@@ -359,7 +359,8 @@ def test_spikingjelly_core_recipe_predicts_as_core_converter(spec) -> None:
     x, _ = mnist_split("eval", limit=48).tensors
     snn = ann2snn.Converter(adapter.recipe(spec, _mnist_calibration(), via="core")).convert(ann)
     core = snn_encodings.convert(ann, spec, _mnist_calibration())
-    assert isinstance(snn, snn_encodings.SpikingNetwork) and not snn.training
+    assert isinstance(snn, adapter.WholeRun) and not snn.training
+    assert isinstance(snn.network, snn_encodings.SpikingNetwork)
     with torch.no_grad():
         got, want = snn(x), core(x)
     assert torch.equal(got.argmax(1), want.argmax(1))

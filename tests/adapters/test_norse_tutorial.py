@@ -1,0 +1,161 @@
+"""Norse's MNIST task network (LIFConvNet / ConvNet4) with only the cell swapped for ours.
+
+The network is re-written here from Norse's ``norse.task.mnist`` and
+``norse.torch.models.conv.ConvNet4``: a constant-current LIF encoder, two Conv2d layers and a
+Linear layer each followed by a spiking cell, a leaky-integrator readout, the maximum voltage
+over time into ``log_softmax``, Adam at the task's learning rate 2e-3.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import require
+from torch import nn
+
+from snn_encodings.errors import SnnEncodingsWarning, SpecError
+from snn_encodings import convert
+from snn_encodings.specs import ICRate, Quartz, Radix
+
+SEQ_LENGTH = 8
+NORMALISE = (0.1307, 0.3081)  # the task's torchvision Normalize
+
+
+@pytest.fixture
+def adapter() -> ModuleType:
+    require("norse")
+    return importlib.import_module("snn_encodings.adapters.norse")
+
+
+class ConvNet4(nn.Module):
+    """Norse's ConvNet4; ``cell(v_th)`` builds each spiking cell (Norse: LIFCell)."""
+
+    def __init__(self, cell: Callable[[float], nn.Module]) -> None:
+        super().__init__()
+        from norse.torch import LILinearCell
+
+        self.features = 4
+        self.conv1 = nn.Conv2d(1, 32, 5, 1)
+        self.conv2 = nn.Conv2d(32, 64, 5, 1)
+        self.fc1 = nn.Linear(self.features * self.features * 64, 1024)
+        self.lif0, self.lif1, self.lif2 = cell(0.7), cell(0.7), cell(1.0)
+        self.out = LILinearCell(1024, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s0 = s1 = s2 = so = None
+        voltages = []
+        for ts in range(x.shape[0]):
+            z = self.conv1(x[ts, :])
+            z, s0 = self.lif0(z, s0)
+            z = F.max_pool2d(z, 2, 2)
+            z = 10 * self.conv2(z)
+            z, s1 = self.lif1(z, s1)
+            z = F.max_pool2d(z, 2, 2)
+            z = z.view(-1, self.features**2 * 64)
+            z = self.fc1(z)
+            z, s2 = self.lif2(z, s2)
+            v, so = self.out(F.relu(z), so)
+            voltages.append(v)
+        return torch.stack(voltages)
+
+
+class LIFConvNet(nn.Module):
+    """Norse's LIFConvNet: constant-current LIF encoding, ConvNet4, max over time."""
+
+    def __init__(self, cell: Callable[[float], nn.Module]) -> None:
+        super().__init__()
+        from norse.torch.module.encode import ConstantCurrentLIFEncoder
+
+        self.encoder = ConstantCurrentLIFEncoder(seq_length=SEQ_LENGTH)
+        self.rsnn = ConvNet4(cell)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        x = self.encoder(x.view(-1, 28 * 28)).reshape(SEQ_LENGTH, batch, 1, 28, 28)
+        m, _ = torch.max(self.rsnn(x), 0)
+        return F.log_softmax(m, dim=1)
+
+
+def _mnist(part: str, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from snn_encodings.data import mnist_split
+
+    x, y = mnist_split(part, limit=limit).tensors  # type: ignore[arg-type]
+    return (x - NORMALISE[0]) / NORMALISE[1], y
+
+
+def test_norse_lifconvnet_runs_the_task_loop_with_icrate_cell(adapter):
+    """The task's training step (Adam, lr 2e-3, NLL) runs with ``LIFCell`` -> ``ICRateCell``:
+    finite loss, and gradients reach the first convolution through all three cells."""
+    torch.manual_seed(0)
+    model = LIFConvNet(lambda v_th: adapter.ICRateCell(ICRate(steps=SEQ_LENGTH)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    x, y = _mnist("train", 32)
+    for start in (0, 16):
+        optimizer.zero_grad()
+        loss = F.nll_loss(model(x[start : start + 16]), y[start : start + 16])
+        loss.backward()
+        grad = model.rsnn.conv1.weight.grad
+        assert torch.isfinite(loss) and grad is not None
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+        optimizer.step()
+
+
+def test_norse_cells_take_norse_keywords(adapter):
+    from norse.torch import LIFParameters
+
+    cell = adapter.ICRateCell(dt=1e-3)
+    assert cell.spec == ICRate() and cell.dt == 1e-3
+    p = adapter.EncodingParameters(ICRate(steps=4), method="triangle", alpha=0.3)
+    assert adapter.Cell(p=p).p == p
+    layer = adapter.ICRateNeurons(record_states=True)
+    spikes, states = layer(torch.full((5, 2, 3), 0.4))
+    assert spikes.shape == states.v.shape == (5, 2, 3)
+    with pytest.raises(SpecError, match="p='LIFParameters' is not possible"):
+        adapter.ICRateCell(p=LIFParameters())
+    with pytest.raises(TypeError, match="needs a spec"):
+        adapter.Cell()
+
+
+def test_norse_short_quartz_run_warns(adapter):
+    spec = Quartz(t_max=4)
+    with pytest.warns(SnnEncodingsWarning, match="window of 16 steps"):
+        adapter.QuartzNeurons(spec)(torch.zeros(8, 1, 2))
+
+
+def test_norse_class_scores_decode_quartz_outputs(adapter):
+    spec = Quartz(t_max=4)
+    values = torch.tensor([[0.25, 1.0, -0.5]])
+    spikes, _ = adapter.QuartzNeurons(spec, step_options={"rectify": False})(
+        _quartz_currents(values, spec)
+    )
+    assert adapter.class_scores(spikes, spec).argmax(1).tolist() == [1]
+
+
+def _quartz_currents(values: torch.Tensor, spec: Quartz) -> torch.Tensor:
+    """A constant current over the encode phase that integrates to ``values`` by step 2K."""
+    steps = spec.steps_per_layer
+    currents = torch.zeros(steps, *values.shape)
+    currents[0] = values
+    return currents
+
+
+@pytest.mark.parametrize("spec", [Radix(steps=6), Quartz(t_max=16)], ids=repr)
+def test_norse_converted_radix_and_quartz_within_half_a_point_of_the_twin(
+    adapter, trained_ann, spec
+):
+    from snn_encodings.data import mnist_split
+
+    x, y = mnist_split("eval", limit=200).tensors
+    calibration = [mnist_split("train", limit=256).tensors[0]]
+    model = adapter.convert(trained_ann, spec, calibration)
+    with torch.no_grad():
+        scores, _ = model(x)
+        accuracy = (scores.argmax(1) == y).float().mean().item()
+        twin = convert(trained_ann, spec, calibration).twin(x)
+    twin_accuracy = (twin.argmax(1) == y).float().mean().item()
+    assert abs(accuracy - twin_accuracy) <= 0.005, (accuracy, twin_accuracy)
