@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
 from snn_encodings.conversion.rules.base import Rule, rule_for
+from snn_encodings.conversion.rules.exactness import LayerBound, exact_dtype, layer_bound
 from snn_encodings.conversion.synapse import Synapse
-from snn_encodings.errors import ConversionError
+from snn_encodings.errors import ConversionError, SnnEncodingsWarning
 from snn_encodings.specs.base import Spec
 
 __all__ = ["LayerCounts", "SpikingNetwork", "Stage"]
@@ -166,6 +169,42 @@ class SpikingNetwork(nn.Module):
                 depth.append(1 + max(depth[s] for s in stage.synapse.sources))
         return depth[-1]
 
+    def layer_bounds(self) -> list[LayerBound | None]:
+        """Per stage, the grid and magnitude of its sums (``None``: a pool, the float first
+        layer, or an encoding that claims no exactness); see
+        :mod:`~snn_encodings.conversion.rules.exactness`."""
+        units = self.rule.sum_units()
+        shapes = [torch.Size(self.input_shape)] + [torch.Size(s.shape) for s in self.stages]
+        bounds: list[LayerBound | None] = []
+        for index, stage in enumerate(self.stages):
+            if units is None or stage.synapse is None or (index == 0 and self.float_first):
+                bounds.append(None)
+                continue
+            source_max, bias_scale, margin = units
+            bias = float(stage.synapse.bias.abs().max()) * bias_scale if stage.synapse.bias.numel() else 0.0
+            bounds.append(
+                layer_bound(stage.synapse, shapes, [source_max] * len(shapes), bias + margin)
+            )
+        return bounds
+
+    def check_exactness(self) -> None:
+        """Warn, naming the layer, where a layer's sums may not be exact in float64 (so the
+        network may differ from its twin); called by ``convert`` for radix and Quartz."""
+        for stage, bound in zip(self.stages, self.layer_bounds()):
+            if bound is None or exact_dtype(bound) is not None:
+                continue
+            reason = (
+                "an average pooling whose window is not a power of two"
+                if bound.grid_bits is None
+                else f"{bound.bits:.1f} significand bits (float64 has 53)"
+            )
+            warnings.warn(
+                f"convert: layer {stage.name!r} of {self.spec!r} is not exact against its twin: "
+                f"its sums need {reason}; use power-of-two pooling windows or fewer weight bits",
+                SnnEncodingsWarning,
+                stacklevel=3,
+            )
+
     @property
     def latency(self) -> int:
         """Steps from the first input step to the end of the output window."""
@@ -264,10 +303,9 @@ class SpikingNetwork(nn.Module):
         for stage in list(self.stages)[len(values) - 1 :]:
             if stage.kind == "pool":
                 values.append(stage.pool(values[stage.source]))
-            elif stage.kind == "output":
-                values.append(self.rule.twin_output(stage.synapse.value(values)))
             else:
-                values.append(self.rule.twin(stage.synapse.value(values)))
+                output = stage.kind == "output"
+                values.append(self.rule.layer_twin(stage.synapse, values, output=output))
         return values
 
     def extra_repr(self) -> str:

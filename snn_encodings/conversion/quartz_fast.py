@@ -26,7 +26,6 @@ from torch import Tensor, nn
 
 from snn_encodings.conversion.graph import WEIGHTED
 from snn_encodings.conversion.rules.base import FastPass
-from snn_encodings.conversion.rules.quartz import QuartzLayer, quartz_bias_levels
 from snn_encodings.conversion.synapse import Synapse
 from snn_encodings.functional.quartz import QuartzState
 from snn_encodings.specs.quartz import Quartz
@@ -34,7 +33,32 @@ from snn_encodings.specs.quartz import Quartz
 if TYPE_CHECKING:
     from snn_encodings.conversion.network import SpikingNetwork
 
-__all__ = ["quartz_fast_forward"]
+__all__ = ["quartz_bias_levels", "quartz_fast_forward", "quartz_layer_levels"]
+
+
+def quartz_bias_levels(bias: Tensor, spec: Quartz) -> Tensor:
+    r"""Bias level :math:`n_b = \mathrm{clip}(\mathrm{round}(Kb), -2K, 2K)` (integer-valued).
+
+    The bias is one spike of weight :math:`\mathrm{sign}(n_b)` at step :math:`2K - |n_b|`
+    (an input of value :math:`|b|` on a weight of :math:`\pm 1`, as in Quartz-on-Loihi's bias
+    relay neurons), so :math:`|b| \le 2` keeps it inside the window.
+    """
+    k = spec.t_max
+    return torch.round(bias * k).clamp(-2 * k, 2 * k)
+
+
+def quartz_layer_levels(synapse: Synapse, levels: list[Tensor], spec: Quartz) -> Tensor:
+    r"""The membrane at the readout minus one, :math:`Kz = \sum_j w_j n_j + n_b`, ``(B, *)``.
+
+    ``levels`` are the integer levels :math:`n_j = K x_j` of every value node so far. Working
+    in level units keeps every term a product of integers, grid weights and grid gains: the sum
+    is exact in float64 (see :func:`~snn_encodings.conversion.rules.exactness.check_exact`)
+    whatever the grid of the branch (a product of gains, chained convolutions, a power-of-two
+    average pooling), where the value units :math:`n/K` would carry rounding for other
+    :math:`K`.
+    """
+    bias_levels = quartz_bias_levels(cast(Tensor, synapse.bias), spec)
+    return _apply(synapse, list(synapse.ops), levels, absolute=False).add_(bias_levels)
 
 
 def _view(gain: Tensor, like: Tensor) -> Tensor:
@@ -152,8 +176,7 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
             levels.append(pooled.clamp(min=0))
             fired.append(pooled >= 0)
             continue
-        synapse, neurons = cast(Synapse, stage.synapse), stage.neurons
-        assert isinstance(neurons, QuartzLayer)
+        synapse, neurons = cast(Synapse, stage.synapse), cast(nn.Module, stage.neurons)
         bias_levels = quartz_bias_levels(cast(Tensor, synapse.bias), spec).to(x.dtype)
         drive = _apply(synapse, list(synapse.ops), levels, absolute=False)
         if spec.mode == "paper":

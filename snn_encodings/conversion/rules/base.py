@@ -128,6 +128,26 @@ class Rule:
         """The output layer's value as the SNN decodes it (default: ``z`` unchanged)."""
         return z
 
+    def layer_twin(self, synapse: nn.Module, values: list[Tensor], *, output: bool) -> Tensor:
+        """Twin activation ``(B, *)`` of one layer from the twin values of the nodes before it.
+
+        ``synapse`` is the layer's :class:`~snn_encodings.conversion.synapse.Synapse`.
+        Default: :meth:`twin_output` (output layer) or :meth:`twin` of ``synapse.value(values)``;
+        a rule may compute the same function in other units to keep it exact.
+        """
+        z = synapse.value(values)
+        return self.twin_output(z) if output else self.twin(z)
+
+    def sum_units(self) -> tuple[float, float, float] | None:
+        """``(source_max, bias_scale, margin)`` of the exact sums, ``None`` where none is claimed.
+
+        In the integer units the spiking network's sums are exact in, every value node's
+        inputs are at most ``source_max``, the bias map is ``bias_scale`` times the synapse's
+        ``bias`` and the membrane may exceed the weighted sum by ``margin`` (see
+        :func:`~snn_encodings.conversion.rules.exactness.layer_bound`). Default ``None``.
+        """
+        return None
+
     def calibration_percentile(self) -> float | None:
         """Default percentile for the activation scales, ``None`` for the maximum."""
         return None

@@ -222,6 +222,19 @@ class RadixRule(Rule):
                 elif name == "bias":
                     buffer.copy_(self.quantise_bias(buffer))
 
+    def sum_units(self) -> tuple[float, float, float] | None:
+        """Units of the output's last digit :math:`r^{-T}` (exact mode, power-of-two base): inputs
+        at most :math:`r^T`, bias :math:`r^T b`; ``None`` otherwise (paper mode works in digit
+        frames, other bases snap the twin instead)."""
+        spec = self.spec
+        if spec.mode != "exact" or _power_of_two_exponent(spec.base) is None:
+            return None
+        return float(spec.levels), float(spec.levels), 0.0
+
+    def finalize(self, network: nn.Module, calibration: Any) -> None:
+        """Warn where a layer's sums may not be exact (``SpikingNetwork.check_exactness``)."""
+        network.check_exactness()  # type: ignore[operator]
+
     # --- spiking network ------------------------------------------------------------------
     def encode_input(self, x: Tensor) -> Tensor:
         return encode_radix(x.to(self.dtype), self.spec, overflow="saturate")

@@ -1,0 +1,145 @@
+r"""When is a layer's float arithmetic exact? Grid bits and magnitude bounds of a synapse.
+
+With weights and gains on dyadic grids and inputs that are integers (spike counts, Quartz
+levels, radix digits scaled by :math:`r^T`), every partial sum a layer forms is an integer
+multiple of one grid step :math:`2^{-g}`, the product of the grids along a branch. A float
+format with :math:`p` significand bits (24 for float32, 53 for float64) then adds such terms
+exactly, in any order, while the largest possible :math:`|\text{partial sum}| / 2^{-g}` stays
+below :math:`2^p`. :func:`exact_dtype` picks the narrowest float that satisfies it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from snn_encodings.conversion.graph import WEIGHTED
+
+__all__ = ["LayerBound", "SIGNIFICAND_BITS", "exact_dtype", "fraction_bits", "layer_bound"]
+
+#: Significand bits (with the hidden bit) of the float formats the networks run in.
+SIGNIFICAND_BITS = {torch.float32: 24, torch.float64: 53}
+
+_AVERAGE_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
+
+
+def fraction_bits(values: Tensor, limit: int = 64) -> int | None:
+    """Fractional bits of the dyadic grid ``values`` lie on (0 for integers), or ``None`` when
+    they need more than ``limit`` bits (not dyadic, e.g. 1/3)."""
+    values = values.detach().to(torch.float64)
+    for bits in range(limit + 1):
+        scaled = values * float(2**bits)
+        if bool(torch.all(scaled == torch.round(scaled))):
+            return bits
+    return None
+
+
+class LayerBound(NamedTuple):
+    """What decides a layer's exact float format.
+
+    Attributes:
+        grid_bits: fractional bits :math:`g` of the grid every partial sum lies on (``None``:
+            not a dyadic grid, e.g. an average over 9 elements, so no float is exact).
+        magnitude: the largest possible :math:`|\\text{partial sum}|`, in the units of the
+            inputs given to :func:`layer_bound`.
+    """
+
+    grid_bits: int | None
+    magnitude: float
+
+    @property
+    def bits(self) -> float:
+        """Significand bits the sums need: :math:`\\log_2(\\text{magnitude}) + g` (inf if not dyadic)."""
+        if self.grid_bits is None:
+            return math.inf
+        return math.log2(max(self.magnitude, 1.0)) + self.grid_bits
+
+
+def _window_bits(op: nn.Module, shape: torch.Size) -> int | None:
+    """Bits of an average pool's weight :math:`1/n` on inputs of feature shape ``shape``
+    (``None`` unless every window holds the same power-of-two number of elements)."""
+    if isinstance(op, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
+        spatial = list(shape[1:])
+        target = op.output_size if isinstance(op.output_size, tuple) else (op.output_size,)
+        target = [s if t is None else t for s, t in zip(spatial, list(target) * len(spatial))]
+        if any(size % out for size, out in zip(spatial, target)):
+            return None
+        count = math.prod(size // out for size, out in zip(spatial, target))
+    else:
+        padding = op.padding if isinstance(op.padding, tuple) else (op.padding,)
+        if any(padding) and not op.count_include_pad:
+            return None
+        kernel = op.kernel_size if isinstance(op.kernel_size, tuple) else (op.kernel_size,)
+        count = op.divisor_override or math.prod(kernel) ** (1 if len(kernel) > 1 else len(shape) - 1)
+    exponent = int(count).bit_length() - 1
+    return exponent if 2**exponent == count else None
+
+
+def _branch_bits(ops: nn.Module, gains: tuple[Tensor, Tensor], shape: torch.Size) -> int | None:
+    """Grid bits of one branch: its gains', weights' and average pools' bits, added."""
+    parts = [fraction_bits(gain) for gain in gains]
+    x = torch.zeros((1, *shape), dtype=torch.float64)
+    for op in ops:
+        if isinstance(op, WEIGHTED):
+            parts.append(fraction_bits(op.weight))
+        elif isinstance(op, _AVERAGE_POOLS):
+            parts.append(_window_bits(op, x.shape[1:]))
+        x = copy.deepcopy(op).to(torch.float64)(x)
+    if any(part is None for part in parts):
+        return None
+    return sum(part for part in parts if part is not None)
+
+
+def _absolute_sum(ops: nn.Module, gains: tuple[Tensor, Tensor], source: Tensor) -> Tensor:
+    """The branch with absolute weights and gains applied to ``source`` ``(1, *)``."""
+    g_in, g_out = (gain.detach().to(torch.float64).abs() for gain in gains)
+    x = source * (g_in if g_in.dim() == 0 else g_in.unsqueeze(0))
+    for op in ops:
+        op = copy.deepcopy(op).to(torch.float64)
+        if isinstance(op, WEIGHTED):
+            with torch.no_grad():
+                op.weight.abs_()
+        x = op(x)
+    return x * (g_out if g_out.dim() == 0 else g_out.view(1, -1, *([1] * (x.dim() - 2))))
+
+
+def layer_bound(
+    synapse: nn.Module, shapes: list[torch.Size], source_max: list[float], bias_max: float
+) -> LayerBound:
+    """Grid and magnitude bound of a synapse's weighted sums.
+
+    Args:
+        synapse: a :class:`~snn_encodings.conversion.synapse.Synapse`.
+        shapes: feature shape of every value node.
+        source_max: the largest magnitude each value node's inputs may take (e.g. ``K`` for
+            Quartz levels, ``r^T`` for radix digits scaled to integers).
+        bias_max: the largest magnitude of the bias term, same units.
+    Returns:
+        The :class:`LayerBound`: every partial sum of the layer over inputs within the bounds is
+        at most ``magnitude`` in absolute value (triangle inequality) and, when inputs are
+        integers, a multiple of ``2**-grid_bits``.
+    """
+    bits: list[int | None] = []
+    total: Tensor | None = None
+    with torch.no_grad():
+        for i, (source, ops) in enumerate(zip(synapse.sources, synapse.ops)):
+            gains = synapse.gains(i)
+            bits.append(_branch_bits(ops, gains, shapes[source]))
+            full = torch.full((1, *shapes[source]), float(source_max[source]), dtype=torch.float64)
+            part = _absolute_sum(ops, gains, full)
+            total = part if total is None else total + part
+    assert total is not None
+    grid = None if any(b is None for b in bits) else max(b for b in bits if b is not None)
+    return LayerBound(grid, float(total.max()) + bias_max)
+
+
+def exact_dtype(bound: LayerBound) -> torch.dtype | None:
+    """float32 if the sums need at most 24 significand bits, float64 if at most 53, else ``None``."""
+    for dtype in (torch.float32, torch.float64):
+        if bound.bits <= SIGNIFICAND_BITS[dtype]:
+            return dtype
+    return None
