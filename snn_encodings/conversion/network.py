@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import copy
 import warnings
 
 import torch
@@ -47,6 +48,8 @@ class Stage(nn.Module):
         self.pool = pool
         self.source = source
         self.shape = shape
+        #: Narrowest float this stage's sums are exact in (set by ``SpikingNetwork.exact_dtypes``).
+        self.exact_dtype: torch.dtype | None = None
 
     @property
     def inputs(self) -> list[int]:
@@ -57,7 +60,8 @@ class Stage(nn.Module):
         return list(self.synapse.sources)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, name={self.name!r}, shape={self.shape}"
+        dtype = "" if self.exact_dtype is None else f", exact_dtype={self.exact_dtype}"
+        return f"kind={self.kind!r}, name={self.name!r}, shape={self.shape}{dtype}"
 
 
 @dataclass
@@ -117,6 +121,8 @@ class SpikingNetwork(nn.Module):
         self.use_fast_path = True
         self.counts: list[LayerCounts] = []
         self.reset_counts()
+        self._dtypes: list[torch.dtype | None] | None = None
+        self._narrow: dict[int, Synapse] = {}
 
     def _check_float_first(self) -> None:
         stages = list(self.stages)
@@ -187,11 +193,45 @@ class SpikingNetwork(nn.Module):
             )
         return bounds
 
+    def exact_dtypes(self) -> list[torch.dtype | None]:
+        """Per stage, the narrowest float its sums are exact in: float32 where the layer's bound
+        fits 24 significand bits, float64 where it fits 53, ``None`` for pools, the float first
+        layer, layers exact in neither, and encodings that claim no exactness.
+
+        Computed from the weights on first use (``convert`` calls it) and kept; the closed
+        forms evaluate each layer in its dtype. Shown as ``exact_dtype`` in each stage's repr.
+        """
+        if self._dtypes is None:
+            self._dtypes = [
+                None if bound is None else exact_dtype(bound) for bound in self.layer_bounds()
+            ]
+            for stage, dtype in zip(self.stages, self._dtypes):
+                stage.exact_dtype = dtype
+        return self._dtypes
+
+    def narrow_synapse(self, index: int) -> Synapse:
+        """Stage ``index``'s synapse in its exact dtype: a float32 copy (made once per device)
+        where float32 is exact, else the synapse itself."""
+        synapse = self.stages[index].synapse
+        assert synapse is not None
+        if self.exact_dtypes()[index] != torch.float32:
+            return synapse
+        copy32 = self._narrow.get(index)
+        if copy32 is None or copy32.bias.device != synapse.bias.device:
+            copy32 = copy.deepcopy(synapse).to(torch.float32)
+            self._narrow[index] = copy32
+        return copy32
+
     def check_exactness(self) -> None:
         """Warn, naming the layer, where a layer's sums may not be exact in float64 (so the
         network may differ from its twin); called by ``convert`` for radix and Quartz."""
-        for stage, bound in zip(self.stages, self.layer_bounds()):
-            if bound is None or exact_dtype(bound) is not None:
+        self._dtypes = None
+        self._narrow.clear()
+        bounds = self.layer_bounds()
+        self._dtypes = [None if bound is None else exact_dtype(bound) for bound in bounds]
+        for stage, bound, dtype in zip(self.stages, bounds, self.exact_dtypes()):
+            stage.exact_dtype = dtype
+            if bound is None or dtype is not None:
                 continue
             reason = (
                 "an average pooling whose window is not a power of two"
@@ -296,15 +336,28 @@ class SpikingNetwork(nn.Module):
         output = self.activations(x)[-1]
         return output * _channel(self.output_scale, output)
 
-    def activations(self, x: Tensor) -> list[Tensor]:
-        """Twin activations of every value node (normalised units), for inspection."""
+    def activations(self, x: Tensor, *, narrow: bool = False) -> list[Tensor]:
+        """Twin activations of every value node (normalised units), for inspection.
+
+        With ``narrow`` each layer is computed in its :meth:`exact_dtypes` entry (float32 where
+        that is exact; the values are the same), as the closed forms do.
+        """
         x = self._check_input(x)
         values = self.first_values(x)
-        for stage in list(self.stages)[len(values) - 1 :]:
+        dtypes = self.exact_dtypes() if narrow else []
+        for index, stage in enumerate(self.stages):
+            if index < len(values) - 1:
+                continue
             if stage.kind == "pool":
                 values.append(stage.pool(values[stage.source]))
+                continue
+            output = stage.kind == "output"
+            if narrow and dtypes[index] == torch.float32:
+                sources = set(stage.inputs)
+                inputs = [v.to(torch.float32) if i in sources else v for i, v in enumerate(values)]
+                value = self.rule.layer_twin(self.narrow_synapse(index), inputs, output=output)
+                values.append(value.to(x.dtype))
             else:
-                output = stage.kind == "output"
                 values.append(self.rule.layer_twin(stage.synapse, values, output=output))
         return values
 

@@ -151,6 +151,16 @@ def _early_times(
     return fire < k2, fire
 
 
+def _narrow_drive(network: SpikingNetwork, index: int, levels: list[Tensor]) -> Tensor:
+    """Bias-free sum of stage ``index`` on the levels, in the stage's exact dtype (float32
+    where its bound allows, see ``SpikingNetwork.exact_dtypes``), returned in the levels' dtype."""
+    synapse = network.narrow_synapse(index)
+    dtype = synapse.bias.dtype
+    sources = set(synapse.sources)
+    inputs = [n.to(dtype) if i in sources else n for i, n in enumerate(levels)]
+    return _apply(synapse, list(synapse.ops), inputs, absolute=False).to(levels[0].dtype)
+
+
 def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
     """Fire times of every layer of a converted Quartz ``network`` on checked inputs ``x``.
 
@@ -169,7 +179,9 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
     if network.float_first:
         fired[0] = torch.zeros_like(fired[0])  # the raw input sends no spikes
     output: Tensor | None = None
-    for stage in list(network.stages)[len(start) - 1 :]:
+    for index, stage in enumerate(network.stages):
+        if index < len(start) - 1:
+            continue
         if stage.kind == "pool":
             source, pool = cast(int, stage.source), cast(nn.Module, stage.pool)
             pooled = pool(torch.where(fired[source], levels[source], -1.0))
@@ -178,7 +190,7 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
             continue
         synapse, neurons = cast(Synapse, stage.synapse), cast(nn.Module, stage.neurons)
         bias_levels = quartz_bias_levels(cast(Tensor, synapse.bias), spec).to(x.dtype)
-        drive = _apply(synapse, list(synapse.ops), levels, absolute=False)
+        drive = _narrow_drive(network, index, levels)
         if spec.mode == "paper":
             early, times = _early_times(synapse, levels, bias_levels, drive, spec)
         kz = drive.add_(bias_levels)

@@ -210,7 +210,8 @@ class FastPass(NamedTuple):
         output: decoded outputs ``(B, *)`` before the output scale, as :meth:`Rule.decode_output`
             gives them.
         spikes: per value node (input first, then one per stage) the spike count of every
-            neuron over the window, ``(B, *)`` (bool where a neuron spikes at most once).
+            neuron over the window, ``(B, *)`` (bool where a neuron spikes at most once); may
+            be empty while the network is not counting (``SpikingNetwork.counting``).
     """
 
     output: Tensor

@@ -10,7 +10,6 @@ below :math:`2^p`. :func:`exact_dtype` picks the narrowest float that satisfies 
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import NamedTuple
 
@@ -28,14 +27,27 @@ _AVERAGE_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveA
 
 
 def fraction_bits(values: Tensor, limit: int = 64) -> int | None:
-    """Fractional bits of the dyadic grid ``values`` lie on (0 for integers), or ``None`` when
-    they need more than ``limit`` bits (not dyadic, e.g. 1/3)."""
-    values = values.detach().to(torch.float64)
-    for bits in range(limit + 1):
-        scaled = values * float(2**bits)
-        if bool(torch.all(scaled == torch.round(scaled))):
-            return bits
-    return None
+    r"""Fractional bits of the dyadic grid ``values`` lie on (0 for integers), or ``None`` when
+    they need more than ``limit`` bits (e.g. a float64 rounding of 1/3) or are not finite.
+
+    One pass: a float64 :math:`v = M 2^{e-53}` (:func:`torch.frexp`, :math:`M` an integer) needs
+    :math:`53 - e - \mathrm{tz}(M)` fractional bits, :math:`\mathrm{tz}` its trailing zero bits.
+
+    Example:
+        >>> fraction_bits(torch.tensor([3.0, 0.75, -0.125]))
+        3
+    """
+    values = values.detach().to(torch.float64).flatten()
+    values = values[values != 0]
+    if values.numel() == 0:
+        return 0
+    if not bool(torch.isfinite(values).all()):
+        return None
+    mantissa, exponent = torch.frexp(values)
+    integer = (mantissa.abs() * float(2**53)).to(torch.int64)
+    trailing = torch.log2((integer & -integer).to(torch.float64)).round().to(torch.int64)
+    bits = max(int((53 - exponent - trailing).max()), 0)
+    return None if bits > limit else bits
 
 
 class LayerBound(NamedTuple):
@@ -82,28 +94,35 @@ def _window_bits(op: nn.Module, shape: torch.Size) -> int | None:
 def _branch_bits(ops: nn.Module, gains: tuple[Tensor, Tensor], shape: torch.Size) -> int | None:
     """Grid bits of one branch: its gains', weights' and average pools' bits, added."""
     parts = [fraction_bits(gain) for gain in gains]
-    x = torch.zeros((1, *shape), dtype=torch.float64)
-    for op in ops:
+    x = torch.zeros((1, *shape), dtype=gains[0].dtype, device=gains[0].device)
+    pools = [i for i, op in enumerate(ops) if isinstance(op, _AVERAGE_POOLS)]
+    for index, op in enumerate(ops):
         if isinstance(op, WEIGHTED):
             parts.append(fraction_bits(op.weight))
         elif isinstance(op, _AVERAGE_POOLS):
             parts.append(_window_bits(op, x.shape[1:]))
-        x = copy.deepcopy(op).to(torch.float64)(x)
+        if pools and index < pools[-1]:  # shapes are needed only up to the last pool
+            x = _absolute(op, x.to(op.weight.dtype) if isinstance(op, WEIGHTED) else x)
     if any(part is None for part in parts):
         return None
     return sum(part for part in parts if part is not None)
 
 
+def _absolute(op: nn.Module, x: Tensor) -> Tensor:
+    """``op`` with absolute weights applied to ``x``; ops without weights as they are."""
+    if isinstance(op, nn.Linear):
+        return nn.functional.linear(x, op.weight.abs())
+    if isinstance(op, (nn.Conv1d, nn.Conv2d)):
+        return op._conv_forward(x, op.weight.abs(), None)
+    return op(x)
+
+
 def _absolute_sum(ops: nn.Module, gains: tuple[Tensor, Tensor], source: Tensor) -> Tensor:
     """The branch with absolute weights and gains applied to ``source`` ``(1, *)``."""
-    g_in, g_out = (gain.detach().to(torch.float64).abs() for gain in gains)
+    g_in, g_out = (gain.detach().abs() for gain in gains)
     x = source * (g_in if g_in.dim() == 0 else g_in.unsqueeze(0))
     for op in ops:
-        op = copy.deepcopy(op).to(torch.float64)
-        if isinstance(op, WEIGHTED):
-            with torch.no_grad():
-                op.weight.abs_()
-        x = op(x)
+        x = _absolute(op, x.to(op.weight.dtype) if isinstance(op, WEIGHTED) else x)
     return x * (g_out if g_out.dim() == 0 else g_out.view(1, -1, *([1] * (x.dim() - 2))))
 
 
@@ -129,7 +148,10 @@ def layer_bound(
         for i, (source, ops) in enumerate(zip(synapse.sources, synapse.ops)):
             gains = synapse.gains(i)
             bits.append(_branch_bits(ops, gains, shapes[source]))
-            full = torch.full((1, *shapes[source]), float(source_max[source]), dtype=torch.float64)
+            gain = gains[0]
+            full = torch.full(
+                (1, *shapes[source]), float(source_max[source]), dtype=gain.dtype, device=gain.device
+            )
             part = _absolute_sum(ops, gains, full)
             total = part if total is None else total + part
     assert total is not None

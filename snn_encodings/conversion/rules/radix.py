@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from snn_encodings.coding.radix import decode_radix, encode_radix
-from snn_encodings.conversion.rules.base import NeuronLayer, Rule, register_rule
+from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, register_rule
 from snn_encodings.errors import SpecError
 from snn_encodings.functional.radix import (
     RadixState,
@@ -265,9 +265,63 @@ class RadixRule(Rule):
             return readout
         return decode_radix(spikes, self.spec)
 
+    def fast_forward(self, network: nn.Module, x: Tensor) -> FastPass | None:
+        r"""Closed form of exact mode (power-of-two bases, no surrogate): one value pass.
+
+        A hidden exact-mode layer emits the base-:math:`r` digits of its twin value
+        :math:`y = \lfloor \mathrm{clip}(z, 0, 1 - r^{-T}) \rfloor_T`, MSB first, one window
+        later, and ends its padded window with ``v = acc = 0``; the output layer ends with
+        ``v`` :math:`= r^T z` and reads out :math:`z`. So the twin values of every node give the
+        outputs, every layer's ``last_state`` and ``readout`` and, while the network counts,
+        each neuron's spike count (the digit sum of :math:`r^T y`), equal to the simulation's.
+        Otherwise (paper mode, other bases, a surrogate) ``None``: simulate.
+        """
+        spec = self.spec
+        layers = [m for m in network.modules() if isinstance(m, RadixLayer)]
+        if (
+            spec.mode != "exact"
+            or _power_of_two_exponent(spec.base) is None
+            or any(layer.surrogate is not None for layer in layers)
+        ):
+            return None
+        values = network.activations(x, narrow=True)  # type: ignore[operator]
+        for stage, value in zip(network.stages, values[1:]):  # type: ignore[attr-defined]
+            if stage.neurons is not None:
+                self._set_final_state(stage.neurons, value)
+        counts = [] if not network.counting else [self.digit_sums(v) for v in values]  # type: ignore[attr-defined]
+        if counts:
+            counts[-1] = torch.zeros_like(counts[-1])  # the output layer does not fire
+        return FastPass(output=values[-1], spikes=counts)
+
+    def _set_final_state(self, layer: RadixLayer, value: Tensor) -> None:
+        """The state (and output readout) the step simulation leaves after its window."""
+        spec = self.spec
+        zeros = torch.zeros_like(value)
+        if layer.output:
+            layer.readout = value
+            ticks = spec.steps_per_layer
+            layer.last_state = RadixState(v=value * float(spec.levels), acc=zeros, k=_full(value, ticks))
+        else:
+            layer.last_state = RadixState(v=zeros, acc=zeros, k=_full(value, 2 * spec.steps_per_layer))
+
+    def digit_sums(self, value: Tensor) -> Tensor:
+        """Spikes of each neuron over a window: the sum of the base-:math:`r` digits of
+        :math:`r^T y` for values ``y`` on the grid in :math:`[0, 1)`, ``(B, *)``."""
+        spec = self.spec
+        integer = torch.round(value * float(spec.levels)).to(torch.int64)
+        total = torch.zeros_like(integer)
+        for _ in range(spec.steps):
+            total += integer % spec.base
+            integer = integer // spec.base
+        return total.to(value.dtype)
+
     def max_pool(self, spikes: Tensor, pool: nn.Module) -> Tensor:
         values = decode_radix(spikes, self.spec)
         return encode_radix(pool(values), self.spec)
+
+
+def _full(like: Tensor, ticks: int) -> Tensor:
+    return torch.full(like.shape, ticks, dtype=torch.int64, device=like.device)
 
 
 register_rule(Radix, RadixRule)
