@@ -295,7 +295,9 @@ class SpikingNetwork(nn.Module):
                 spikes = rule.max_pool(sequences[stage.source], stage.pool)
             else:
                 synapse, neurons = stage.synapse, stage.neurons
-                currents = synapse.drive(sequences) + rule.bias_currents(
+                currents = synapse.drive(
+                    sequences, event_driven=rule.sparse_in_time
+                ) + rule.bias_currents(
                     synapse.bias, steps
                 ).unsqueeze(1)
                 spikes = neurons(currents)

@@ -1,5 +1,5 @@
-"""The closed forms (radix exact mode, Quartz ``analytic``) equal the step simulation spike for
-spike and counter for counter, on zoo models."""
+"""The closed forms (radix exact mode) and the IC-rate scan equal the step simulation spike for
+spike and counter for counter."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import torch
 import snn_encodings as se
 from snn_encodings import zoo
 from snn_encodings.coding.radix import encode_radix
+from snn_encodings.conversion.rules.icrate import ICRateLayer, mean_residual
 from snn_encodings.conversion.rules.radix import RadixLayer
+from snn_encodings.functional import simulate
 from snn_encodings.functional.radix import RadixState
-from snn_encodings.specs import Radix
+from snn_encodings.specs import ICRate, Radix
 
 CASES = [("resnet18", 0.125), ("mobilenetv2", 0.25), ("vgg11_bn", 0.125), ("convnet", 1.0)]
 
@@ -72,3 +74,30 @@ def test_radix_closed_form_equals_the_step_simulation(name: str, width: float, s
     hidden = [i for i, stage in enumerate(network.stages, start=1) if stage.kind == "neuron"]
     for index, train in zip(hidden, slow[4]):
         assert torch.equal(encode_radix(values[index], spec), train)
+
+
+@pytest.mark.parametrize("v0", [0.5, torch.tensor([0.0, 0.25, 0.7])], ids=["scalar", "per-channel"])
+def test_icrate_scan_equals_the_step_function(v0) -> None:
+    spec = ICRate(steps=16)
+    layer = ICRateLayer(spec)
+    layer.v0 = torch.as_tensor(v0)
+    currents = torch.randn((16, 4, 3, 5, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        spikes, state = layer.run(currents)
+    want = simulate(spec, currents, v0=layer.initial_v(currents[0]))
+    assert torch.equal(spikes, want.spikes)
+    assert torch.equal(state.v, want.state.v)
+
+
+def test_icrate_data_init_in_one_pass_equals_layer_by_layer_passes() -> None:
+    network, x = _network("vgg11_bn", 0.125, ICRate(steps=8, init="data"))
+    measured = [stage.neurons.v0.clone() for stage in network.stages if stage.kind == "neuron"]
+    layers = [stage.neurons for stage in network.stages if stage.kind == "neuron"]
+    for layer in layers:
+        layer.v0 = torch.zeros(())
+    with torch.no_grad():
+        for layer in layers:  # the reference: one full network run per layer
+            network(x)
+            layer.v0 = mean_residual(layer.last_state.v, 1.0).to(layer.v0.dtype)
+    for got, want in zip(measured, layers):
+        assert torch.equal(got, want.v0)

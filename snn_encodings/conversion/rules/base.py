@@ -105,6 +105,8 @@ class Rule:
 
     #: Floating-point dtype the spiking network runs in (float64 where exactness needs it).
     dtype: torch.dtype = torch.float32
+    #: Whether spike trains are sparse in time, so that synapses skip silent steps.
+    sparse_in_time: bool = True
     #: Whether max-pooling layers are supported (see :meth:`max_pool`).
     supports_max_pool: bool = True
 
