@@ -187,7 +187,8 @@ class SpikingNetwork(nn.Module):
                 bounds.append(None)
                 continue
             source_max, bias_scale, margin = units
-            bias = float(stage.synapse.bias.abs().max()) * bias_scale if stage.synapse.bias.numel() else 0.0
+            bias_map = stage.synapse.bias
+            bias = float(bias_map.abs().max()) * bias_scale if bias_map.numel() else 0.0
             bounds.append(
                 layer_bound(stage.synapse, shapes, [source_max] * len(shapes), bias + margin)
             )

@@ -288,7 +288,8 @@ class RadixRule(Rule):
         for stage, value in zip(network.stages, values[1:]):  # type: ignore[attr-defined]
             if stage.neurons is not None:
                 self._set_final_state(stage.neurons, value)
-        counts = [] if not network.counting else [self.digit_sums(v) for v in values]  # type: ignore[attr-defined]
+        counting = bool(network.counting)  # type: ignore[attr-defined]
+        counts = [self.digit_sums(value) for value in values] if counting else []
         if counts:
             counts[-1] = torch.zeros_like(counts[-1])  # the output layer does not fire
         return FastPass(output=values[-1], spikes=counts)
@@ -300,9 +301,11 @@ class RadixRule(Rule):
         if layer.output:
             layer.readout = value
             ticks = spec.steps_per_layer
-            layer.last_state = RadixState(v=value * float(spec.levels), acc=zeros, k=_full(value, ticks))
+            v = value * float(spec.levels)
+            layer.last_state = RadixState(v=v, acc=zeros, k=_full(value, ticks))
         else:
-            layer.last_state = RadixState(v=zeros, acc=zeros, k=_full(value, 2 * spec.steps_per_layer))
+            ticks = 2 * spec.steps_per_layer
+            layer.last_state = RadixState(v=zeros, acc=zeros, k=_full(value, ticks))
 
     def digit_sums(self, value: Tensor) -> Tensor:
         """Spikes of each neuron over a window: the sum of the base-:math:`r` digits of
