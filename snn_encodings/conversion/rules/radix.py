@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from snn_encodings.coding.radix import decode_radix, encode_radix
+from snn_encodings.coding.radix import decode_radix, encode_radix, quantise_radix
 from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, register_rule
 from snn_encodings.errors import SpecError
 from snn_encodings.functional.radix import (
@@ -240,7 +240,15 @@ class RadixRule(Rule):
         return encode_radix(x.to(self.dtype), self.spec, overflow="saturate")
 
     def decode_input(self, x: Tensor) -> Tensor:
-        return decode_radix(self.encode_input(x), self.spec).to(x.dtype)
+        """``decode_radix(encode_input(x))`` without the spike trains: the digit code
+        :func:`~snn_encodings.coding.radix.quantise_radix` over :math:`r^T` (what ``decode_radix``
+        computes from its digits); inputs ``encode_radix`` refuses still go through it, so they
+        raise its error."""
+        if bool((x < 0).any()):
+            return decode_radix(self.encode_input(x), self.spec).to(x.dtype)
+        wide = x.to(self.dtype)
+        code = quantise_radix(wide, self.spec).to(torch.float64)
+        return (code / self.spec.levels).to(wide.dtype).to(x.dtype)
 
     def bias_currents(self, bias: Tensor, steps: int) -> Tensor:
         spec = self.spec
