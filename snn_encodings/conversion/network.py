@@ -11,7 +11,13 @@ import torch
 from torch import Tensor, nn
 
 from snn_encodings.conversion.rules.base import Rule, rule_for
-from snn_encodings.conversion.rules.exactness import LayerBound, exact_dtype, layer_bound
+from snn_encodings.conversion.rules.exactness import (
+    LayerBound,
+    SplitSynapse,
+    exact_dtype,
+    layer_bound,
+    split_parts,
+)
 from snn_encodings.conversion.synapse import Synapse
 from snn_encodings.errors import ConversionError, SnnEncodingsWarning
 from snn_encodings.specs.base import Spec
@@ -48,8 +54,10 @@ class Stage(nn.Module):
         self.pool = pool
         self.source = source
         self.shape = shape
-        #: Narrowest float this stage's sums are exact in (set by ``SpikingNetwork.exact_dtypes``).
+        #: Narrowest float this stage's sums are exact in, and whether its weights split into
+        #: two float32 parts (set by ``SpikingNetwork.exact_dtypes``).
         self.exact_dtype: torch.dtype | None = None
+        self.split = False
 
     @property
     def inputs(self) -> list[int]:
@@ -61,6 +69,7 @@ class Stage(nn.Module):
 
     def extra_repr(self) -> str:
         dtype = "" if self.exact_dtype is None else f", exact_dtype={self.exact_dtype}"
+        dtype += " (two float32 parts)" if self.split else ""
         return f"kind={self.kind!r}, name={self.name!r}, shape={self.shape}{dtype}"
 
 
@@ -122,7 +131,7 @@ class SpikingNetwork(nn.Module):
         self.counts: list[LayerCounts] = []
         self.reset_counts()
         self._dtypes: list[torch.dtype | None] | None = None
-        self._narrow: dict[int, Synapse] = {}
+        self._narrow: dict[int, nn.Module] = {}
 
     def _check_float_first(self) -> None:
         stages = list(self.stages)
@@ -175,63 +184,79 @@ class SpikingNetwork(nn.Module):
                 depth.append(1 + max(depth[s] for s in stage.synapse.sources))
         return depth[-1]
 
+    def _bound(self, synapse: nn.Module) -> LayerBound:
+        """The grid and magnitude bound of ``synapse``'s sums in the rule's exact units."""
+        units = self.rule.sum_units()
+        assert units is not None
+        shapes = [torch.Size(self.input_shape)] + [torch.Size(s.shape) for s in self.stages]
+        source_max, bias_scale, margin = units
+        bias_map = synapse.bias
+        bias = float(bias_map.abs().max()) * bias_scale if bias_map.numel() else 0.0
+        return layer_bound(synapse, shapes, [source_max] * len(shapes), bias + margin)
+
     def layer_bounds(self) -> list[LayerBound | None]:
         """Per stage, the grid and magnitude of its sums (``None``: a pool, the float first
         layer, or an encoding that claims no exactness); see
         :mod:`~snn_encodings.conversion.rules.exactness`."""
-        units = self.rule.sum_units()
-        shapes = [torch.Size(self.input_shape)] + [torch.Size(s.shape) for s in self.stages]
-        bounds: list[LayerBound | None] = []
-        for index, stage in enumerate(self.stages):
-            if units is None or stage.synapse is None or (index == 0 and self.float_first):
-                bounds.append(None)
-                continue
-            source_max, bias_scale, margin = units
-            bias_map = stage.synapse.bias
-            bias = float(bias_map.abs().max()) * bias_scale if bias_map.numel() else 0.0
-            bounds.append(
-                layer_bound(stage.synapse, shapes, [source_max] * len(shapes), bias + margin)
-            )
-        return bounds
+        unclaimed = self.rule.sum_units() is None
+        return [
+            None
+            if unclaimed or stage.synapse is None or (index == 0 and self.float_first)
+            else self._bound(stage.synapse)
+            for index, stage in enumerate(self.stages)
+        ]
 
     def exact_dtypes(self) -> list[torch.dtype | None]:
         """Per stage, the narrowest float its sums are exact in: float32 where the layer's bound
         fits 24 significand bits, float64 where it fits 53, ``None`` for pools, the float first
         layer, layers exact in neither, and encodings that claim no exactness.
 
-        Computed from the weights on first use (``convert`` calls it) and kept; the closed
-        forms evaluate each layer in its dtype. Shown as ``exact_dtype`` in each stage's repr.
+        A float64 layer whose weights split into two parts that are each exact in float32
+        (:func:`~snn_encodings.conversion.rules.exactness.split_parts`) is evaluated by the
+        closed forms as two float32 passes added in float64 (``Stage.split``). Computed from
+        the weights on first use (``convert`` calls it) and kept; shown in each stage's repr.
         """
         if self._dtypes is None:
-            self._dtypes = [
-                None if bound is None else exact_dtype(bound) for bound in self.layer_bounds()
-            ]
-            for stage, dtype in zip(self.stages, self._dtypes):
-                stage.exact_dtype = dtype
+            self._choose_dtypes(self.layer_bounds())
+        assert self._dtypes is not None
         return self._dtypes
 
-    def narrow_synapse(self, index: int) -> Synapse:
-        """Stage ``index``'s synapse in its exact dtype: a float32 copy (made once per device)
-        where float32 is exact, else the synapse itself."""
+    def _choose_dtypes(self, bounds: list[LayerBound | None]) -> None:
+        self._dtypes = [None if bound is None else exact_dtype(bound) for bound in bounds]
+        self._narrow.clear()
+        for index, (stage, dtype) in enumerate(zip(self.stages, self._dtypes)):
+            stage.exact_dtype, stage.split = dtype, False
+            if dtype != torch.float64:
+                continue
+            parts = split_parts(stage.synapse)
+            if parts and all(exact_dtype(self._bound(p)) == torch.float32 for p in parts):
+                self._narrow[index] = SplitSynapse(*parts)
+                stage.split = True
+
+    def narrow_synapse(self, index: int) -> nn.Module:
+        """Stage ``index``'s synapse as the closed forms evaluate it: a float32 copy where
+        float32 is exact, a :class:`SplitSynapse` where two float32 parts are, else the synapse
+        itself (both copies follow the synapse's device)."""
         synapse = self.stages[index].synapse
         assert synapse is not None
-        if self.exact_dtypes()[index] != torch.float32:
+        dtype = self.exact_dtypes()[index]
+        narrow = self._narrow.get(index)
+        if narrow is None and dtype == torch.float32:
+            narrow = copy.deepcopy(synapse).to(torch.float32)
+            self._narrow[index] = narrow
+        if narrow is None:
             return synapse
-        copy32 = self._narrow.get(index)
-        if copy32 is None or copy32.bias.device != synapse.bias.device:
-            copy32 = copy.deepcopy(synapse).to(torch.float32)
-            self._narrow[index] = copy32
-        return copy32
+        device = narrow.high.bias.device if isinstance(narrow, SplitSynapse) else narrow.bias.device
+        if device != synapse.bias.device:
+            narrow.to(synapse.bias.device)
+        return narrow
 
     def check_exactness(self) -> None:
         """Warn, naming the layer, where a layer's sums may not be exact in float64 (so the
         network may differ from its twin); called by ``convert`` for radix and Quartz."""
-        self._dtypes = None
-        self._narrow.clear()
         bounds = self.layer_bounds()
-        self._dtypes = [None if bound is None else exact_dtype(bound) for bound in bounds]
+        self._choose_dtypes(bounds)
         for stage, bound, dtype in zip(self.stages, bounds, self.exact_dtypes()):
-            stage.exact_dtype = dtype
             if bound is None or dtype is not None:
                 continue
             reason = (
@@ -361,7 +386,8 @@ class SpikingNetwork(nn.Module):
                 value = self.rule.layer_twin(self.narrow_synapse(index), inputs, output=output)
                 values.append(value.to(x.dtype))
             else:
-                values.append(self.rule.layer_twin(stage.synapse, values, output=output))
+                synapse = self.narrow_synapse(index) if narrow else stage.synapse
+                values.append(self.rule.layer_twin(synapse, values, output=output))
         return values
 
     def extra_repr(self) -> str:

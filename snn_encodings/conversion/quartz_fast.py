@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from snn_encodings.conversion.graph import WEIGHTED
 from snn_encodings.conversion.rules.base import FastPass
+from snn_encodings.conversion.rules.exactness import SplitSynapse
 from snn_encodings.conversion.synapse import Synapse
 from snn_encodings.functional.quartz import QuartzState
 from snn_encodings.specs.quartz import Quartz
@@ -57,8 +58,25 @@ def quartz_layer_levels(synapse: Synapse, levels: list[Tensor], spec: Quartz) ->
     average pooling), where the value units :math:`n/K` would carry rounding for other
     :math:`K`.
     """
-    bias_levels = quartz_bias_levels(cast(Tensor, synapse.bias), spec)
-    return _apply(synapse, list(synapse.ops), levels, absolute=False).add_(bias_levels)
+    high = synapse.high if isinstance(synapse, SplitSynapse) else synapse
+    bias_levels = quartz_bias_levels(cast(Tensor, high.bias), spec).to(levels[0].dtype)
+    return _weighted_sum(synapse, levels).add_(bias_levels)
+
+
+def _weighted_sum(synapse: nn.Module, levels: list[Tensor]) -> Tensor:
+    """Bias-free sum of ``synapse`` on ``levels`` in its dtype (a float32 copy, or the two
+    float32 parts of a :class:`SplitSynapse` added), returned in the levels' dtype."""
+    parts = [synapse.high, synapse.low] if isinstance(synapse, SplitSynapse) else [synapse]
+    wide = levels[0].dtype
+    total: Tensor | None = None
+    for part in parts:
+        dtype = part.bias.dtype
+        sources = set(part.sources)
+        inputs = [n.to(dtype) if i in sources else n for i, n in enumerate(levels)]
+        out = _apply(part, list(part.ops), inputs, absolute=False).to(wide)
+        total = out if total is None else total.add_(out)
+    assert total is not None
+    return total
 
 
 def _view(gain: Tensor, like: Tensor) -> Tensor:
@@ -152,13 +170,9 @@ def _early_times(
 
 
 def _narrow_drive(network: SpikingNetwork, index: int, levels: list[Tensor]) -> Tensor:
-    """Bias-free sum of stage ``index`` on the levels, in the stage's exact dtype (float32
-    where its bound allows, see ``SpikingNetwork.exact_dtypes``), returned in the levels' dtype."""
-    synapse = network.narrow_synapse(index)
-    dtype = synapse.bias.dtype
-    sources = set(synapse.sources)
-    inputs = [n.to(dtype) if i in sources else n for i, n in enumerate(levels)]
-    return _apply(synapse, list(synapse.ops), inputs, absolute=False).to(levels[0].dtype)
+    """Bias-free sum of stage ``index`` on the levels, as ``network.narrow_synapse`` evaluates
+    it (float32 where exact), returned in the levels' dtype."""
+    return _weighted_sum(network.narrow_synapse(index), levels)
 
 
 def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:

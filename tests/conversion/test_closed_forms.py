@@ -13,7 +13,7 @@ from snn_encodings.conversion.rules.icrate import ICRateLayer, mean_residual
 from snn_encodings.conversion.rules.radix import RadixLayer
 from snn_encodings.functional import simulate
 from snn_encodings.functional.radix import RadixState
-from snn_encodings.specs import ICRate, Radix
+from snn_encodings.specs import ICRate, Quartz, Radix
 
 CASES = [("resnet18", 0.125), ("mobilenetv2", 0.25), ("vgg11_bn", 0.125), ("convnet", 1.0)]
 
@@ -101,3 +101,18 @@ def test_icrate_data_init_in_one_pass_equals_layer_by_layer_passes() -> None:
             layer.v0 = mean_residual(layer.last_state.v, 1.0).to(layer.v0.dtype)
     for got, want in zip(measured, layers):
         assert torch.equal(got, want.v0)
+
+
+@pytest.mark.parametrize(("name", "width"), CASES, ids=[n for n, _ in CASES])
+def test_quartz_closed_form_in_narrow_floats_equals_the_float64_twin(name: str, width: float) -> None:
+    network, x = _network(name, width, Quartz(t_max=16))
+    narrow = [s.split or s.exact_dtype == torch.float32 for s in network.stages if s.synapse]
+    assert any(narrow)
+    with torch.no_grad():
+        assert torch.equal(network(x), network.twin(x))
+
+
+def test_split_layers_are_shown_in_the_stage_repr() -> None:
+    network, _ = _network("resnet18", 0.125, Radix())
+    split = [stage for stage in network.stages if stage.split]
+    assert split and "(two float32 parts)" in repr(split[0])

@@ -10,6 +10,7 @@ below :math:`2^p`. :func:`exact_dtype` picks the narrowest float that satisfies 
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import NamedTuple
 
@@ -18,7 +19,15 @@ from torch import Tensor, nn
 
 from snn_encodings.conversion.graph import WEIGHTED
 
-__all__ = ["LayerBound", "SIGNIFICAND_BITS", "exact_dtype", "fraction_bits", "layer_bound"]
+__all__ = [
+    "LayerBound",
+    "SIGNIFICAND_BITS",
+    "SplitSynapse",
+    "exact_dtype",
+    "fraction_bits",
+    "layer_bound",
+    "split_parts",
+]
 
 #: Significand bits (with the hidden bit) of the float formats the networks run in.
 SIGNIFICAND_BITS = {torch.float32: 24, torch.float64: 53}
@@ -165,3 +174,52 @@ def exact_dtype(bound: LayerBound) -> torch.dtype | None:
         if bound.bits <= SIGNIFICAND_BITS[dtype]:
             return dtype
     return None
+
+
+#: Fractional bits of the high part when a layer's weights are split in two float32 parts.
+SPLIT_BITS = 8
+
+
+class SplitSynapse(nn.Module):
+    r"""A synapse as two float32 copies whose weights add up to the original's.
+
+    The high part holds each weight rounded to :math:`2^{-8}` (and the bias, and the branches
+    without weights), the low part the rest (:math:`|w_{lo}| \le 2^{-9}`), so each part's sums
+    need fewer significand bits than the whole; :func:`split_synapse` keeps a split only where
+    both parts are exact in float32. Their float32 sums, added in float64, are the original's
+    exact sum.
+    """
+
+    def __init__(self, high: nn.Module, low: nn.Module) -> None:
+        super().__init__()
+        self.high = high.to(torch.float32)
+        self.low = low.to(torch.float32)
+        self.sources = list(high.sources)
+
+    def value(self, values: list[Tensor]) -> Tensor:
+        """``Synapse.value`` of the original, in float64, from two float32 passes."""
+        sources = set(self.sources)
+        narrow = [v.to(torch.float32) if i in sources else v for i, v in enumerate(values)]
+        wide = values[self.sources[0]].dtype
+        return self.high.value(narrow).to(wide) + self.low.value(narrow).to(wide)
+
+
+def split_parts(synapse: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """Float64 copies ``(high, low)`` of ``synapse`` whose weights add up to its weights;
+    ``None`` where a branch chains several weighted ops (the product would not split)."""
+    high, low = copy.deepcopy(synapse), copy.deepcopy(synapse)
+    scale = float(2**SPLIT_BITS)
+    with torch.no_grad():
+        for i, (ops_high, ops_low) in enumerate(zip(high.ops, low.ops)):
+            weighted = [(a, b) for a, b in zip(ops_high, ops_low) if isinstance(a, WEIGHTED)]
+            if len(weighted) > 1:
+                return None
+            if not weighted:  # a branch of gains only is counted once, in the high part
+                getattr(low, f"out_gain_{i}").zero_()
+                continue
+            op_high, op_low = weighted[0]
+            rounded = torch.round(op_high.weight * scale) / scale
+            op_low.weight.sub_(rounded)
+            op_high.weight.copy_(rounded)
+        low.bias.zero_()
+    return high, low
