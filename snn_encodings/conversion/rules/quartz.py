@@ -132,11 +132,15 @@ class QuartzRule(Rule):
 
     **Exactness.** The network runs in float64; :meth:`quantise_synapse` rounds weights to
     multiples of :math:`2^{-q}` and biases to the grid :math:`1/K`. Every current and membrane
-    is then a sum of multiples of :math:`2^{-q}` far below :math:`2^{53 - q}`, exact in any
-    summation order, and the twin recovers the exact :math:`Kz` by snapping (see
-    :func:`quartz_twin_levels`). The decoded output equals :meth:`twin` / :meth:`twin_output`
-    bit for bit in exact mode (``Quartz.mode``), and in paper mode unless a neuron fires early
-    (``QuartzLayer.early_spikes``); average pooling stays exact for power-of-two window sizes.
+    is then a sum of integer levels times products of grid values (a weight, two branch gains
+    of a residual shortcut, two chained convolutions, an average pool's :math:`2^{-m}`), exact
+    in any summation order while it fits the significand; ``convert`` checks that bound per
+    layer and warns where it does not hold (see
+    :mod:`~snn_encodings.conversion.rules.exactness`). The twin (:meth:`layer_twin`) forms
+    :math:`Kz` in the same level units, so it needs no rounding repair whatever the grid. The
+    decoded output equals the twin bit for bit in exact mode (``Quartz.mode``), and in paper
+    mode unless a neuron fires early (``QuartzLayer.early_spikes``). The closed form
+    (``analytic``) evaluates each layer in float32 where that is exact.
     """
 
     dtype = torch.float64
