@@ -25,6 +25,7 @@ CASES = [
     ("convnet", 1.0),
 ]
 SPECS = [Radix(), Quartz(t_max=16, analytic=False)]
+_CIFAR = zoo.input_shape("resnet18")
 
 
 def _model(name: str, width: float, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor]:
@@ -50,15 +51,17 @@ def test_zoo_snn_equals_twin_bit_for_bit(name: str, width: float, spec) -> None:
     assert torch.equal(_simulated(network, x), twin)
 
 
-def test_resnet18_residual_sums_on_a_product_grid_stay_exact() -> None:
-    """The identity shortcuts carry two grid gains (input and output scales), so their sums lie
-    on 2**-32, finer than the weights' 2**-16 grid. On this image, snapping the sum to 2**-16 (as
-    the twin once did) moves a neuron across a rounding boundary; the twin must not round it."""
-    torch.manual_seed(1)
-    model = zoo.set_batch_norm_stats(zoo.build("resnet18", width=0.25), zoo.input_shape("resnet18"))
-    calibration = torch.rand((8, 3, 32, 32), generator=torch.Generator().manual_seed(1))
+def test_chained_convolutions_sums_on_a_product_grid_stay_exact() -> None:
+    """In MobileNetV2 the linear projection and the next block's expansion chain two grid
+    weights, so those sums lie on 2**-32, finer than the weights' 2**-16 grid. On this image,
+    snapping the sum to 2**-16 (as the twin once did) moves a neuron across a rounding
+    boundary; the twin must not round it."""
+    torch.manual_seed(0)
+    model = zoo.set_batch_norm_stats(zoo.build("mobilenetv2", width=0.25), _CIFAR)
+    calibration = torch.rand((8, *_CIFAR), generator=torch.Generator().manual_seed(0))
     network = se.convert(model, Quartz(t_max=16, analytic=False), [calibration])
-    x = calibration[:1]
+    x = calibration[3:4]
+    assert any(bound is not None and bound.grid_bits == 32 for bound in network.layer_bounds())
     with torch.no_grad():
         values = network.activations(x)
         snapped = [
@@ -68,6 +71,21 @@ def test_resnet18_residual_sums_on_a_product_grid_stay_exact() -> None:
         ]
         hidden = [v for v, s in zip(values[1:], network.stages) if s.kind == "neuron"]
         assert any(not torch.equal(a, b) for a, b in zip(snapped, hidden))
+        assert torch.equal(_simulated(network, x), network.twin(x))
+
+
+def test_residual_shortcut_gains_are_merged_onto_the_weight_grid() -> None:
+    """A weightless shortcut's input and output scales are multiplied before one rounding, so
+    the block's sum stays on the weights' 2**-16 grid."""
+    model, x = _model("resnet18", 0.125)
+    network = se.convert(model, Quartz(t_max=16), [x])
+    residual = [
+        bound.grid_bits
+        for stage, bound in zip(network.stages, network.layer_bounds())
+        if stage.synapse is not None and len(stage.synapse.sources) == 2
+    ]
+    assert len(residual) == 8 and set(residual) == {16}
+    with torch.no_grad():
         assert torch.equal(_simulated(network, x), network.twin(x))
 
 

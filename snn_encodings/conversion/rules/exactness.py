@@ -223,3 +223,25 @@ def split_parts(synapse: nn.Module) -> tuple[nn.Module, nn.Module] | None:
             op_high.weight.copy_(rounded)
         low.bias.zero_()
     return high, low
+
+
+def merge_branch_gains(synapse: nn.Module) -> None:
+    """Fold each weightless branch's input gain into its output gain (or the reverse), in place.
+
+    A branch without a Conv/Linear (e.g. a residual shortcut) keeps its source's scale as the
+    input gain and this layer's inverse scale as the output gain; rounded separately to a grid
+    :math:`2^{-q}` their product lies on :math:`2^{-2q}`. Multiplied first (one gain of 1 left
+    where the other is a scalar), a single rounding keeps the branch on :math:`2^{-q}`. Both
+    per-channel gains are left as they are.
+    """
+    with torch.no_grad():
+        for i, ops in enumerate(synapse.ops):
+            if any(isinstance(op, WEIGHTED) for op in ops):
+                continue
+            g_in, g_out = synapse.gains(i)
+            if g_in.dim() == 0:
+                g_out.mul_(g_in)
+                g_in.fill_(1.0)
+            elif g_out.dim() == 0:
+                g_in.mul_(g_out)
+                g_out.fill_(1.0)

@@ -14,6 +14,7 @@ from snn_encodings.conversion.quartz_fast import (
     quartz_layer_levels,
 )
 from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, register_rule
+from snn_encodings.conversion.rules.exactness import merge_branch_gains
 from snn_encodings.errors import ConversionError
 from snn_encodings.functional.quartz import QuartzState, quartz_first_spikes
 from snn_encodings.specs.quartz import Quartz
@@ -204,11 +205,13 @@ class QuartzRule(Rule):
     def quantise_synapse(self, synapse: nn.Module) -> None:
         """Move ``synapse`` to float64 and put its weights, gains and bias on the grids.
 
-        Weights of every Conv/Linear op and the branch gains go to multiples of
-        :math:`2^{-q}`, the bias to :math:`1/K` (:meth:`quantise_values`), so that currents
+        Weights of every Conv/Linear op and the branch gains (a weightless branch's two gains
+        multiplied first, :func:`merge_branch_gains`) go to multiples of :math:`2^{-q}`, the
+        bias to :math:`1/K` (:meth:`quantise_values`), so that currents
         are exact sums (see the class docstring).
         """
         synapse.to(torch.float64)
+        merge_branch_gains(synapse)
         grid = float(2**self.spec.weight_frac_bits)
         with torch.no_grad():
             for module in synapse.modules():

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from snn_encodings.coding.radix import decode_radix, encode_radix, quantise_radix
 from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, register_rule
+from snn_encodings.conversion.rules.exactness import merge_branch_gains
 from snn_encodings.errors import SpecError
 from snn_encodings.functional.radix import (
     RadixState,
@@ -210,6 +211,9 @@ class RadixRule(Rule):
         return torch.round(bias * scale) / scale
 
     def quantise_synapse(self, synapse: nn.Module) -> None:
+        """Round weights, gains (a weightless branch's two gains multiplied first,
+        :func:`merge_branch_gains`) and biases to the mode's grids, in place."""
+        merge_branch_gains(synapse)
         with torch.no_grad():
             for module in synapse.modules():
                 if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
