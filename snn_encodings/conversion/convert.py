@@ -135,12 +135,7 @@ def convert(
     collective.check_same(_graph_key(nodes, example, spec, percentile, per_channel), "convert")
     collective.check_same_weights(ann, "convert")
 
-    shapes = _value_shapes(nodes, example[:1])
-    one = torch.ones(())
-    raw = [
-        None if n.kind == "pool" else Synapse(n.branches, n.bias, [one] * len(nodes), one, shapes)
-        for n in nodes[1:]
-    ]
+    shapes, raw = _value_shapes(nodes, example[:1])
     stats = {
         i: ActivationStats(per_channel=per_channel and nodes[i].kind == "neuron")
         for i in range(1, len(nodes))
@@ -224,17 +219,23 @@ def _graph_key(
     return "\n".join(parts)
 
 
-def _value_shapes(nodes: list[GraphNode], x: Tensor) -> list[torch.Size]:
-    """Feature shape of every value node, from one sample."""
+def _value_shapes(
+    nodes: list[GraphNode], x: Tensor
+) -> tuple[list[torch.Size], list[Synapse | None]]:
+    """Feature shape of every value node from one sample, and the unnormalised synapses (unit
+    scales) built on the way, which calibration reuses (``None`` for pools)."""
     one = torch.ones(())
     shapes = [torch.Size(x.shape[1:])]
+    synapses: list[Synapse | None] = []
     values = [x]
     with torch.no_grad():
         for node in nodes[1:]:
             if node.kind == "pool":
+                synapses.append(None)
                 values.append(node.pool(values[node.branches[0].source]))
             else:
                 synapse = Synapse(node.branches, node.bias, [one] * len(nodes), one, shapes)
+                synapses.append(synapse)
                 values.append(synapse.value(values))
             shapes.append(torch.Size(values[-1].shape[1:]))
-    return shapes
+    return shapes, synapses

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import copy
+import warnings
+
 import torch
 from torch import Tensor, nn
 
 from snn_encodings.conversion.rules.base import Rule, rule_for
+from snn_encodings.conversion.rules.exactness import (
+    LayerBound,
+    SplitSynapse,
+    exact_dtype,
+    layer_bound,
+    split_parts,
+)
 from snn_encodings.conversion.synapse import Synapse
-from snn_encodings.errors import ConversionError
+from snn_encodings.errors import ConversionError, SnnEncodingsWarning
 from snn_encodings.specs.base import Spec
 
 __all__ = ["LayerCounts", "SpikingNetwork", "Stage"]
@@ -44,6 +54,10 @@ class Stage(nn.Module):
         self.pool = pool
         self.source = source
         self.shape = shape
+        #: Narrowest float this stage's sums are exact in, and whether its weights split into
+        #: two float32 parts (set by ``SpikingNetwork.exact_dtypes``).
+        self.exact_dtype: torch.dtype | None = None
+        self.split = False
 
     @property
     def inputs(self) -> list[int]:
@@ -54,7 +68,9 @@ class Stage(nn.Module):
         return list(self.synapse.sources)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, name={self.name!r}, shape={self.shape}"
+        dtype = "" if self.exact_dtype is None else f", exact_dtype={self.exact_dtype}"
+        dtype += " (two float32 parts)" if self.split else ""
+        return f"kind={self.kind!r}, name={self.name!r}, shape={self.shape}{dtype}"
 
 
 @dataclass
@@ -125,6 +141,8 @@ class SpikingNetwork(nn.Module):
         self.use_fast_path = True
         self.counts: list[LayerCounts] = []
         self.reset_counts()
+        self._dtypes: list[torch.dtype | None] | None = None
+        self._narrow: dict[int, nn.Module] = {}
 
     def _check_float_first(self) -> None:
         stages = list(self.stages)
@@ -177,6 +195,93 @@ class SpikingNetwork(nn.Module):
                 depth.append(1 + max(depth[s] for s in stage.synapse.sources))
         return depth[-1]
 
+    def _bound(self, synapse: nn.Module) -> LayerBound:
+        """The grid and magnitude bound of ``synapse``'s sums in the rule's exact units."""
+        units = self.rule.sum_units()
+        assert units is not None
+        shapes = [torch.Size(self.input_shape)] + [torch.Size(s.shape) for s in self.stages]
+        source_max, bias_scale, margin = units
+        bias_map = synapse.bias
+        bias = float(bias_map.abs().max()) * bias_scale if bias_map.numel() else 0.0
+        return layer_bound(synapse, shapes, [source_max] * len(shapes), bias + margin)
+
+    def layer_bounds(self) -> list[LayerBound | None]:
+        """Per stage, the grid and magnitude of its sums (``None``: a pool, the float first
+        layer, or an encoding that claims no exactness); see
+        :mod:`~snn_encodings.conversion.rules.exactness`."""
+        unclaimed = self.rule.sum_units() is None
+        return [
+            None
+            if unclaimed or stage.synapse is None or (index == 0 and self.float_first)
+            else self._bound(stage.synapse)
+            for index, stage in enumerate(self.stages)
+        ]
+
+    def exact_dtypes(self) -> list[torch.dtype | None]:
+        """Per stage, the narrowest float its sums are exact in: float32 where the layer's bound
+        fits 24 significand bits, float64 where it fits 53, ``None`` for pools, the float first
+        layer, layers exact in neither, and encodings that claim no exactness.
+
+        A float64 layer whose weights split into two parts that are each exact in float32
+        (:func:`~snn_encodings.conversion.rules.exactness.split_parts`) is evaluated by the
+        closed forms as two float32 passes added in float64 (``Stage.split``). Computed from
+        the weights on first use (``convert`` calls it) and kept; shown in each stage's repr.
+        """
+        if self._dtypes is None:
+            self._choose_dtypes(self.layer_bounds())
+        assert self._dtypes is not None
+        return self._dtypes
+
+    def _choose_dtypes(self, bounds: list[LayerBound | None]) -> None:
+        self._dtypes = [None if bound is None else exact_dtype(bound) for bound in bounds]
+        self._narrow.clear()
+        for index, (stage, dtype) in enumerate(zip(self.stages, self._dtypes)):
+            stage.exact_dtype, stage.split = dtype, False
+            if dtype != torch.float64:
+                continue
+            parts = split_parts(stage.synapse)
+            if parts and all(exact_dtype(self._bound(p)) == torch.float32 for p in parts):
+                self._narrow[index] = SplitSynapse(*parts)
+                stage.split = True
+
+    def narrow_synapse(self, index: int) -> nn.Module:
+        """Stage ``index``'s synapse as the closed forms evaluate it: a float32 copy where
+        float32 is exact, a :class:`SplitSynapse` where two float32 parts are, else the synapse
+        itself (both copies follow the synapse's device)."""
+        synapse = self.stages[index].synapse
+        assert synapse is not None
+        dtype = self.exact_dtypes()[index]
+        narrow = self._narrow.get(index)
+        if narrow is None and dtype == torch.float32:
+            narrow = copy.deepcopy(synapse).to(torch.float32)
+            self._narrow[index] = narrow
+        if narrow is None:
+            return synapse
+        device = narrow.high.bias.device if isinstance(narrow, SplitSynapse) else narrow.bias.device
+        if device != synapse.bias.device:
+            narrow.to(synapse.bias.device)
+        return narrow
+
+    def check_exactness(self) -> None:
+        """Warn, naming the layer, where a layer's sums may not be exact in float64 (so the
+        network may differ from its twin); called by ``convert`` for radix and Quartz."""
+        bounds = self.layer_bounds()
+        self._choose_dtypes(bounds)
+        for stage, bound, dtype in zip(self.stages, bounds, self.exact_dtypes()):
+            if bound is None or dtype is not None:
+                continue
+            reason = (
+                "an average pooling whose window is not a power of two"
+                if bound.grid_bits is None
+                else f"{bound.bits:.1f} significand bits (float64 has 53)"
+            )
+            warnings.warn(
+                f"convert: layer {stage.name!r} of {self.spec!r} is not exact against its twin: "
+                f"its sums need {reason}; use power-of-two pooling windows or fewer weight bits",
+                SnnEncodingsWarning,
+                stacklevel=3,
+            )
+
     @property
     def latency(self) -> int:
         """Steps from the first input step to the end of the output window."""
@@ -228,7 +333,9 @@ class SpikingNetwork(nn.Module):
                 spikes = rule.max_pool(sequences[stage.source], stage.pool)
             else:
                 synapse, neurons = stage.synapse, stage.neurons
-                currents = synapse.drive(sequences) + rule.bias_currents(
+                currents = synapse.drive(
+                    sequences, event_driven=rule.sparse_in_time
+                ) + rule.bias_currents(
                     synapse.bias, steps
                 ).unsqueeze(1)
                 spikes = neurons(currents)
@@ -270,17 +377,30 @@ class SpikingNetwork(nn.Module):
         output = self.activations(x)[-1]
         return output * _channel(self.output_scale, output) - self.output_offset
 
-    def activations(self, x: Tensor) -> list[Tensor]:
-        """Twin activations of every value node (normalised units), for inspection."""
+    def activations(self, x: Tensor, *, narrow: bool = False) -> list[Tensor]:
+        """Twin activations of every value node (normalised units), for inspection.
+
+        With ``narrow`` each layer is computed in its :meth:`exact_dtypes` entry (float32 where
+        that is exact; the values are the same), as the closed forms do.
+        """
         x = self._check_input(x)
         values = self.first_values(x)
-        for stage in list(self.stages)[len(values) - 1 :]:
+        dtypes = self.exact_dtypes() if narrow else []
+        for index, stage in enumerate(self.stages):
+            if index < len(values) - 1:
+                continue
             if stage.kind == "pool":
                 values.append(stage.pool(values[stage.source]))
-            elif stage.kind == "output":
-                values.append(self.rule.twin_output(stage.synapse.value(values)))
+                continue
+            output = stage.kind == "output"
+            if narrow and dtypes[index] == torch.float32:
+                sources = set(stage.inputs)
+                inputs = [v.to(torch.float32) if i in sources else v for i, v in enumerate(values)]
+                value = self.rule.layer_twin(self.narrow_synapse(index), inputs, output=output)
+                values.append(value.to(x.dtype))
             else:
-                values.append(self.rule.twin(stage.synapse.value(values)))
+                synapse = self.narrow_synapse(index) if narrow else stage.synapse
+                values.append(self.rule.layer_twin(synapse, values, output=output))
         return values
 
     def extra_repr(self) -> str:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from snn_encodings.conversion.graph import WEIGHTED
 from snn_encodings.conversion.rules.base import FastPass
-from snn_encodings.conversion.rules.quartz import QuartzLayer, quartz_bias_levels
+from snn_encodings.conversion.rules.exactness import SplitSynapse
 from snn_encodings.conversion.synapse import Synapse
 from snn_encodings.functional.quartz import QuartzState
 from snn_encodings.specs.quartz import Quartz
@@ -34,7 +34,49 @@ from snn_encodings.specs.quartz import Quartz
 if TYPE_CHECKING:
     from snn_encodings.conversion.network import SpikingNetwork
 
-__all__ = ["quartz_fast_forward"]
+__all__ = ["quartz_bias_levels", "quartz_fast_forward", "quartz_layer_levels"]
+
+
+def quartz_bias_levels(bias: Tensor, spec: Quartz) -> Tensor:
+    r"""Bias level :math:`n_b = \mathrm{clip}(\mathrm{round}(Kb), -2K, 2K)` (integer-valued).
+
+    The bias is one spike of weight :math:`\mathrm{sign}(n_b)` at step :math:`2K - |n_b|`
+    (an input of value :math:`|b|` on a weight of :math:`\pm 1`, as in Quartz-on-Loihi's bias
+    relay neurons), so :math:`|b| \le 2` keeps it inside the window.
+    """
+    k = spec.t_max
+    return torch.round(bias * k).clamp(-2 * k, 2 * k)
+
+
+def quartz_layer_levels(synapse: Synapse, levels: list[Tensor], spec: Quartz) -> Tensor:
+    r"""The membrane at the readout minus one, :math:`Kz = \sum_j w_j n_j + n_b`, ``(B, *)``.
+
+    ``levels`` are the integer levels :math:`n_j = K x_j` of every value node so far. Working
+    in level units keeps every term a product of integers, grid weights and grid gains: the sum
+    is exact in float64 (see :func:`~snn_encodings.conversion.rules.exactness.check_exact`)
+    whatever the grid of the branch (a product of gains, chained convolutions, a power-of-two
+    average pooling), where the value units :math:`n/K` would carry rounding for other
+    :math:`K`.
+    """
+    high = synapse.high if isinstance(synapse, SplitSynapse) else synapse
+    bias_levels = quartz_bias_levels(cast(Tensor, high.bias), spec).to(levels[0].dtype)
+    return _weighted_sum(synapse, levels).add_(bias_levels)
+
+
+def _weighted_sum(synapse: nn.Module, levels: list[Tensor]) -> Tensor:
+    """Bias-free sum of ``synapse`` on ``levels`` in its dtype (a float32 copy, or the two
+    float32 parts of a :class:`SplitSynapse` added), returned in the levels' dtype."""
+    parts = [synapse.high, synapse.low] if isinstance(synapse, SplitSynapse) else [synapse]
+    wide = levels[0].dtype
+    total: Tensor | None = None
+    for part in parts:
+        dtype = part.bias.dtype
+        sources = set(part.sources)
+        inputs = [n.to(dtype) if i in sources else n for i, n in enumerate(levels)]
+        out = _apply(part, list(part.ops), inputs, absolute=False).to(wide)
+        total = out if total is None else total.add_(out)
+    assert total is not None
+    return total
 
 
 def _view(gain: Tensor, like: Tensor) -> Tensor:
@@ -127,6 +169,12 @@ def _early_times(
     return fire < k2, fire
 
 
+def _narrow_drive(network: SpikingNetwork, index: int, levels: list[Tensor]) -> Tensor:
+    """Bias-free sum of stage ``index`` on the levels, as ``network.narrow_synapse`` evaluates
+    it (float32 where exact), returned in the levels' dtype."""
+    return _weighted_sum(network.narrow_synapse(index), levels)
+
+
 def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
     """Fire times of every layer of a converted Quartz ``network`` on checked inputs ``x``.
 
@@ -145,17 +193,18 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
     if network.float_first:
         fired[0] = torch.zeros_like(fired[0])  # the raw input sends no spikes
     output: Tensor | None = None
-    for stage in list(network.stages)[len(start) - 1 :]:
+    for index, stage in enumerate(network.stages):
+        if index < len(start) - 1:
+            continue
         if stage.kind == "pool":
             source, pool = cast(int, stage.source), cast(nn.Module, stage.pool)
             pooled = pool(torch.where(fired[source], levels[source], -1.0))
             levels.append(pooled.clamp(min=0))
             fired.append(pooled >= 0)
             continue
-        synapse, neurons = cast(Synapse, stage.synapse), stage.neurons
-        assert isinstance(neurons, QuartzLayer)
+        synapse, neurons = cast(Synapse, stage.synapse), cast(nn.Module, stage.neurons)
         bias_levels = quartz_bias_levels(cast(Tensor, synapse.bias), spec).to(x.dtype)
-        drive = _apply(synapse, list(synapse.ops), levels, absolute=False)
+        drive = _narrow_drive(network, index, levels)
         if spec.mode == "paper":
             early, times = _early_times(synapse, levels, bias_levels, drive, spec)
         kz = drive.add_(bias_levels)

@@ -110,15 +110,28 @@ class Synapse(nn.Module):
             total = total + _times(out, channel_view(g_out, out.dim() - 1))
         return total
 
-    def drive(self, sequences: list[Tensor]) -> Tensor:
-        """Bias-free input currents ``(T, B, *)`` from the value nodes' spike trains."""
+    def drive(self, sequences: list[Tensor], *, event_driven: bool = True) -> Tensor:
+        """Bias-free input currents ``(T, B, *)`` from the value nodes' spike trains.
+
+        A train that repeats one step (an expanded tensor, stride 0 in time, e.g. an analog
+        input current) is pushed through the ops once. With ``event_driven`` only the time
+        steps that carry input are pushed through the ops (worth its scan for sparse trains).
+        """
         total: Tensor | None = None
         for i, (source, ops) in enumerate(zip(self.sources, self.ops)):
             g_in, g_out = self.gains(i)
             seq = sequences[source]
             steps, batch = seq.shape[:2]
-            # event-driven: only time steps that carry input are pushed through the ops
-            active = seq.reshape(steps, -1).any(1).nonzero().flatten()
+            if seq.stride(0) == 0:
+                out = ops(_times(seq[0], g_in))
+                out = _times(out, _out_view(g_out, out)).expand(steps, *out.shape)
+                total = out if total is None else total + out
+                continue
+            active = (
+                seq.reshape(steps, -1).any(1).nonzero().flatten()
+                if event_driven
+                else torch.arange(steps, device=seq.device)
+            )
             if len(active) == steps:
                 out = ops(_times(seq, g_in).flatten(0, 1)).unflatten(0, (steps, batch))
             else:

@@ -74,7 +74,8 @@ class Quartz(Spec):
         analytic: neuron layers compute the first spike in closed form from the currents
             (vectorised cumulative sums) instead of looping over time, and a converted
             network computes every fire time from a few value passes instead of simulating
-            the window; spike for spike equal.
+            the window; spike for spike equal. Default ``True``; ``False`` steps the
+            neurons through the window (what the framework views run).
 
     Raises:
         SpecError: for a field out of range, naming the field.
@@ -93,7 +94,7 @@ class Quartz(Spec):
     weight_frac_bits: int = 16
     clip_inputs: bool = False
     float_first_layer: bool = False
-    analytic: bool = False
+    analytic: bool = True
 
     def __post_init__(self) -> None:
         check_int(self, "t_max", minimum=2)

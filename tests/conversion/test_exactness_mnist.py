@@ -70,7 +70,7 @@ def test_quartz_analytic_path_equals_step_simulation_on_mnist(
 ) -> None:
     # the analytic network never calls its neuron layers (no spike trains to hook): compare
     # outputs, early-spike masks and counters
-    stepped = se.convert(trained_ann, Quartz(t_max=8, mode=mode), calibration)
+    stepped = se.convert(trained_ann, Quartz(t_max=8, mode=mode, analytic=False), calibration)
     analytic = se.convert(trained_ann, Quartz(t_max=8, mode=mode, analytic=True), calibration)
     with torch.no_grad():
         assert torch.equal(analytic(images[:50]), stepped(images[:50]))

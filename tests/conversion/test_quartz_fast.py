@@ -44,7 +44,7 @@ def _run(network: se.SpikingNetwork, x: torch.Tensor):
 
 def _compare(ann: nn.Module, x: torch.Tensor, calibration, **spec) -> int:
     fast = se.convert(ann, Quartz(analytic=True, **spec), calibration, percentile=90.0)
-    slow = se.convert(ann, Quartz(**spec), calibration, percentile=90.0)
+    slow = se.convert(ann, Quartz(analytic=False, **spec), calibration, percentile=90.0)
     got, want = _run(fast, x), _run(slow, x)
     assert torch.equal(got[0], want[0])
     for a, b in zip(got[1], want[1]):

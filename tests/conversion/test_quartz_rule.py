@@ -13,7 +13,7 @@ from snn_encodings.errors import ConversionError
 from snn_encodings.specs import Quartz
 
 SPECS = [
-    Quartz(t_max=16),
+    Quartz(t_max=16, analytic=False),
     Quartz(t_max=15),
     Quartz(t_max=6, rounding="floor"),
     Quartz(t_max=16, analytic=True),

@@ -107,6 +107,8 @@ class Rule:
 
     #: Floating-point dtype the spiking network runs in (float64 where exactness needs it).
     dtype: torch.dtype = torch.float32
+    #: Whether spike trains are sparse in time, so that synapses skip silent steps.
+    sparse_in_time: bool = True
     #: Whether max-pooling layers are supported (see :meth:`max_pool`).
     supports_max_pool: bool = True
 
@@ -129,6 +131,26 @@ class Rule:
     def twin_output(self, z: Tensor) -> Tensor:
         """The output layer's value as the SNN decodes it (default: ``z`` unchanged)."""
         return z
+
+    def layer_twin(self, synapse: nn.Module, values: list[Tensor], *, output: bool) -> Tensor:
+        """Twin activation ``(B, *)`` of one layer from the twin values of the nodes before it.
+
+        ``synapse`` is the layer's :class:`~snn_encodings.conversion.synapse.Synapse`.
+        Default: :meth:`twin_output` (output layer) or :meth:`twin` of ``synapse.value(values)``;
+        a rule may compute the same function in other units to keep it exact.
+        """
+        z = synapse.value(values)
+        return self.twin_output(z) if output else self.twin(z)
+
+    def sum_units(self) -> tuple[float, float, float] | None:
+        """``(source_max, bias_scale, margin)`` of the exact sums, ``None`` where none is claimed.
+
+        In the integer units the spiking network's sums are exact in, every value node's
+        inputs are at most ``source_max``, the bias map is ``bias_scale`` times the synapse's
+        ``bias`` and the membrane may exceed the weighted sum by ``margin`` (see
+        :func:`~snn_encodings.conversion.rules.exactness.layer_bound`). Default ``None``.
+        """
+        return None
 
     def calibration_percentile(self) -> float | None:
         """Default percentile for the activation scales, ``None`` for the maximum."""
@@ -192,7 +214,8 @@ class FastPass(NamedTuple):
         output: decoded outputs ``(B, *)`` before the output scale, as :meth:`Rule.decode_output`
             gives them.
         spikes: per value node (input first, then one per stage) the spike count of every
-            neuron over the window, ``(B, *)`` (bool where a neuron spikes at most once).
+            neuron over the window, ``(B, *)`` (bool where a neuron spikes at most once); may
+            be empty while the network is not counting (``SpikingNetwork.counting``).
     """
 
     output: Tensor

@@ -42,6 +42,24 @@ class ICRateLayer(NeuronLayer):
         v0 = self.v0 if self.v0.dim() == 0 else self.v0.view(-1, *([1] * (like.dim() - 2)))
         return torch.zeros_like(like) + v0.to(like.dtype)
 
+    def run(self, currents: Tensor) -> tuple[Tensor, ICRateState]:
+        r"""The step loop; without a gradient to carry, an in-place scan over the ``(T, B, *)``
+        block (the same operations as :func:`~snn_encodings.functional.icrate.icrate_step`:
+        :math:`v \leftarrow v + I_t`, :math:`s_t = [v \ge \theta]`,
+        :math:`v \leftarrow v - \theta s_t`, so spikes and state are bit for bit equal)."""
+        if self.surrogate is not None or (torch.is_grad_enabled() and currents.requires_grad):
+            return super().run(currents)
+        theta = self.spec.threshold
+        v = self.initial_v(currents[0])
+        spikes = torch.empty_like(currents)
+        fired = torch.empty(currents.shape[1:], dtype=torch.bool, device=currents.device)
+        for current, out in zip(currents, spikes):
+            v.add_(current)
+            torch.ge(v, theta, out=fired)
+            out.copy_(fired)
+            v.sub_(out, alpha=theta)
+        return spikes, ICRateState(v=v)
+
 
 class ICRateRule(Rule):
     """IC-rate: IF neurons with reset by subtraction, initial membrane, compensated readout.
@@ -59,10 +77,12 @@ class ICRateRule(Rule):
       calibration data, layer by layer (IC-SNN Algorithm 2, reconstructed). In a distributed
       conversion each process measures ``DATA_INIT_SAMPLES / world_size`` samples (rounded up)
       of its shard and the per-channel sums and counts are added over the processes, so the
-      result is the sample-weighted mean over all of them.
+      result is the sample-weighted mean over all of them. One pass of the network measures
+      every layer (each layer measures with ``v0 = 0``, then reruns with its new ``v0``).
     """
 
     spec: ICRate
+    sparse_in_time = False
 
     def twin_parameters(self) -> tuple[int | None, float, float]:
         return self.spec.steps, self.spec.default_v0 / self.spec.threshold, 1.0
@@ -115,12 +135,23 @@ class ICRateRule(Rule):
         layers = [stage.neurons for stage in network.stages if stage.kind == "neuron"]
         for layer in layers:
             layer.v0 = torch.zeros((), dtype=layer.v0.dtype, device=layer.v0.device)
-        with torch.no_grad():
-            for layer in layers:
-                network(x)
-                layer.v0 = mean_residual(
-                    layer.last_state.v, self.spec.threshold, merge=collective.sum
-                ).to(layer.v0.dtype)
+
+        def measure(layer: nn.Module, inputs: tuple[Tensor], _: Tensor) -> Tensor:
+            # the residual with v0 = 0 and every earlier layer initialised; then the layer
+            # runs again with its own v0, so the later layers see what they will see
+            handles.pop(layer).remove()
+            layer.v0 = mean_residual(
+                layer.last_state.v, self.spec.threshold, merge=collective.sum
+            ).to(layer.v0.dtype)
+            return layer(inputs[0])
+
+        handles = {layer: layer.register_forward_hook(measure) for layer in layers}
+        try:
+            with torch.no_grad():
+                network(x)  # one pass measures every layer in order
+        finally:
+            for handle in handles.values():
+                handle.remove()
 
 
 def mean_residual(

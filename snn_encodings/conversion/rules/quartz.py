@@ -8,7 +8,13 @@ import torch
 from torch import Tensor, nn
 
 from snn_encodings.coding.quartz import decode_quartz, encode_quartz, quantise_quartz
+from snn_encodings.conversion.quartz_fast import (
+    quartz_bias_levels,
+    quartz_fast_forward,
+    quartz_layer_levels,
+)
 from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, register_rule
+from snn_encodings.conversion.rules.exactness import merge_branch_gains
 from snn_encodings.errors import ConversionError
 from snn_encodings.functional.quartz import QuartzState, quartz_first_spikes
 from snn_encodings.specs.quartz import Quartz
@@ -33,17 +39,6 @@ def quartz_twin_levels(z: Tensor, spec: Quartz) -> Tensor:
     grid = float(2**spec.weight_frac_bits)
     u = torch.round(z * spec.t_max * grid) / grid
     return torch.floor(u + 0.5) if spec.rounding == "round" else torch.floor(u)
-
-
-def quartz_bias_levels(bias: Tensor, spec: Quartz) -> Tensor:
-    r"""Bias level :math:`n_b = \mathrm{clip}(\mathrm{round}(Kb), -2K, 2K)` (integer-valued).
-
-    The bias is one spike of weight :math:`\mathrm{sign}(n_b)` at step :math:`2K - |n_b|`
-    (an input of value :math:`|b|` on a weight of :math:`\pm 1`, as in Quartz-on-Loihi's bias
-    relay neurons), so :math:`|b| \le 2` keeps it inside the window.
-    """
-    k = spec.t_max
-    return torch.round(bias * k).clamp(-2 * k, 2 * k)
 
 
 class QuartzLayer(NeuronLayer):
@@ -138,11 +133,15 @@ class QuartzRule(Rule):
 
     **Exactness.** The network runs in float64; :meth:`quantise_synapse` rounds weights to
     multiples of :math:`2^{-q}` and biases to the grid :math:`1/K`. Every current and membrane
-    is then a sum of multiples of :math:`2^{-q}` far below :math:`2^{53 - q}`, exact in any
-    summation order, and the twin recovers the exact :math:`Kz` by snapping (see
-    :func:`quartz_twin_levels`). The decoded output equals :meth:`twin` / :meth:`twin_output`
-    bit for bit in exact mode (``Quartz.mode``), and in paper mode unless a neuron fires early
-    (``QuartzLayer.early_spikes``); average pooling stays exact for power-of-two window sizes.
+    is then a sum of integer levels times products of grid values (a weight, two branch gains
+    of a residual shortcut, two chained convolutions, an average pool's :math:`2^{-m}`), exact
+    in any summation order while it fits the significand; ``convert`` checks that bound per
+    layer and warns where it does not hold (see
+    :mod:`~snn_encodings.conversion.rules.exactness`). The twin (:meth:`layer_twin`) forms
+    :math:`Kz` in the same level units, so it needs no rounding repair whatever the grid. The
+    decoded output equals the twin bit for bit in exact mode (``Quartz.mode``), and in paper
+    mode unless a neuron fires early (``QuartzLayer.early_spikes``). The closed form
+    (``analytic``) evaluates each layer in float32 where that is exact.
     """
 
     dtype = torch.float64
@@ -164,6 +163,28 @@ class QuartzRule(Rule):
         k = self.spec.t_max
         return quartz_twin_levels(z, self.spec).clamp(-k, k) / k
 
+    def sum_units(self) -> tuple[float, float, float]:
+        """Level units: inputs at most :math:`K`, bias :math:`Kb`, and up to :math:`2K` of
+        readout ramp on top of the sum."""
+        k = float(self.spec.t_max)
+        return k, k, 2 * k
+
+    def finalize(self, network: nn.Module, calibration: Any) -> None:
+        """Warn where a layer's sums may not be exact (``SpikingNetwork.check_exactness``)."""
+        network.check_exactness()  # type: ignore[operator]
+
+    def layer_twin(self, synapse: nn.Module, values: list[Tensor], *, output: bool) -> Tensor:
+        r"""The twin in level units: :math:`\hat n = q(Kz)` with :math:`Kz` from the integer
+        levels :math:`n = Kx` of the sources (:func:`quartz_layer_levels`, exact whatever the
+        product of grids in a branch), clipped to :math:`[0, K]` (hidden) or :math:`[-K, K]`
+        (output), over :math:`K`. Equal to :meth:`twin` of ``synapse.value(values)`` where that
+        sum is exact."""
+        spec = self.spec
+        k = spec.t_max
+        kz = quartz_layer_levels(synapse, [torch.round(value * k) for value in values], spec)
+        n_hat = torch.floor(kz + 0.5) if spec.rounding == "round" else torch.floor(kz)
+        return n_hat.clamp(-k if output else 0, k) / k
+
     def calibration_percentile(self) -> float | None:
         return self.spec.percentile
 
@@ -184,11 +205,13 @@ class QuartzRule(Rule):
     def quantise_synapse(self, synapse: nn.Module) -> None:
         """Move ``synapse`` to float64 and put its weights, gains and bias on the grids.
 
-        Weights of every Conv/Linear op and the branch gains go to multiples of
-        :math:`2^{-q}`, the bias to :math:`1/K` (:meth:`quantise_values`), so that currents
+        Weights of every Conv/Linear op and the branch gains (a weightless branch's two gains
+        multiplied first, :func:`merge_branch_gains`) go to multiples of :math:`2^{-q}`, the
+        bias to :math:`1/K` (:meth:`quantise_values`), so that currents
         are exact sums (see the class docstring).
         """
         synapse.to(torch.float64)
+        merge_branch_gains(synapse)
         grid = float(2**self.spec.weight_frac_bits)
         with torch.no_grad():
             for module in synapse.modules():
@@ -244,8 +267,6 @@ class QuartzRule(Rule):
         for module in network.modules():
             if isinstance(module, QuartzLayer) and module.surrogate is not None:
                 return None
-        from snn_encodings.conversion.quartz_fast import quartz_fast_forward
-
         return quartz_fast_forward(network, x)  # type: ignore[arg-type]
 
     def max_pool(self, spikes: Tensor, pool: nn.Module) -> Tensor:

@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from snn_encodings.coding.radix import decode_radix, encode_radix
-from snn_encodings.conversion.rules.base import NeuronLayer, Rule, register_rule
+from snn_encodings.coding.radix import decode_radix, encode_radix, quantise_radix
+from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, register_rule
+from snn_encodings.conversion.rules.exactness import merge_branch_gains
 from snn_encodings.errors import SpecError
 from snn_encodings.functional.radix import (
     RadixState,
@@ -210,6 +211,9 @@ class RadixRule(Rule):
         return torch.round(bias * scale) / scale
 
     def quantise_synapse(self, synapse: nn.Module) -> None:
+        """Round weights, gains (a weightless branch's two gains multiplied first,
+        :func:`merge_branch_gains`) and biases to the mode's grids, in place."""
+        merge_branch_gains(synapse)
         with torch.no_grad():
             for module in synapse.modules():
                 if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
@@ -222,12 +226,33 @@ class RadixRule(Rule):
                 elif name == "bias":
                     buffer.copy_(self.quantise_bias(buffer))
 
+    def sum_units(self) -> tuple[float, float, float] | None:
+        """Units of the output's last digit :math:`r^{-T}` (exact mode, power-of-two base): inputs
+        at most :math:`r^T`, bias :math:`r^T b`; ``None`` otherwise (paper mode works in digit
+        frames, other bases snap the twin instead)."""
+        spec = self.spec
+        if spec.mode != "exact" or _power_of_two_exponent(spec.base) is None:
+            return None
+        return float(spec.levels), float(spec.levels), 0.0
+
+    def finalize(self, network: nn.Module, calibration: Any) -> None:
+        """Warn where a layer's sums may not be exact (``SpikingNetwork.check_exactness``)."""
+        network.check_exactness()  # type: ignore[operator]
+
     # --- spiking network ------------------------------------------------------------------
     def encode_input(self, x: Tensor) -> Tensor:
         return encode_radix(x.to(self.dtype), self.spec, overflow="saturate")
 
     def decode_input(self, x: Tensor) -> Tensor:
-        return decode_radix(self.encode_input(x), self.spec).to(x.dtype)
+        """``decode_radix(encode_input(x))`` without the spike trains: the digit code
+        :func:`~snn_encodings.coding.radix.quantise_radix` over :math:`r^T` (what ``decode_radix``
+        computes from its digits); inputs ``encode_radix`` refuses still go through it, so they
+        raise its error."""
+        if bool((x < 0).any()):
+            return decode_radix(self.encode_input(x), self.spec).to(x.dtype)
+        wide = x.to(self.dtype)
+        code = quantise_radix(wide, self.spec).to(torch.float64)
+        return (code / self.spec.levels).to(wide.dtype).to(x.dtype)
 
     def bias_currents(self, bias: Tensor, steps: int) -> Tensor:
         spec = self.spec
@@ -252,9 +277,66 @@ class RadixRule(Rule):
             return readout
         return decode_radix(spikes, self.spec)
 
+    def fast_forward(self, network: nn.Module, x: Tensor) -> FastPass | None:
+        r"""Closed form of exact mode (power-of-two bases, no surrogate): one value pass.
+
+        A hidden exact-mode layer emits the base-:math:`r` digits of its twin value
+        :math:`y = \lfloor \mathrm{clip}(z, 0, 1 - r^{-T}) \rfloor_T`, MSB first, one window
+        later, and ends its padded window with ``v = acc = 0``; the output layer ends with
+        ``v`` :math:`= r^T z` and reads out :math:`z`. So the twin values of every node give the
+        outputs, every layer's ``last_state`` and ``readout`` and, while the network counts,
+        each neuron's spike count (the digit sum of :math:`r^T y`), equal to the simulation's.
+        Otherwise (paper mode, other bases, a surrogate) ``None``: simulate.
+        """
+        spec = self.spec
+        layers = [m for m in network.modules() if isinstance(m, RadixLayer)]
+        if (
+            spec.mode != "exact"
+            or _power_of_two_exponent(spec.base) is None
+            or any(layer.surrogate is not None for layer in layers)
+        ):
+            return None
+        values = network.activations(x, narrow=True)  # type: ignore[operator]
+        for stage, value in zip(network.stages, values[1:]):  # type: ignore[attr-defined]
+            if stage.neurons is not None:
+                self._set_final_state(stage.neurons, value)
+        counting = bool(network.counting)  # type: ignore[attr-defined]
+        counts = [self.digit_sums(value) for value in values] if counting else []
+        if counts:
+            counts[-1] = torch.zeros_like(counts[-1])  # the output layer does not fire
+        return FastPass(output=values[-1], spikes=counts)
+
+    def _set_final_state(self, layer: RadixLayer, value: Tensor) -> None:
+        """The state (and output readout) the step simulation leaves after its window."""
+        spec = self.spec
+        zeros = torch.zeros_like(value)
+        if layer.output:
+            layer.readout = value
+            ticks = spec.steps_per_layer
+            v = value * float(spec.levels)
+            layer.last_state = RadixState(v=v, acc=zeros, k=_full(value, ticks))
+        else:
+            ticks = 2 * spec.steps_per_layer
+            layer.last_state = RadixState(v=zeros, acc=zeros, k=_full(value, ticks))
+
+    def digit_sums(self, value: Tensor) -> Tensor:
+        """Spikes of each neuron over a window: the sum of the base-:math:`r` digits of
+        :math:`r^T y` for values ``y`` on the grid in :math:`[0, 1)`, ``(B, *)``."""
+        spec = self.spec
+        integer = torch.round(value * float(spec.levels)).to(torch.int64)
+        total = torch.zeros_like(integer)
+        for _ in range(spec.steps):
+            total += integer % spec.base
+            integer = integer // spec.base
+        return total.to(value.dtype)
+
     def max_pool(self, spikes: Tensor, pool: nn.Module) -> Tensor:
         values = decode_radix(spikes, self.spec)
         return encode_radix(pool(values), self.spec)
+
+
+def _full(like: Tensor, ticks: int) -> Tensor:
+    return torch.full(like.shape, ticks, dtype=torch.int64, device=like.device)
 
 
 register_rule(Radix, RadixRule)

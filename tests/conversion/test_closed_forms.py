@@ -1,0 +1,118 @@
+"""The closed forms (radix exact mode) and the IC-rate scan equal the step simulation spike for
+spike and counter for counter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import snn_encodings as se
+from snn_encodings import zoo
+from snn_encodings.coding.radix import encode_radix
+from snn_encodings.conversion.rules.icrate import ICRateLayer, mean_residual
+from snn_encodings.conversion.rules.radix import RadixLayer
+from snn_encodings.functional import simulate
+from snn_encodings.functional.radix import RadixState
+from snn_encodings.specs import ICRate, Quartz, Radix
+
+CASES = [("resnet18", 0.125), ("mobilenetv2", 0.25), ("vgg11_bn", 0.125), ("convnet", 1.0)]
+
+
+def _network(name: str, width: float, spec) -> tuple[se.SpikingNetwork, torch.Tensor]:
+    torch.manual_seed(0)
+    model = zoo.set_batch_norm_stats(zoo.build(name, width=width), zoo.input_shape(name))
+    x = torch.rand((3, *zoo.input_shape(name)), generator=torch.Generator().manual_seed(0))
+    return se.convert(model, spec, [x]), x
+
+
+def _run(network: se.SpikingNetwork, x: torch.Tensor, fast: bool):
+    """Outputs, per-layer counts, final states and the hidden layers' output spike trains."""
+    network.use_fast_path = fast
+    trains: list[torch.Tensor] = []
+    hooks = [
+        stage.neurons.register_forward_hook(lambda m, i, out: trains.append(out))
+        for stage in network.stages
+        if stage.neurons is not None
+    ]
+    network.reset_counts()
+    network.counting = True
+    with torch.no_grad():
+        out = network(x)
+    network.counting = False
+    for hook in hooks:
+        hook.remove()
+    counts = [(c.spikes, c.synaptic_events, c.samples) for c in network.counts]
+    layers = [m for m in network.modules() if isinstance(m, RadixLayer)]
+    return out, counts, [m.last_state for m in layers], [m.readout for m in layers], trains
+
+
+RADIX_CASES = [(name, width, Radix()) for name, width in CASES] + [
+    ("convnet", 1.0, Radix(steps=4, base=4)),
+    ("vgg11_bn", 0.125, Radix(steps=3, base=4)),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "width", "spec"), RADIX_CASES, ids=[f"{n}-base{s.base}" for n, _, s in RADIX_CASES]
+)
+def test_radix_closed_form_equals_the_step_simulation(name: str, width: float, spec: Radix) -> None:
+    network, x = _network(name, width, spec)
+    fast = _run(network, x, fast=True)
+    slow = _run(network, x, fast=False)
+    assert not fast[4], "the closed form must not call the neuron layers"
+    assert torch.equal(fast[0], slow[0])
+    assert fast[1] == slow[1]
+    for got, want in zip(fast[2], slow[2]):
+        assert isinstance(got, RadixState)
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+    for got, want in zip(fast[3], slow[3]):
+        assert (got is None and want is None) or torch.equal(got, want)
+    # the digit trains derived from the twin values are the simulated spike trains
+    with torch.no_grad():
+        values = network.activations(x)
+    hidden = [i for i, stage in enumerate(network.stages, start=1) if stage.kind == "neuron"]
+    for index, train in zip(hidden, slow[4]):
+        assert torch.equal(encode_radix(values[index], spec), train)
+
+
+@pytest.mark.parametrize("v0", [0.5, torch.tensor([0.0, 0.25, 0.7])], ids=["scalar", "per-channel"])
+def test_icrate_scan_equals_the_step_function(v0) -> None:
+    spec = ICRate(steps=16)
+    layer = ICRateLayer(spec)
+    layer.v0 = torch.as_tensor(v0)
+    currents = torch.randn((16, 4, 3, 5, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        spikes, state = layer.run(currents)
+    want = simulate(spec, currents, v0=layer.initial_v(currents[0]))
+    assert torch.equal(spikes, want.spikes)
+    assert torch.equal(state.v, want.state.v)
+
+
+def test_icrate_data_init_in_one_pass_equals_layer_by_layer_passes() -> None:
+    network, x = _network("vgg11_bn", 0.125, ICRate(steps=8, init="data"))
+    measured = [stage.neurons.v0.clone() for stage in network.stages if stage.kind == "neuron"]
+    layers = [stage.neurons for stage in network.stages if stage.kind == "neuron"]
+    for layer in layers:
+        layer.v0 = torch.zeros(())
+    with torch.no_grad():
+        for layer in layers:  # the reference: one full network run per layer
+            network(x)
+            layer.v0 = mean_residual(layer.last_state.v, 1.0).to(layer.v0.dtype)
+    for got, want in zip(measured, layers):
+        assert torch.equal(got, want.v0)
+
+
+@pytest.mark.parametrize(("name", "width"), CASES, ids=[n for n, _ in CASES])
+def test_quartz_closed_form_in_narrow_floats_equals_the_float64_twin(name: str, width: float) -> None:
+    network, x = _network(name, width, Quartz(t_max=16))
+    narrow = [s.split or s.exact_dtype == torch.float32 for s in network.stages if s.synapse]
+    assert any(narrow)
+    with torch.no_grad():
+        assert torch.equal(network(x), network.twin(x))
+
+
+def test_split_layers_are_shown_in_the_stage_repr() -> None:
+    network, _ = _network("resnet18", 0.125, Radix())
+    split = [stage for stage in network.stages if stage.split]
+    assert split and "(two float32 parts)" in repr(split[0])
