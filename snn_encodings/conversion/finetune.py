@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +14,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from snn_encodings.conversion.calibrate import ActivationStats, iterate_inputs
+from snn_encodings.conversion.calibrate import (
+    PERCENTILE_CANDIDATES,
+    SEARCH_SAMPLES,
+    ActivationStats,
+    iterate_inputs,
+)
 from snn_encodings.conversion.rules.base import rule_for
 from snn_encodings.conversion.twin import ClipQuant
 from snn_encodings.distributed import Collective, Distributed, shard_loader, wrap_ddp
@@ -28,22 +34,25 @@ def with_twin_activations(
     spec: Spec,
     calibration: Iterable[Any],
     *,
-    percentile: float | None | str = "default",
+    percentile: float | None | str = "auto",
     distributed: Distributed = False,
 ) -> nn.Module:
-    """A copy of ``ann`` whose ReLUs are :class:`ClipQuant` twins of ``spec``, clip bounds calibrated.
+    r"""A copy of ``ann`` whose ReLUs are :class:`ClipQuant` twins of ``spec``, clip bounds calibrated.
 
     Each ``nn.ReLU`` module becomes ``ClipQuant(scale=lambda, levels, shift, upper)`` with the
-    encoding's grid (:meth:`Rule.twin_parameters`) and :math:`\\lambda` the given percentile of
-    that ReLU's outputs on ``calibration`` (by default the percentile :func:`convert` uses for
-    ``spec``, so the twin starts where plain conversion ends). ``ann`` is not modified. With ``distributed``, the
-    statistics of every process's shard are merged as in :func:`~snn_encodings.convert`.
+    encoding's grid (:meth:`Rule.twin_parameters`) and :math:`\lambda` a percentile of that
+    ReLU's outputs on ``calibration``. With ``"auto"`` (default) the percentile is chosen per
+    ReLU, in forward order, among :data:`~snn_encodings.conversion.calibrate.PERCENTILE_CANDIDATES`
+    and the encoding's own, as the one whose quantised output is closest (mean squared error) to
+    the float ANN's on the first calibration samples, as :func:`convert` does per layer;
+    ``"default"`` is the encoding's own percentile, ``None`` the maximum. ``ann`` is not
+    modified. With ``distributed``, the statistics of every process's shard are merged as in
+    :func:`~snn_encodings.convert` and the search errors are summed.
 
     Raises:
         ConversionError: if ``ann`` has no ``nn.ReLU`` modules or the loader is empty.
     """
     rule = rule_for(spec)
-    levels, shift, upper = rule.twin_parameters()
     if percentile == "default":
         percentile = rule.calibration_percentile()
     collective = Collective.resolve(distributed, "finetune")
@@ -52,38 +61,80 @@ def with_twin_activations(
     if not names:
         raise ConversionError("finetune: the model has no nn.ReLU modules to replace")
     stats = {name: ActivationStats() for name in names}
+    kept: list[Tensor] = []
+    with _recording(model, names, stats) as passes, torch.no_grad():
+        for index in range(1 if percentile is None else 2):
+            passes[0] = index
+            for x in iterate_inputs(calibration, "finetune"):
+                if index == 0 and sum(len(k) for k in kept) < SEARCH_SAMPLES:
+                    kept.append(x)
+                model(x)
+            collective.merge_stats(stats.values(), "max" if index == 0 else "histogram")
+    levels, shift, upper = rule.twin_parameters()
+    sample = _input_grid(spec)(torch.cat(kept)[:SEARCH_SAMPLES])
+    reference = _outputs(model, names, sample)
+    for name in names:
+        parent_name, _, attribute = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        candidates = (
+            list(dict.fromkeys((*PERCENTILE_CANDIDATES, rule.calibration_percentile())))
+            if percentile == "auto"
+            else [percentile]
+        )
+        errors, modules = [], []
+        for candidate in candidates:
+            scale = float(stats[name].scale(candidate))
+            modules.append(ClipQuant(scale=scale, levels=levels, shift=shift, upper=upper))
+            setattr(parent, attribute, modules[-1])
+            out = _outputs(model, [name], sample)[name]
+            errors.append(float(((out - reference[name]) ** 2).mean()))
+        best = int(collective.sum(torch.tensor(errors, dtype=torch.float64)).argmin())
+        setattr(parent, attribute, modules[best])
+    return model
+
+
+@contextmanager
+def _recording(
+    model: nn.Module, names: list[str], stats: dict[str, ActivationStats]
+) -> Iterator[list[int]]:
+    """Feed the named modules' outputs to their statistics (maxima in pass 0, then histograms)."""
     passes = [0]
+
+    def record(name: str, out: Tensor) -> None:
+        if passes[0] == 0:
+            stats[name].update_max(out)
+        else:
+            stats[name].update_histogram(out)
+
     hooks = [
         model.get_submodule(name).register_forward_hook(
-            lambda m, i, out, name=name: _record(stats, name, out, passes)
+            lambda m, i, out, name=name: record(name, out)
+        )
+        for name in names
+    ]
+    try:
+        yield passes
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _outputs(model: nn.Module, names: list[str], x: Tensor) -> dict[str, Tensor]:
+    """The named modules' outputs when ``model`` runs on ``x`` (no gradient)."""
+    found: dict[str, Tensor] = {}
+    hooks = [
+        model.get_submodule(name).register_forward_hook(
+            lambda m, i, out, name=name: found.__setitem__(name, out.detach().clone())
         )
         for name in names
     ]
     try:
         with torch.no_grad():
-            for index in range(1 if percentile is None else 2):
-                passes[0] = index
-                for x in iterate_inputs(calibration, "finetune"):
-                    model(x)
-                collective.merge_stats(stats.values(), "max" if index == 0 else "histogram")
+            model(x)
     finally:
         for hook in hooks:
             hook.remove()
-    for name in names:
-        parent_name, _, attribute = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        scale = float(stats[name].scale(percentile))
-        setattr(parent, attribute, ClipQuant(scale=scale, levels=levels, shift=shift, upper=upper))
-    return model
-
-
-def _record(
-    stats: dict[str, ActivationStats], name: str, out: torch.Tensor, passes: list[int]
-) -> None:
-    if passes[0] == 0:
-        stats[name].update_max(out)
-    else:
-        stats[name].update_histogram(out)
+    return found
 
 
 VALIDATION_EVERY = 10
@@ -118,7 +169,7 @@ def finetune(
     validation: Iterable[Any] | None = None,
     epochs: int = 3,
     lr: float = 5e-4,
-    percentile: float | None | str = "default",
+    percentile: float | None | str = "auto",
     freeze_batchnorm: bool = True,
     seed: int = 0,
     progress: bool = True,
@@ -126,9 +177,9 @@ def finetune(
 ) -> nn.Module:
     """Quantisation-aware fine-tuning of a copy of ``ann`` with ``spec``'s twin activations.
 
-    The ReLUs are replaced by :class:`ClipQuant` modules calibrated as :func:`convert` would
-    (:func:`with_twin_activations`): the training starts from plain conversion's clip bounds
-    and trains them together with the weights (straight-through floor, in the spirit of QCFS,
+    The ReLUs are replaced by :class:`ClipQuant` modules whose clip bounds are searched per layer
+    as :func:`convert`'s default does (:func:`with_twin_activations`; one bound per layer), and
+    training starts from there and trains them together with the weights (straight-through floor, in the spirit of QCFS,
     Bu et al., 2022), with Adam and a cosine learning-rate decay to 0 over all steps.
     BatchNorm layers stay in eval mode by default: their running statistics, which conversion
     folds into the weights, are frozen while their affine parameters train. After every epoch
@@ -145,8 +196,8 @@ def finetune(
             iterable, is held out and never trained on.
         epochs: passes over the training data (0 returns the calibrated twin).
         lr: initial Adam learning rate.
-        percentile: initial clip bounds (a percentile of each ReLU's outputs, ``None`` for the
-            maximum); by default the encoding's conversion default.
+        percentile: initial clip bounds, as for :func:`with_twin_activations` (by default
+            searched per layer, like :func:`convert`'s default).
         freeze_batchnorm: keep BatchNorm running statistics fixed (``False``: update them).
         seed: seeds the shuffling of the training part when ``finetune`` splits ``loader``.
         progress: show a progress bar with the validation accuracy (rank 0 only).

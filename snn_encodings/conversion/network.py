@@ -54,7 +54,9 @@ class Stage(nn.Module):
         return list(self.synapse.sources)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, name={self.name!r}, shape={self.shape}"
+        chosen = getattr(self, "calibration", None)
+        text = f"kind={self.kind!r}, name={self.name!r}, shape={self.shape}"
+        return text if chosen is None else f"{text}, calibration={chosen}"
 
 
 @dataclass
