@@ -171,6 +171,7 @@ def finetune(
     lr: float = 5e-4,
     percentile: float | None | str = "auto",
     freeze_batchnorm: bool = True,
+    keep_best: bool = True,
     seed: int = 0,
     progress: bool = True,
     distributed: Distributed = False,
@@ -199,6 +200,8 @@ def finetune(
         percentile: initial clip bounds, as for :func:`with_twin_activations` (by default
             searched per layer, like :func:`convert`'s default).
         freeze_batchnorm: keep BatchNorm running statistics fixed (``False``: update them).
+        keep_best: return the best validation epoch (default); ``False`` returns the last
+            epoch's weights (``finetune_result.best_epoch`` then is ``epochs``).
         seed: seeds the shuffling of the training part when ``finetune`` splits ``loader``.
         progress: show a progress bar with the validation accuracy (rank 0 only).
         distributed: ``True`` (or a process group): ``loader`` yields this process's shard
@@ -235,7 +238,7 @@ def finetune(
     for epoch in bar:
         _train_epoch(trained, model, (loader, grid), optimiser, schedule, epoch, freeze_batchnorm)
         result.epochs.append(_accuracy(model, validation, collective))
-        if result.epochs[-1] > result.best:
+        if result.epochs[-1] > result.best or not keep_best:
             result.best_epoch = epoch
             best = copy.deepcopy(model.state_dict())
         bar.set_postfix(val=f"{100 * result.epochs[-1]:.2f}%", best=f"{100 * result.best:.2f}%")
