@@ -222,12 +222,13 @@ class ScaleSearch:
         scales: list[Tensor] = [one]
         chosen: dict[int, Tensor] = {}
         choices: dict[int, ScaleChoice] = {}
+        self.layer_only = _feeds_grouped_convolutions(nodes)
         for i, node in enumerate(nodes[1:], start=1):
             if node.kind == "pool":
                 scales.append(scales[node.branches[0].source])
                 values.append(node.pool(values[node.branches[0].source]))
                 continue
-            trials = self._trials(node, stats[i])
+            trials = self._trials(node, stats[i], i in self.layer_only)
             errors, outputs = [], []
             for scale in trials.values():
                 synapse = Synapse(node.branches, node.bias, scales, scale, shapes).to(dtype)
@@ -257,19 +258,35 @@ class ScaleSearch:
             return x
 
     def _trials(
-        self, node: Any, stats: dict[bool, ActivationStats]
+        self, node: Any, stats: dict[bool, ActivationStats], layer_only: bool
     ) -> dict[tuple[float | None, bool], Tensor]:
         """Candidate scales of one node (a fixed clip bound is its only candidate)."""
         if node.clip is not None:
             return {(None, False): torch.tensor(float(node.clip))}
         trials = {}
         for percentile, per_channel in self.candidates:
-            # non-neuron nodes (the output) keep one scale: their per-channel statistics are
-            # kept per layer
-            key = (percentile, per_channel and node.kind == "neuron")
+            # the output, and nodes feeding grouped convolutions, keep one scale per layer
+            key = (percentile, per_channel and node.kind == "neuron" and not layer_only)
             if key not in trials:
-                trials[key] = stats[per_channel].scale(percentile)
+                trials[key] = stats[key[1]].scale(percentile)
         return trials
+
+
+def _feeds_grouped_convolutions(nodes: list[Any]) -> set[int]:
+    """Nodes read (directly or through max-pools) by a grouped convolution, which cannot fold
+    per-channel input scales: their search keeps to one scale per layer."""
+    from snn_encodings.conversion.graph import WEIGHTED
+
+    blocked = set()
+    for node in nodes[1:]:
+        for branch in node.branches:
+            source = branch.source
+            while source > 0 and nodes[source].kind == "pool":
+                source = nodes[source].branches[0].source
+            weighted = [op for op in branch.ops if isinstance(op, WEIGHTED)]
+            if weighted and getattr(weighted[0], "groups", 1) != 1:
+                blocked.add(source)
+    return blocked
 
 
 def _view(scale: Tensor, like: Tensor) -> Tensor:

@@ -209,7 +209,10 @@ def _calibrate(
         for n in nodes[1:]
     ]
     stats = {
-        i: {grain: ActivationStats(per_channel=grain and nodes[i].kind == "neuron") for grain in grains}
+        i: {
+            grain: ActivationStats(per_channel=grain and nodes[i].kind == "neuron")
+            for grain in ({*grains, False} if search else set(grains))
+        }
         for i in range(1, len(nodes))
         if nodes[i].kind != "pool"
     }

@@ -47,3 +47,17 @@ def test_search_at_a_fixed_granularity_keeps_it(trained_ann, mnist_calibration) 
         hidden = [s.calibration for s in network.stages if s.kind == "neuron"]
         assert all(choice.per_channel is per_channel for choice in hidden)
         assert not network.stages[-1].calibration.per_channel
+
+
+def test_layers_feeding_a_grouped_convolution_keep_one_scale() -> None:
+    torch.manual_seed(0)
+    ann = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, groups=4), nn.ReLU(),
+        nn.Flatten(), nn.Linear(4 * 3 * 3, 3),
+    ).eval()
+    x = torch.rand(64, 1, 12, 12)
+    network = se.convert(ann, se.Radix(steps=4), [x])
+    first, second = (s.calibration for s in network.stages if s.kind == "neuron")
+    assert not first.per_channel
+    with torch.no_grad():
+        assert torch.equal(network.twin(x), network(x))
