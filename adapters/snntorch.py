@@ -31,7 +31,7 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 from snn_encodings import coding
 from snn_encodings.conversion import SpikingNetwork, with_steps
 from snn_encodings.conversion import convert as core_convert
-from snn_encodings.conversion.convert import DEFAULT
+from snn_encodings.conversion.convert import AUTO
 from snn_encodings.encoding import encoding_for
 from snn_encodings.errors import ExportError, SpecError
 from snn_encodings.functional import neuron_functions, simulate
@@ -527,8 +527,8 @@ def convert(
     calibration: Any,
     *,
     num_steps: int | None = None,
-    percentile: float | None = DEFAULT,
-    per_channel: bool = False,
+    percentile: float | None | str = AUTO,
+    per_channel: bool | str = AUTO,
     device: str | torch.device | None = None,
 ) -> SnnTorchNetwork:
     """Convert a trained ANN with :func:`snn_encodings.convert` and wrap it snnTorch-style.

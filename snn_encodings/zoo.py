@@ -1,7 +1,8 @@
 """Standard deep networks written in the project, shared by tests and benchmarks.
 
 CIFAR-style ResNet-18, VGG-11-BN, VGG-16 (with or without BatchNorm), a small
-MobileNetV2-style network and the demo MNIST convnet, all built from the layers
+MobileNetV2-style network, the demo MNIST convnet and the Quartz paper's LeNet-5 (26k
+parameters), all built from the layers
 :func:`snn_encodings.convert` accepts. ``width`` scales every channel count, so tests can use
 slim versions; :func:`set_batch_norm_stats` gives a randomly initialised network the BatchNorm
 running statistics of random inputs, so that conversion folds realistic BatchNorms.
@@ -163,10 +164,15 @@ class MobileNetV2(nn.Module):
         return self.fc(self.flatten(self.pool(self.features(x))))
 
 
-def _convnet(width: float = 1.0, classes: int = 10) -> nn.Module:
-    if width != 1.0 or classes != 10:
-        raise DataError("zoo: the demo convnet has a fixed size (width=1.0, classes=10)")
-    return build_mnist("convnet")
+def _mnist_model(name: str) -> Callable[..., nn.Module]:
+    """A fixed-size MNIST network of :mod:`snn_encodings.models` as a zoo builder."""
+
+    def make(width: float = 1.0, classes: int = 10) -> nn.Module:
+        if width != 1.0 or classes != 10:
+            raise DataError(f"zoo: {name} has a fixed size (width=1.0, classes=10)")
+        return build_mnist(name)
+
+    return make
 
 
 MODELS: dict[str, tuple[Callable[..., nn.Module], tuple[int, ...]]] = {
@@ -175,7 +181,8 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], tuple[int, ...]]] = {
     "vgg16": (lambda width=1.0, classes=10: _vgg("vgg16", False, width, classes), _CIFAR),
     "vgg16_bn": (lambda width=1.0, classes=10: _vgg("vgg16", True, width, classes), _CIFAR),
     "mobilenetv2": (MobileNetV2, _CIFAR),
-    "convnet": (_convnet, _MNIST),
+    "convnet": (_mnist_model("convnet"), _MNIST),
+    "lenet5": (_mnist_model("lenet5"), _MNIST),
 }
 """Zoo names -> (builder taking ``width`` and ``classes``, input shape ``(C, H, W)``)."""
 
@@ -192,9 +199,9 @@ def build(name: str, *, width: float = 1.0, classes: int = 10) -> nn.Module:
 
     Args:
         name: one of :data:`MODELS` (``resnet18``, ``vgg11_bn``, ``vgg16``, ``vgg16_bn``,
-            ``mobilenetv2``, ``convnet``).
-        width: multiplies every channel count (at least one channel each); the convnet only
-            accepts 1.
+            ``mobilenetv2``, ``convnet``, ``lenet5``).
+        width: multiplies every channel count (at least one channel each); the MNIST models
+            (``convnet``, ``lenet5``) only accept 1.
         classes: outputs of the linear head.
     Raises:
         DataError: for an unknown name or a size the model does not offer.

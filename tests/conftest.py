@@ -129,3 +129,15 @@ def mnist_calibration() -> torch.utils.data.TensorDataset:
     from snn_encodings.data import mnist_split
 
     return mnist_split("train", limit=1000)
+
+
+
+@pytest.fixture(scope="session")
+def full_mnist_dir() -> Path:
+    """The full-MNIST folder (``../shared/data/mnist``); tests needing it skip, saying so, if absent."""
+    from snn_encodings.data import find_full_mnist
+
+    found = find_full_mnist(Path(__file__).parent)
+    if found is None:
+        pytest.skip("full MNIST (60 000 training images) not found in ../shared/data/mnist")
+    return found

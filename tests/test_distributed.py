@@ -126,6 +126,7 @@ def _worker(rank: int, folder: str) -> None:
             SPEC,
             shard_loader(training, BATCH, training=True, shuffle=True),
             epochs=1,
+            keep_best=False,  # the trained weights, even where the start validates better
             progress=False,
             distributed=True,
         )

@@ -1,16 +1,27 @@
-"""Streaming activation statistics: maxima and histogram percentiles, per layer or per channel."""
+"""Calibration: streaming activation statistics (maxima, histogram percentiles, per layer or
+per channel) and the per-layer search for the scale that keeps the twin closest to the ANN."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from snn_encodings.errors import ConversionError
+from snn_encodings.errors import ConversionError, SpecError
 
-__all__ = ["ActivationStats", "batch_input", "iterate_inputs", "percentile_from_histogram"]
+__all__ = [
+    "PERCENTILE_CANDIDATES",
+    "ActivationStats",
+    "ScaleChoice",
+    "ScaleSearch",
+    "batch_input",
+    "iterate_inputs",
+    "percentile_from_histogram",
+]
 
 
 def batch_input(batch: Any) -> Tensor:
@@ -126,3 +137,169 @@ def run_passes(
     for index in range(passes):
         for x in iterate_inputs(loader, where):
             visit(index, x)
+
+
+PERCENTILE_CANDIDATES: tuple[float | None, ...] = (
+    None, 99.999, 99.99, 99.9, 99.7, 99.5, 99.0, 98.5, 98.0, 97.0
+)
+"""Percentiles the default calibration tries for each layer (``None`` is the maximum)."""
+
+SEARCH_SAMPLES = 512
+"""Calibration samples (the first ones seen) on which the scale search measures each candidate."""
+
+
+@dataclass(frozen=True)
+class ScaleChoice:
+    """The scale calibration chose for one layer.
+
+    Attributes:
+        percentile: the percentile (0-100] of the layer's activations, ``None`` for the maximum.
+        per_channel: one scale per channel (else one per layer).
+        error: mean squared difference between the layer's twin activation and the float ANN's,
+            in the ANN's units, on the search samples (``nan`` where nothing was searched).
+    """
+
+    percentile: float | None
+    per_channel: bool
+    error: float = float("nan")
+
+    def __str__(self) -> str:
+        where = "channel" if self.per_channel else "layer"
+        level = "max" if self.percentile is None else f"p{self.percentile:g}"
+        return f"{level}/{where}" + ("" if math.isnan(self.error) else f" (mse {self.error:.3g})")
+
+
+class ScaleSearch:
+    """Per-layer choice of the clip scale that minimises the twin's error against the ANN.
+
+    Greedy in forward order: with the scales already chosen upstream, each candidate (a
+    percentile, per layer or per channel) of a layer builds that layer's normalised, quantised
+    synapse, runs the twin activation on the search samples and is scored by the mean squared
+    difference from the float ANN's activation of the same layer. The best candidate is kept
+    and its twin activation feeds the next layer. It needs no pass over the calibration data
+    beyond the statistics' two; each candidate costs one layer's forward on ``SEARCH_SAMPLES``.
+
+    Args:
+        rule: the encoding's conversion rule (twin, synapse quantisation, input grid).
+        candidates: ``(percentile, per_channel)`` pairs to try.
+        float_first: the first layer runs in float on raw inputs (no parameter grid).
+        reduce: sums a tensor of errors over the processes (identity without a group), so that
+            every process picks the same scales.
+        positive_output: score the output layer on the positive part of its values only (for
+            outputs of bounded range, whose scale is calibrated on the lifted logits
+            :math:`\max(z + c, 0)`: what decides the argmax is the top of the range).
+    """
+
+    def __init__(
+        self,
+        rule: Any,
+        candidates: list[tuple[float | None, bool]],
+        float_first: bool,
+        reduce: Callable[[Tensor], Tensor],
+        *,
+        positive_output: bool = False,
+    ) -> None:
+        self.rule = rule
+        self.candidates = candidates
+        self.float_first = float_first
+        self.reduce = reduce
+        self.positive_output = positive_output
+
+    def choose(
+        self,
+        nodes: list[Any],
+        stats: dict[int, dict[bool, ActivationStats]],
+        reference: list[Tensor],
+        shapes: list[torch.Size],
+    ) -> tuple[dict[int, Tensor], dict[int, ScaleChoice]]:
+        """Scales and choices of every searched node (neuron/output nodes without a fixed clip).
+
+        Args:
+            nodes: the traced value nodes; ``stats[i][per_channel]`` their statistics.
+            reference: the float ANN's value of every node on the search samples (ReLU applied).
+            shapes: feature shape of every node.
+        """
+        from snn_encodings.conversion.synapse import Synapse
+
+        one = torch.ones(())
+        dtype = self.rule.dtype
+        reference = [value.to(dtype) for value in reference]
+        values = [self._input(reference[0])]
+        scales: list[Tensor] = [one]
+        chosen: dict[int, Tensor] = {}
+        choices: dict[int, ScaleChoice] = {}
+        self.layer_only = _feeds_grouped_convolutions(nodes)
+        for i, node in enumerate(nodes[1:], start=1):
+            if node.kind == "pool":
+                scales.append(scales[node.branches[0].source])
+                values.append(node.pool(values[node.branches[0].source]))
+                continue
+            trials = self._trials(node, stats[i], i in self.layer_only)
+            errors, outputs = [], []
+            for scale in trials.values():
+                synapse = Synapse(node.branches, node.bias, scales, scale, shapes).to(dtype)
+                if not (self.float_first and i == 1):
+                    self.rule.quantise_synapse(synapse)
+                z = synapse.value(values)
+                out = self.rule.twin_output(z) if node.kind == "output" else self.rule.twin(z)
+                outputs.append(out)
+                errors.append(self._error(out * _view(scale, out), reference[i], node.kind))
+            totals = self.reduce(torch.tensor(errors, dtype=torch.float64))
+            best = int(totals.argmin())
+            key = list(trials)[best]
+            chosen[i] = trials[key]
+            choices[i] = ScaleChoice(key[0], key[1], errors[best])
+            scales.append(chosen[i])
+            values.append(outputs[best])
+        return chosen, choices
+
+    def _error(self, value: Tensor, reference: Tensor, kind: str) -> float:
+        """Mean squared difference of a candidate's scaled twin value from the ANN's."""
+        if kind == "output" and self.positive_output:
+            value, reference = value.clamp(min=0), reference.clamp(min=0)
+        return float(((value - reference) ** 2).mean())
+
+    def _input(self, x: Tensor) -> Tensor:
+        """The input as the network's twin sees it; raw where the encoding cannot represent it
+        (the network itself refuses such inputs when it runs)."""
+        if self.float_first:
+            return x
+        try:
+            return self.rule.decode_input(x).to(x.dtype)
+        except SpecError:
+            return x
+
+    def _trials(
+        self, node: Any, stats: dict[bool, ActivationStats], layer_only: bool
+    ) -> dict[tuple[float | None, bool], Tensor]:
+        """Candidate scales of one node (a fixed clip bound is its only candidate)."""
+        if node.clip is not None:
+            return {(None, False): torch.tensor(float(node.clip))}
+        trials = {}
+        for percentile, per_channel in self.candidates:
+            # the output, and nodes feeding grouped convolutions, keep one scale per layer
+            key = (percentile, per_channel and node.kind == "neuron" and not layer_only)
+            if key not in trials:
+                trials[key] = stats[key[1]].scale(percentile)
+        return trials
+
+
+def _feeds_grouped_convolutions(nodes: list[Any]) -> set[int]:
+    """Nodes read (directly or through max-pools) by a grouped convolution, which cannot fold
+    per-channel input scales: their search keeps to one scale per layer."""
+    from snn_encodings.conversion.graph import WEIGHTED
+
+    blocked = set()
+    for node in nodes[1:]:
+        for branch in node.branches:
+            source = branch.source
+            while source > 0 and nodes[source].kind == "pool":
+                source = nodes[source].branches[0].source
+            weighted = [op for op in branch.ops if isinstance(op, WEIGHTED)]
+            if weighted and getattr(weighted[0], "groups", 1) != 1:
+                blocked.add(source)
+    return blocked
+
+
+def _view(scale: Tensor, like: Tensor) -> Tensor:
+    return scale if scale.dim() == 0 else scale.view(-1, *([1] * (like.dim() - 2)))

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from snn_encodings.conversion.calibrate import ActivationStats, iterate_inputs
+from snn_encodings.conversion.calibrate import (
+    PERCENTILE_CANDIDATES,
+    SEARCH_SAMPLES,
+    ActivationStats,
+    ScaleChoice,
+    ScaleSearch,
+    iterate_inputs,
+)
 from snn_encodings.conversion.graph import GraphNode, trace
 from snn_encodings.conversion.network import SpikingNetwork, Stage
 from snn_encodings.conversion.output import OutputCalibration, output_range
@@ -18,10 +26,13 @@ from snn_encodings.collective import Collective, Distributed, use_collective
 from snn_encodings.errors import ConversionError
 from snn_encodings.specs.base import Spec
 
-__all__ = ["DEFAULT", "convert"]
+__all__ = ["AUTO", "DEFAULT", "convert"]
 
 DEFAULT: Any = "default"
 """Marker for "the encoding's own default" (e.g. Quartz's 98.5th percentile)."""
+
+AUTO: Any = "auto"
+"""Marker for "search per layer" (the default of ``percentile`` and ``per_channel``)."""
 
 
 def _check_parameters(ann: nn.Module) -> None:
@@ -56,8 +67,8 @@ def convert(
     spec: Spec,
     calibration: Iterable[Any],
     *,
-    percentile: float | None = DEFAULT,
-    per_channel: bool = False,
+    percentile: float | None | str = "auto",
+    per_channel: bool | str = "auto",
     device: str | torch.device | None = None,
     distributed: Distributed = False,
 ) -> SpikingNetwork:
@@ -66,8 +77,9 @@ def convert(
     Steps: trace the model (torch.fx) into spiking layers fed by linear branches; fold
     BatchNorm into the preceding Conv/Linear and drop Dropout; calibrate each activation's scale
     :math:`\lambda_l` on ``calibration`` (streaming: maximum, or a histogram percentile, per layer
-    or per channel; a clipping activation such as ReLU6 or :class:`ClipQuant` gives its bound
-    directly); normalise (:math:`W_l \leftarrow W_l \lambda_{l-1}/\lambda_l`,
+    or per channel, by default chosen per layer as the candidate whose twin activation is
+    closest to the ANN's, see :class:`~snn_encodings.conversion.calibrate.ScaleSearch`; a
+    clipping activation such as ReLU6 or :class:`ClipQuant` gives its bound directly); normalise (:math:`W_l \leftarrow W_l \lambda_{l-1}/\lambda_l`,
     :math:`b_l \leftarrow b_l/\lambda_l`, Lenz et al.'s bias-corrected rule); build the
     encoding's neuron layers; run the encoding's finishing step (e.g. IC-SNN's data-based
     initial membranes). The user's model is never modified. With ``float_first_layer``
@@ -80,9 +92,14 @@ def convert(
             operation must be a Conv/Linear (the logits).
         spec: the encoding, e.g. ``ICRate(steps=16)``.
         calibration: an iterable of input batches or ``(input, target)`` pairs.
-        percentile: percentile (0-100] of activations used as the scale; ``None`` for the
-            maximum; by default the encoding's own choice.
-        per_channel: one scale per channel instead of per layer.
+        percentile: ``"auto"`` (default): per layer, the best of
+            :data:`~snn_encodings.conversion.calibrate.PERCENTILE_CANDIDATES` and the encoding's
+            own percentile, scored on the first 512 calibration samples (no extra pass over the
+            data; the choice shows in each stage's repr as ``calibration=``). Otherwise the
+            percentile (0-100] of activations used as every scale, ``None`` for the maximum,
+            ``DEFAULT`` for the encoding's own choice (e.g. Quartz's ``spec.percentile``).
+        per_channel: ``True``: one scale per channel; ``False``: one per layer; ``"auto"``
+            (default): searched with ``percentile="auto"``, else per layer.
         device: where to run calibration and the network (default: the model's device).
         distributed: ``True`` (or a process group) to calibrate on this process's shard of the
             data and merge with the other processes (see :mod:`snn_encodings.distributed`);
@@ -109,11 +126,15 @@ def convert(
         )
     if percentile is DEFAULT:
         percentile = rule.calibration_percentile()
-    if percentile is not None and not (
+    if per_channel is not AUTO and not isinstance(per_channel, bool):
+        raise ConversionError(
+            f"convert: per_channel must be True, False or 'auto', got {per_channel!r}"
+        )
+    if percentile is not AUTO and percentile is not None and not (
         isinstance(percentile, (int, float)) and 0 < percentile <= 100
     ):
         raise ConversionError(
-            f"convert: percentile must be in (0, 100] or None, got {percentile!r}"
+            f"convert: percentile must be 'auto', in (0, 100] or None, got {percentile!r}"
         )
     if device is None:
         first = next(iter(ann.parameters()), None)
@@ -136,33 +157,15 @@ def convert(
     collective.check_same_weights(ann, "convert")
 
     shapes, raw = _value_shapes(nodes, example[:1])
-    stats = {
-        i: ActivationStats(per_channel=per_channel and nodes[i].kind == "neuron")
-        for i in range(1, len(nodes))
-        if nodes[i].kind != "pool"
-    }
-    passes = 1 if percentile is None else 2
     output = OutputCalibration(output_range(rule))
-    last = len(nodes) - 1
-    with torch.no_grad():
-        for index in range(passes):
-            for x in iterate_inputs(calibration, "convert"):
-                values = _raw_values(nodes, raw, x.to(device))
-                for i, collector in stats.items():
-                    observed = (
-                        output.observed(values[i], first_pass=index == 0)
-                        if i == last
-                        else values[i].clamp(min=0)
-                    )
-                    if index == 0:
-                        collector.update_max(observed)
-                    else:
-                        collector.update_histogram(observed)
-            collective.merge_stats(stats.values(), "max" if index == 0 else "histogram")
-            if index == 0:
-                stats[last].maximum = output.finish_first_pass(collective.max, stats[last].maximum)
-
     float_first = bool(getattr(spec, "float_first_layer", False))
+    searched, choices = _calibrate(
+        nodes,
+        (shapes, raw, output),
+        calibration,
+        (device, collective),
+        (rule, percentile, per_channel),
+    )
     scales: list[Tensor] = [torch.ones(())]
     stages: list[Stage] = []
     for i, node in enumerate(nodes[1:], start=1):
@@ -175,10 +178,8 @@ def convert(
                 )
             )
             continue
-        scale = (
-            torch.tensor(float(node.clip)) if node.clip is not None else stats[i].scale(percentile)
-        )
-        bias = node.bias + output.offset.to(node.bias) if i == last else node.bias
+        scale = searched[i]
+        bias = node.bias + output.offset.to(node.bias) if i == len(nodes) - 1 else node.bias
         synapse = Synapse(node.branches, bias, scales, scale, shapes)
         if float_first and not stages:
             synapse.to(rule.dtype)  # computed in float on the raw input: no parameter grid
@@ -194,6 +195,7 @@ def convert(
                 shape=shape,
             )
         )
+        stages[-1].calibration = choices.get(i)
     network = SpikingNetwork(
         spec, stages, scales[-1], tuple(example.shape[1:]), output_offset=output.offset
     )
@@ -201,6 +203,98 @@ def convert(
     with use_collective(collective):
         network.rule.finalize(network, calibration)
     return network
+
+
+def _calibrate(
+    nodes: list[GraphNode],
+    measured: tuple[list[torch.Size], list[Synapse | None], OutputCalibration],
+    calibration: Iterable[Any],
+    where: tuple[torch.device, Collective],
+    how: tuple[Any, Any, Any],
+) -> tuple[dict[int, Tensor], dict[int, ScaleChoice]]:
+    """Scale of every neuron/output node, and the choice made for it (the calibration step).
+
+    Streams the calibration data once for the maxima and once more for the histograms (when a
+    percentile is used or searched), keeping the first ``SEARCH_SAMPLES`` inputs; with
+    ``percentile="auto"`` :class:`ScaleSearch` then picks each layer's candidate on them.
+    ``measured`` holds the feature shapes, the unnormalised synapses (``_value_shapes``) and
+    the output layer's offset calibration, which lifts negative logits (``output.offset`` is
+    fixed after the first pass, and the output layer is scored with it added).
+    """
+    shapes, raw, output = measured
+    device, collective = where
+    rule, percentile, per_channel = how
+    search = percentile is AUTO
+    if search:
+        grains = [False, True] if per_channel is AUTO else [bool(per_channel)]
+        levels = list(dict.fromkeys((*PERCENTILE_CANDIDATES, rule.calibration_percentile())))
+    else:
+        grains, levels = [per_channel is True], [percentile]
+    stats = {
+        i: {
+            grain: ActivationStats(per_channel=grain and nodes[i].kind == "neuron")
+            for grain in ({*grains, False} if search else set(grains))
+        }
+        for i in range(1, len(nodes))
+        if nodes[i].kind != "pool"
+    }
+    last = len(nodes) - 1
+    kept: list[Tensor] = []
+    passes = 1 if levels == [None] else 2
+    with torch.no_grad():
+        for index in range(passes):
+            for x in iterate_inputs(calibration, "convert"):
+                x = x.to(device)
+                if index == 0 and sum(len(k) for k in kept) < SEARCH_SAMPLES:
+                    kept.append(x)
+                values = _raw_values(nodes, raw, x)
+                for i, collectors in stats.items():
+                    observed = (
+                        output.observed(values[i], first_pass=index == 0)
+                        if i == last
+                        else values[i].clamp(min=0)
+                    )
+                    for collector in collectors.values():
+                        if index == 0:
+                            collector.update_max(observed)
+                        else:
+                            collector.update_histogram(observed)
+            collective.merge_stats(
+                [c for collectors in stats.values() for c in collectors.values()],
+                "max" if index == 0 else "histogram",
+            )
+            if index == 0:
+                for collector in stats[last].values():
+                    collector.maximum = output.finish_first_pass(collective.max, collector.maximum)
+        if not search:
+            return _fixed_scales(nodes, stats, percentile, grains[0]), {}
+        sample = torch.cat(kept)[:SEARCH_SAMPLES]
+        reference = _raw_values(nodes, raw, sample)
+        reference[last] = reference[last] + output.offset.to(reference[last])
+        shifted = dataclasses.replace(
+            nodes[last], bias=nodes[last].bias + output.offset.to(nodes[last].bias)
+        )
+        float_first = bool(getattr(rule.spec, "float_first_layer", False))
+        candidates = [(level, grain) for grain in grains for level in levels]
+        searcher = ScaleSearch(
+            rule, candidates, float_first, collective.sum, positive_output=output.kind == "bounded"
+        )
+        return searcher.choose([*nodes[:last], shifted], stats, reference, shapes)
+
+
+def _fixed_scales(
+    nodes: list[GraphNode],
+    stats: dict[int, dict[bool, ActivationStats]],
+    percentile: float | None,
+    per_channel: bool,
+) -> dict[int, Tensor]:
+    """Every node's scale at one given percentile (a clipping activation's bound where set)."""
+    return {
+        i: torch.tensor(float(nodes[i].clip))
+        if nodes[i].clip is not None
+        else collectors[per_channel].scale(percentile)
+        for i, collectors in stats.items()
+    }
 
 
 def _graph_key(

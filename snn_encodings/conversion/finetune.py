@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from snn_encodings.conversion.calibrate import ActivationStats, iterate_inputs
+from snn_encodings.conversion.calibrate import (
+    PERCENTILE_CANDIDATES,
+    SEARCH_SAMPLES,
+    ActivationStats,
+    iterate_inputs,
+)
 from snn_encodings.conversion.evaluate import class_indices
 from snn_encodings.conversion.rules.base import rule_for
 from snn_encodings.conversion.twin import ClipQuant
-from snn_encodings.distributed import Collective, Distributed, wrap_ddp
+from snn_encodings.distributed import Collective, Distributed, shard_loader, wrap_ddp
 from snn_encodings.errors import ConversionError
 from snn_encodings.specs.base import Spec
 
-__all__ = ["finetune", "with_twin_activations"]
+__all__ = ["FinetuneResult", "finetune", "with_twin_activations"]
 
 
 def with_twin_activations(
@@ -26,58 +35,131 @@ def with_twin_activations(
     spec: Spec,
     calibration: Iterable[Any],
     *,
-    percentile: float | None = 99.99,
+    percentile: float | None | str = "auto",
     distributed: Distributed = False,
 ) -> nn.Module:
-    """A copy of ``ann`` whose ReLUs are :class:`ClipQuant` twins of ``spec``, clip bounds calibrated.
+    r"""A copy of ``ann`` whose ReLUs are :class:`ClipQuant` twins of ``spec``, clip bounds calibrated.
 
     Each ``nn.ReLU`` module becomes ``ClipQuant(scale=lambda, levels, shift, upper)`` with the
-    encoding's grid (:meth:`Rule.twin_parameters`) and :math:`\\lambda` the given percentile of
-    that ReLU's outputs on ``calibration``. ``ann`` is not modified. With ``distributed``, the
-    statistics of every process's shard are merged as in :func:`~snn_encodings.convert`.
+    encoding's grid (:meth:`Rule.twin_parameters`) and :math:`\lambda` a percentile of that
+    ReLU's outputs on ``calibration``. With ``"auto"`` (default) the percentile is chosen per
+    ReLU, in forward order, among :data:`~snn_encodings.conversion.calibrate.PERCENTILE_CANDIDATES`
+    and the encoding's own, as the one whose quantised output is closest (mean squared error) to
+    the float ANN's on the first calibration samples, as :func:`convert` does per layer;
+    ``"default"`` is the encoding's own percentile, ``None`` the maximum. ``ann`` is not
+    modified. With ``distributed``, the statistics of every process's shard are merged as in
+    :func:`~snn_encodings.convert` and the search errors are summed.
 
     Raises:
         ConversionError: if ``ann`` has no ``nn.ReLU`` modules or the loader is empty.
     """
-    levels, shift, upper = rule_for(spec).twin_parameters()
+    rule = rule_for(spec)
+    if percentile == "default":
+        percentile = rule.calibration_percentile()
     collective = Collective.resolve(distributed, "finetune")
     model = copy.deepcopy(ann).eval()
     names = [name for name, module in model.named_modules() if type(module) is nn.ReLU]
     if not names:
         raise ConversionError("finetune: the model has no nn.ReLU modules to replace")
     stats = {name: ActivationStats() for name in names}
+    kept: list[Tensor] = []
+    with _recording(model, names, stats) as passes, torch.no_grad():
+        for index in range(1 if percentile is None else 2):
+            passes[0] = index
+            for x in iterate_inputs(calibration, "finetune"):
+                if index == 0 and sum(len(k) for k in kept) < SEARCH_SAMPLES:
+                    kept.append(x)
+                model(x)
+            collective.merge_stats(stats.values(), "max" if index == 0 else "histogram")
+    levels, shift, upper = rule.twin_parameters()
+    sample = _input_grid(spec)(torch.cat(kept)[:SEARCH_SAMPLES])
+    reference = _outputs(model, names, sample)
+    for name in names:
+        parent_name, _, attribute = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        candidates = (
+            list(dict.fromkeys((*PERCENTILE_CANDIDATES, rule.calibration_percentile())))
+            if percentile == "auto"
+            else [percentile]
+        )
+        errors, modules = [], []
+        for candidate in candidates:
+            scale = float(stats[name].scale(candidate))
+            modules.append(ClipQuant(scale=scale, levels=levels, shift=shift, upper=upper))
+            setattr(parent, attribute, modules[-1])
+            out = _outputs(model, [name], sample)[name]
+            errors.append(float(((out - reference[name]) ** 2).mean()))
+        best = int(collective.sum(torch.tensor(errors, dtype=torch.float64)).argmin())
+        setattr(parent, attribute, modules[best])
+    return model
+
+
+@contextmanager
+def _recording(
+    model: nn.Module, names: list[str], stats: dict[str, ActivationStats]
+) -> Iterator[list[int]]:
+    """Feed the named modules' outputs to their statistics (maxima in pass 0, then histograms)."""
     passes = [0]
+
+    def record(name: str, out: Tensor) -> None:
+        if passes[0] == 0:
+            stats[name].update_max(out)
+        else:
+            stats[name].update_histogram(out)
+
     hooks = [
         model.get_submodule(name).register_forward_hook(
-            lambda m, i, out, name=name: _record(stats, name, out, passes)
+            lambda m, i, out, name=name: record(name, out)
+        )
+        for name in names
+    ]
+    try:
+        yield passes
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _outputs(model: nn.Module, names: list[str], x: Tensor) -> dict[str, Tensor]:
+    """The named modules' outputs when ``model`` runs on ``x`` (no gradient)."""
+    found: dict[str, Tensor] = {}
+    hooks = [
+        model.get_submodule(name).register_forward_hook(
+            lambda m, i, out, name=name: found.__setitem__(name, out.detach().clone())
         )
         for name in names
     ]
     try:
         with torch.no_grad():
-            for index in range(1 if percentile is None else 2):
-                passes[0] = index
-                for x in iterate_inputs(calibration, "finetune"):
-                    model(x)
-                collective.merge_stats(stats.values(), "max" if index == 0 else "histogram")
+            model(x)
     finally:
         for hook in hooks:
             hook.remove()
-    for name in names:
-        parent_name, _, attribute = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        scale = float(stats[name].scale(percentile))
-        setattr(parent, attribute, ClipQuant(scale=scale, levels=levels, shift=shift, upper=upper))
-    return model
+    return found
 
 
-def _record(
-    stats: dict[str, ActivationStats], name: str, out: torch.Tensor, passes: list[int]
-) -> None:
-    if passes[0] == 0:
-        stats[name].update_max(out)
-    else:
-        stats[name].update_histogram(out)
+VALIDATION_EVERY = 10
+"""Without a validation loader, every 10th sample (or batch) of the data is held out (10 %)."""
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` measured: twin accuracy (0-1) on the held-out validation data.
+
+    Attributes:
+        start: accuracy of the calibrated twin before any training.
+        epochs: accuracy after each epoch.
+        best_epoch: the epoch returned (0 = the calibrated start, never worse than any epoch).
+    """
+
+    start: float
+    epochs: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+
+    @property
+    def best(self) -> float:
+        """Validation accuracy of the returned model."""
+        return self.start if self.best_epoch == 0 else self.epochs[self.best_epoch - 1]
 
 
 def finetune(
@@ -85,62 +167,199 @@ def finetune(
     spec: Spec,
     loader: Iterable[Any],
     *,
-    epochs: int = 1,
-    lr: float = 1e-3,
-    percentile: float | None = 99.99,
+    validation: Iterable[Any] | None = None,
+    epochs: int = 3,
+    lr: float = 5e-4,
+    percentile: float | None | str = "auto",
+    freeze_batchnorm: bool = True,
+    keep_best: bool = True,
+    seed: int = 0,
     progress: bool = True,
     distributed: Distributed = False,
 ) -> nn.Module:
-    """Fine-tune a copy of ``ann`` with ``spec``'s twin activations (straight-through floor).
+    """Quantisation-aware fine-tuning of a copy of ``ann`` with ``spec``'s twin activations.
 
-    The ReLUs are replaced by calibrated :class:`ClipQuant` modules (trainable clip bound,
-    the encoding's quantisation grid) and the whole network is trained with Adam and
-    cross-entropy, so that :func:`convert` afterwards is lossless (radix, Quartz) or near-lossless
-    (IC-rate at low T), in the spirit of QCFS (Bu et al., 2022).
+    The ReLUs are replaced by :class:`ClipQuant` modules whose clip bounds are searched per layer
+    as :func:`convert`'s default does (:func:`with_twin_activations`; one bound per layer), and
+    training starts from there and trains them together with the weights (straight-through floor, in the spirit of QCFS,
+    Bu et al., 2022), with Adam and a cosine learning-rate decay to 0 over all steps.
+    BatchNorm layers stay in eval mode by default: their running statistics, which conversion
+    folds into the weights, are frozen while their affine parameters train. After every epoch
+    the twin is measured on validation data; the best epoch is returned, and the calibrated
+    start counts as epoch 0, so the result is never worse on validation than plain conversion.
+    For radix and Quartz the twin equals the converted network, so this is the SNN's accuracy.
 
     Args:
         ann: a trained ANN (not modified).
         spec: the target encoding.
         loader: ``(input, target)`` training batches; also used for calibration.
-        epochs: passes over ``loader``.
-        lr: Adam learning rate.
-        percentile: initial clip bounds (percentile of each ReLU's outputs; ``None``: max).
-        progress: show a progress bar (on rank 0 only when distributed).
+        validation: ``(input, target)`` batches to select the epoch on. By default every 10th
+            sample of ``loader.dataset`` (a ``DataLoader``), or every 10th batch of any other
+            iterable, is held out and never trained on.
+        epochs: passes over the training data (0 returns the calibrated twin).
+        lr: initial Adam learning rate.
+        percentile: initial clip bounds, as for :func:`with_twin_activations` (by default
+            searched per layer, like :func:`convert`'s default).
+        freeze_batchnorm: keep BatchNorm running statistics fixed (``False``: update them).
+        keep_best: return the best validation epoch (default); ``False`` returns the last
+            epoch's weights (``finetune_result.best_epoch`` then is ``epochs``).
+        seed: seeds the shuffling of the training part when ``finetune`` splits ``loader``.
+        progress: show a progress bar with the validation accuracy (rank 0 only).
         distributed: ``True`` (or a process group): ``loader`` yields this process's shard
             (:func:`snn_encodings.distributed.shard_loader` with ``training=True``), the clip
-            bounds are calibrated on all shards together and training runs under
-            ``DistributedDataParallel``; every process returns the same weights.
+            bounds are calibrated on all shards together, training runs under
+            ``DistributedDataParallel`` and validation counts are summed over the processes;
+            every process returns the same weights.
     Returns:
-        The fine-tuned copy, in eval mode.
+        The fine-tuned copy, in eval mode; its ``finetune_result`` attribute is a
+        :class:`FinetuneResult`.
+    Raises:
+        ConversionError: for a bad ``epochs``, empty data, or too little data to hold out.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ConversionError(f"finetune: epochs must be an integer >= 0, got {epochs!r}")
-    model = with_twin_activations(ann, spec, loader, percentile=percentile, distributed=distributed)
     collective = Collective.resolve(distributed, "finetune")
+    if validation is None:
+        loader, validation = _hold_out(loader, seed, collective)
+    model = with_twin_activations(ann, spec, loader, percentile=percentile, distributed=distributed)
+    grid = _input_grid(spec)
+    validation = [(grid(x), y) for x, y in map(_pair, validation)]
+    result = FinetuneResult(start=_accuracy(model, validation, collective))
+    best = copy.deepcopy(model.state_dict())
     trained = wrap_ddp(model, process_group=collective.group) if collective.enabled else model
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    steps = max(1, epochs * _length(loader))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+    )
+    bar = tqdm(
+        range(1, epochs + 1), desc="finetune", disable=not progress or collective.rank != 0
+    )
+    bar.set_postfix(val=f"{100 * result.start:.2f}%")
+    for epoch in bar:
+        _train_epoch(trained, model, (loader, grid), optimiser, schedule, epoch, freeze_batchnorm)
+        result.epochs.append(_accuracy(model, validation, collective))
+        if result.epochs[-1] > result.best or not keep_best:
+            result.best_epoch = epoch
+            best = copy.deepcopy(model.state_dict())
+        bar.set_postfix(val=f"{100 * result.epochs[-1]:.2f}%", best=f"{100 * result.best:.2f}%")
+    model.load_state_dict(best)
+    model.eval()
+    model.finetune_result = result
+    return model
+
+
+def _train_epoch(
+    trained: nn.Module,
+    model: nn.Module,
+    data: tuple[Iterable[Any], Callable[[Tensor], Tensor]],
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    epoch: int,
+    freeze_batchnorm: bool,
+) -> None:
+    loader, grid = data
+    if hasattr(getattr(loader, "sampler", None), "set_epoch"):
+        loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
     model.train()
-    for epoch in range(epochs):
-        if hasattr(getattr(loader, "sampler", None), "set_epoch"):
-            loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-        for batch in tqdm(
-            loader, desc="finetune", disable=not progress or collective.rank != 0, leave=False
-        ):
-            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                raise ConversionError(
-                    "finetune: the loader must yield (input, target) batches; wrap tensors in "
-                    "a TensorDataset(inputs, targets)"
-                )
-            x, target = batch[0], batch[1]
-            optimiser.zero_grad()
-            logits = trained(x)
-            target = class_indices(target, logits)
-            if len(target) and not 0 <= int(target.min()) <= int(target.max()) < logits.shape[1]:
-                raise ConversionError(
-                    f"finetune: targets must be class indices in [0, {logits.shape[1]}), got "
-                    f"values from {int(target.min())} to {int(target.max())}"
-                )
-            loss = nn.functional.cross_entropy(logits, target)
-            loss.backward()
-            optimiser.step()
-    return model.eval()
+    if freeze_batchnorm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+    for batch in loader:
+        x, target = _pair(batch)
+        optimiser.zero_grad()
+        logits = trained(grid(x))
+        nn.functional.cross_entropy(logits, _checked_targets(target, logits)).backward()
+        optimiser.step()
+        schedule.step()
+
+
+def _pair(batch: Any) -> tuple[Tensor, Tensor]:
+    """``(input, target)`` of a batch, refusing loaders that yield inputs alone."""
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise ConversionError(
+            "finetune: the loader must yield (input, target) batches; wrap tensors in "
+            "a TensorDataset(inputs, targets)"
+        )
+    return batch[0], batch[1]
+
+
+def _checked_targets(target: Tensor, logits: Tensor) -> Tensor:
+    """``target`` as class indices in ``[0, classes)`` for ``logits`` ``(B, classes)``."""
+    target = class_indices(target, logits)
+    if len(target) and not 0 <= int(target.min()) <= int(target.max()) < logits.shape[1]:
+        raise ConversionError(
+            f"finetune: targets must be class indices in [0, {logits.shape[1]}), got "
+            f"values from {int(target.min())} to {int(target.max())}"
+        )
+    return target
+
+
+def _input_grid(spec: Spec) -> Callable[[Tensor], Tensor]:
+    """The input as the converted network's twin sees it (raw for a float first layer)."""
+    if getattr(spec, "float_first_layer", False):
+        return lambda x: x
+    rule = rule_for(spec)
+    return lambda x: rule.decode_input(x).to(x.dtype)
+
+
+def _accuracy(
+    model: nn.Module, validation: list[tuple[Tensor, Tensor]], collective: Collective
+) -> float:
+    """Top-1 accuracy of ``model`` in eval mode, summed over the processes."""
+    model.eval()
+    counts = torch.zeros(2, dtype=torch.float64)
+    with torch.no_grad():
+        for x, y in validation:
+            out = model(x)
+            counts[0] += float((out.argmax(1) == class_indices(y, out)).sum())
+            counts[1] += len(y)
+    counts = collective.sum(counts)
+    if counts[1] == 0:
+        raise ConversionError("finetune: the validation data is empty")
+    return float(counts[0] / counts[1])
+
+
+def _length(loader: Iterable[Any]) -> int:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return sum(1 for _ in loader)
+
+
+def _hold_out(
+    loader: Iterable[Any], seed: int, collective: Collective
+) -> tuple[Iterable[Any], Iterable[Any]]:
+    """Split ``loader`` into training and validation parts (every 10th sample or batch)."""
+    dataset = getattr(loader, "dataset", None)
+    if isinstance(loader, DataLoader) and hasattr(dataset, "__len__"):
+        size = len(dataset)  # type: ignore[arg-type]
+        held = list(range(VALIDATION_EVERY - 1, size, VALIDATION_EVERY))
+        if not held:
+            raise ConversionError(
+                f"finetune: {size} samples are too few to hold out every {VALIDATION_EVERY}th "
+                "for validation; pass validation= or more data"
+            )
+        kept = [i for i in range(size) if i % VALIDATION_EVERY != VALIDATION_EVERY - 1]
+        batch = loader.batch_size or 1
+        train = Subset(dataset, kept)  # type: ignore[arg-type]
+        if collective.enabled:
+            return (
+                shard_loader(train, batch, training=True, shuffle=True, seed=seed),
+                shard_loader(Subset(dataset, held), batch),  # type: ignore[arg-type]
+            )
+        generator = torch.Generator().manual_seed(seed)
+        return (
+            DataLoader(train, batch_size=batch, shuffle=True, generator=generator),
+            DataLoader(Subset(dataset, held), batch_size=batch),  # type: ignore[arg-type]
+        )
+    batches = list(loader)
+    if len(batches) < 2:
+        raise ConversionError(
+            "finetune: one batch is too little to hold out validation data; pass validation= "
+            "or more batches"
+        )
+    held_batches = batches[VALIDATION_EVERY - 1 :: VALIDATION_EVERY] or batches[-1:]
+    train_batches = [b for b in batches if all(b is not h for h in held_batches)]
+    return train_batches, held_batches

@@ -68,9 +68,12 @@ class Stage(nn.Module):
         return list(self.synapse.sources)
 
     def extra_repr(self) -> str:
-        dtype = "" if self.exact_dtype is None else f", exact_dtype={self.exact_dtype}"
-        dtype += " (two float32 parts)" if self.split else ""
-        return f"kind={self.kind!r}, name={self.name!r}, shape={self.shape}{dtype}"
+        text = f"kind={self.kind!r}, name={self.name!r}, shape={self.shape}"
+        if self.exact_dtype is not None:
+            text += f", exact_dtype={self.exact_dtype}"
+            text += " (two float32 parts)" if self.split else ""
+        chosen = getattr(self, "calibration", None)
+        return text if chosen is None else f"{text}, calibration={chosen}"
 
 
 @dataclass

@@ -124,7 +124,7 @@ class Synapse(nn.Module):
             steps, batch = seq.shape[:2]
             if seq.stride(0) == 0:
                 out = ops(_times(seq[0], g_in))
-                out = _times(out, _out_view(g_out, out)).expand(steps, *out.shape)
+                out = _times(out, channel_view(g_out, out.dim() - 1)).expand(steps, *out.shape)
                 total = out if total is None else total + out
                 continue
             active = (

@@ -23,6 +23,7 @@ CASES = [
     ("vgg16_bn", 0.125),
     ("mobilenetv2", 0.25),
     ("convnet", 1.0),
+    ("lenet5", 1.0),
 ]
 SPECS = [Radix(), Quartz(t_max=16, analytic=False)]
 _CIFAR = zoo.input_shape("resnet18")

@@ -4,8 +4,9 @@ import gzip
 from pathlib import Path
 
 import pytest
+import torch
 
-from snn_encodings.data import load_mnist, mnist_split, read_idx
+from snn_encodings.data import find_full_mnist, load_mnist, mnist_split, read_idx
 from snn_encodings.data.mnist import IMAGES_FILE, LABELS_FILE
 from snn_encodings.errors import DataError
 
@@ -52,3 +53,68 @@ def test_corrupt_gzip_and_bad_magic_are_rejected(tmp_path: Path) -> None:
 def test_missing_directory_is_reported(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not found|neither"):
         load_mnist(tmp_path)
+
+
+def test_missing_files_error_names_directory_and_files(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as info:
+        load_mnist(tmp_path, part="train")
+    message = str(info.value)
+    assert str(tmp_path) in message
+    assert "train-images-idx3-ubyte" in message and "train-labels-idx1-ubyte" in message
+
+
+def test_torchvision_raw_layout_is_found(tmp_path: Path) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in (IMAGES_FILE, LABELS_FILE):
+        (raw / f"{name}.gz").write_bytes((SHIPPED / f"{name}.gz").read_bytes())
+    x, y = load_mnist(tmp_path)
+    shipped_x, shipped_y = load_mnist()
+    assert torch.equal(x, shipped_x) and torch.equal(y, shipped_y)
+
+
+@pytest.mark.parametrize("limit", [-1, 0, 2.5, True])
+def test_bad_limit_is_a_clear_error(limit: object) -> None:
+    with pytest.raises(DataError, match="limit must be an integer >= 1"):
+        mnist_split("eval", limit=limit)  # type: ignore[arg-type]
+
+
+def test_empty_idx_set_is_rejected(tmp_path: Path) -> None:
+    header = (0x0803).to_bytes(4, "big") + (0).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    (tmp_path / IMAGES_FILE).write_bytes(header)
+    (tmp_path / LABELS_FILE).write_bytes((0x0801).to_bytes(4, "big") + (0).to_bytes(4, "big"))
+    with pytest.raises(DataError, match="no images"):
+        load_mnist(tmp_path)
+
+
+def test_unknown_parts_and_missing_shipped_training_set_are_errors() -> None:
+    with pytest.raises(DataError, match="part must be one of"):
+        mnist_split("validation")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="ships only the 10 000 test images"):
+        mnist_split("train60k")
+
+
+def test_standard_split_reads_the_full_set(full_mnist_dir: Path) -> None:
+    train = mnist_split("train60k", full_mnist_dir, limit=500)
+    test = mnist_split("test10k", full_mnist_dir)
+    assert len(train) == 500 and len(test) == 10_000
+    x, y = load_mnist(full_mnist_dir, part="train")
+    assert x.shape == (60_000, 1, 28, 28) and torch.bincount(y).min() > 5000
+    assert torch.equal(test.tensors[0], load_mnist()[0])
+
+
+def test_full_set_is_found_above_a_checkout(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("SNN_ENCODINGS_MNIST", raising=False)
+    folder = tmp_path / "shared" / "data" / "mnist" / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    (folder / "train-images-idx3-ubyte").write_bytes(b"")
+    checkout = tmp_path / "work" / "repo"
+    checkout.mkdir(parents=True)
+    assert find_full_mnist(checkout) == tmp_path / "shared" / "data" / "mnist"
+    assert find_full_mnist(tmp_path / "work") is not None
+    assert find_full_mnist(tmp_path.parent / "elsewhere") is None
+    override = tmp_path / "mine"
+    override.mkdir()
+    (override / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    monkeypatch.setenv("SNN_ENCODINGS_MNIST", str(override))
+    assert find_full_mnist(checkout) == override

@@ -169,7 +169,9 @@ def test_decode_output_raises_when_the_integrator_saturates(tmp_path):
 @pytest.fixture(scope="module")
 def mnist_network(trained_ann, mnist_calibration):
     calibration = DataLoader(TensorDataset(mnist_calibration.tensors[0][:500]), batch_size=250)
-    return se.convert(trained_ann, SPEC, calibration)
+    # one scale per layer at the encoding's percentile: the hard-reset ("zero") export is an
+    # approximation whose agreement on these 8 images was established with these scales
+    return se.convert(trained_ann, SPEC, calibration, percentile="default", per_channel=False)
 
 
 def fixed_point_outputs(back, spikes):

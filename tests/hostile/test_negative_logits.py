@@ -16,14 +16,20 @@ import snn_encodings as se
 )
 def test_mostly_negative_logits_keep_the_ann_argmax(spec) -> None:
     """All logits 10 below zero: the SNN agrees with the ANN as well as on the same model
-    without the shift (before, IC-rate answered class 0 and Quartz floored most outputs)."""
+    without the shift (before, IC-rate answered class 0 and Quartz floored most outputs).
+
+    Calibration is pinned to one percentile so both models get the same rule; the default scale
+    search may pick different percentiles for the two, which moves agreement by a few points
+    either way on this small model."""
     x = images(512, seed=7)
     agreement = {}
     for shift in (0.0, -10.0):
         ann = tiny_ann(output_bias=shift)
         with torch.no_grad():
             logits = ann(x)
-            network = se.convert(ann, spec, [images(512)])
+            network = se.convert(
+                ann, spec, [images(512)], percentile="default", per_channel=False
+            )
             out = network(x)
         agreement[shift] = float((out.argmax(1) == logits.argmax(1)).float().mean())
     assert (logits < 0).float().mean() > 0.99

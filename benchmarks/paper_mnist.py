@@ -1,0 +1,370 @@
+"""The Quartz paper's MNIST row, side by side with ours, and the other seed claims on the same net.
+
+    python benchmarks/paper_mnist.py            # full run: benchmarks/results/paper_mnist.{md,json}
+    python benchmarks/paper_mnist.py --quick    # smoke run (small subsets, no file written)
+
+A LeNet-5 of the paper's size (26 338 parameters) is trained on the 60 000 MNIST training
+images (cached under ``$SNN_ENCODINGS_CACHE``) and converted with the default settings:
+
+- Quartz, t_max 16 and 8: ANN and SNN error on the 10 000 test images, neurons, spikes, time
+  steps and operations per image counted as the paper does (Omega = sigma + 2 nu T_max, sigma the
+  synaptic operations, i.e. spikes times fan-out; nu the neurons).
+- Radix, T = 3, 4, 6, 8: calibrated and after :func:`snn_encodings.finetune`.
+- IC-rate, T = 4, 8, 16, 32: our default (ANN-based initial membranes), zero initialisation and
+  SpikingJelly's own ann2snn converter; after fine-tuning at T = 4.
+
+The full set is read from ``../shared/data/mnist`` (or ``$SNN_ENCODINGS_MNIST``); without it
+the run says so and stops, since the paper's row needs the 60 000 training images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset, TensorDataset
+
+import snn_encodings as se
+from snn_encodings.data import find_full_mnist, mnist_split
+from snn_encodings.models import train_mnist
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PAPER = {"ann_error": 0.75, "snn_error": 0.80, "neurons": 4400, "spikes": 4400, "steps": 50,
+         "ops": 177_000, "synops": 38_000}
+"""Lenz et al. (2023), Table 1 and section 3.1: LeNet-5, 26k parameters, Quartz, MNIST."""
+SECTIONS = ("quartz", "radix", "icrate", "icrate_finetuned", "quartz_finetuned")
+"""The measured parts of the run, in order (``--sections`` runs a subset)."""
+TRAINING = {"epochs": 30, "shift": 2, "seed": 0}
+"""LeNet-5 training: Adam, cosine decay, random shifts of up to 2 pixels (about 4 min on 1 core)."""
+
+
+def _error(correct: int, samples: int) -> float:
+    return 100.0 * (1 - correct / samples)
+
+
+def _ann_error(ann: nn.Module, test: DataLoader) -> float:
+    correct = samples = 0
+    with torch.no_grad():
+        for x, y in test:
+            correct += int((ann(x).argmax(1) == y).sum())
+            samples += len(y)
+    return _error(correct, samples)
+
+
+def _quartz(
+    ann: nn.Module, t_max: int, calibration: DataLoader, test: DataLoader, percentile: Any
+) -> dict:
+    """Quartz (exact mode) at ``t_max``; the fixed-percentile row runs the twin only (exact
+    mode equals its twin, pinned by the exactness tests) to keep the run short."""
+    spec = se.Quartz(t_max=t_max)
+    network = se.convert(ann, spec, calibration, percentile=percentile)
+    twin = se.evaluate(network, test, twin=True, progress=False)
+    if percentile != "auto":
+        return {
+            "t_max": t_max,
+            "calibration": f"p{spec.percentile} per layer",
+            "twin_error": _error(twin.correct, twin.samples),
+        }
+    result = se.evaluate(network, test, progress=False)
+    neurons = sum(int(torch.tensor(s.shape).prod()) for s in network.stages if s.kind != "pool")
+    sigma = float(result.synaptic_events_per_sample)
+    return {
+        "t_max": t_max,
+        "calibration": "search (default)",
+        "snn_error": _error(result.correct, result.samples),
+        "twin_error": _error(twin.correct, twin.samples),
+        "neurons": neurons,
+        "spikes": result.spikes_per_sample,
+        "synops": sigma,
+        "steps": result.latency,
+        "ops": sigma + 2 * neurons * t_max,
+        "choices": [str(s.calibration) for s in network.stages if s.kind != "pool"],
+    }
+
+
+def _radix(ann: nn.Module, steps: int, data: dict[str, DataLoader], epochs: int) -> dict:
+    """Radix at ``steps``: calibrated and fine-tuned (``epochs``), errors on the test subset."""
+    spec = se.Radix(steps=steps)
+    calibrated = se.convert(ann, spec, data["calibration"])
+    tuned = se.finetune(
+        ann, spec, data["finetune"], validation=data["validation"], epochs=epochs, progress=False
+    )
+    finetuned = se.convert(tuned, spec, data["calibration"])
+    return {
+        "steps": steps,
+        "calibrated_error": _snn_error(calibrated, data["subset"]),
+        "finetuned_error": _snn_error(finetuned, data["subset"]),
+        "finetune_validation": vars(tuned.finetune_result),
+    }
+
+
+def _snn_error(network: se.SpikingNetwork, test: DataLoader) -> float:
+    result = se.evaluate(network, test, progress=False)
+    return _error(result.correct, result.samples)
+
+
+def _icrate(ann: nn.Module, steps: int, data: dict[str, DataLoader]) -> dict:
+    row: dict[str, Any] = {"steps": steps}
+    for init in ("ann", "zero"):
+        network = se.convert(ann, se.ICRate(steps=steps, init=init), data["calibration"])
+        row[f"{init}_error"] = _snn_error(network, data["subset"])
+        if init == "ann":
+            twin = se.evaluate(network, data["subset"], twin=True, progress=False)
+            row["twin_error"] = _error(twin.correct, twin.samples)
+    row["spikingjelly_error"] = _spikingjelly(ann, steps, data)
+    return row
+
+
+def _spikingjelly(ann: nn.Module, steps: int, data: dict[str, DataLoader]) -> float | None:
+    """SpikingJelly's own ann2snn rate conversion (99.9th percentile), analog input."""
+    try:
+        from spikingjelly.activation_based import ann2snn, functional
+    except ImportError:
+        return None
+    recipe = ann2snn.RateCodingRecipe(data["calibration"], mode="99.9%")
+    snn = ann2snn.Converter(recipe).convert(copy.deepcopy(ann)).eval()
+    correct = samples = 0
+    with torch.no_grad():
+        for x, y in data["subset"]:
+            functional.reset_net(snn)
+            out = sum(snn(x) for _ in range(steps))
+            correct += int((out.argmax(1) == y).sum())
+            samples += len(y)
+    return _error(correct, samples)
+
+
+def _data(folder: Path, quick: bool) -> tuple[TensorDataset, dict[str, DataLoader]]:
+    train = mnist_split("train60k", folder)
+    test = mnist_split("test10k", folder, limit=500 if quick else None)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
+    tune, held = order[: 300 if quick else 10_000], order[-2000:]
+    loaders = {
+        "calibration": DataLoader(Subset(train, order[:4000]), batch_size=500),
+        "finetune": DataLoader(
+            Subset(train, tune), batch_size=64, shuffle=True,
+            generator=torch.Generator().manual_seed(0),
+        ),
+        "validation": DataLoader(Subset(train, held), batch_size=1000),
+        "test": DataLoader(test, batch_size=1000),
+        "subset": DataLoader(Subset(test, range(200 if quick else 2000)), batch_size=500),
+    }
+    return train, loaders
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small subsets, nothing written")
+    parser.add_argument(
+        "--sections", nargs="*", choices=SECTIONS, default=list(SECTIONS),
+        help="run only these sections and merge them into the existing results",
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results folder")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    folder = find_full_mnist(Path(__file__).resolve().parent)
+    if folder is None:
+        print(
+            "full MNIST not found (../shared/data/mnist or $SNN_ENCODINGS_MNIST): the paper's row "
+            "needs the 60 000 training images; fetch them e.g. with "
+            "torchvision.datasets.MNIST(root, download=True) and set SNN_ENCODINGS_MNIST=root",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"full MNIST from {folder}", file=sys.stderr)
+    start = time.perf_counter()
+    train, data = _data(folder, args.quick)
+    epochs = 1 if args.quick else TRAINING["epochs"]
+    ann = train_mnist(
+        "lenet5", epochs=epochs, seed=TRAINING["seed"], shift=TRAINING["shift"], data=train,
+        progress=False,
+    )
+    report: dict[str, Any] = {
+        "parameters": sum(p.numel() for p in ann.parameters()),
+        "training": {**TRAINING, "epochs": epochs, "images": len(train)},
+        "ann_error": _ann_error(ann, data["test"]),
+        "ann_error_subset": _ann_error(ann, data["subset"]),
+        "test_images": len(data["test"].dataset),
+        "subset_images": len(data["subset"].dataset),
+        "paper": PAPER,
+    }
+    sections = {
+        "quartz": lambda: [
+            _quartz(ann, 16, data["calibration"], data["test"], "auto"),
+            _quartz(ann, 16, data["calibration"], data["test"], "default"),
+            _quartz(ann, 8, data["calibration"], data["test"], "auto"),
+        ],
+        "radix": lambda: [_radix(ann, t, data, 1) for t in (3, 4, 6, 8)],
+        "icrate": lambda: [_icrate(ann, t, data) for t in (4, 8, 16, 32)],
+        "icrate_finetuned": lambda: _icrate_finetuned(ann, data),
+        "quartz_finetuned": lambda: [_quartz_finetuned(ann, t, data) for t in (16, 8)],
+    }
+    stored = args.results / "paper_mnist.json"
+    if not args.quick and stored.exists() and set(args.sections) != set(SECTIONS):
+        report = {**json.loads(stored.read_text()), **report}
+    if not isinstance(report.get("seconds"), dict):
+        report["seconds"] = {"earlier run": report.get("seconds", 0.0)}
+    report["machine"] = f"{platform.machine()}, torch {torch.__version__}, 1 thread"
+    for name in args.sections:
+        began = time.perf_counter()
+        report[name] = sections[name]()
+        report["seconds"][name] = time.perf_counter() - began
+        print(f"{name}: {report['seconds'][name]:.0f} s", file=sys.stderr)
+    report["seconds"]["setup"] = time.perf_counter() - start - sum(
+        report["seconds"][name] for name in args.sections
+    )
+    markdown = _markdown(report)
+    print(markdown)
+    if not args.quick:
+        args.results.mkdir(parents=True, exist_ok=True)
+        stored.write_text(json.dumps(report, indent=2) + "\n")
+        (args.results / "paper_mnist.md").write_text(markdown)
+    return 0
+
+
+def _quartz_finetuned(ann: nn.Module, t_max: int, data: dict[str, DataLoader]) -> dict:
+    """Quartz after 1 epoch of fine-tuning: twin on all test images, SNN on the subset."""
+    spec = se.Quartz(t_max=t_max)
+    tuned = se.finetune(
+        ann, spec, data["finetune"], validation=data["validation"], epochs=1, progress=False
+    )
+    network = se.convert(tuned, spec, data["calibration"])
+    twin = se.evaluate(network, data["test"], twin=True, progress=False)
+    snn = se.evaluate(network, data["subset"], progress=False)
+    twin_subset = se.evaluate(network, data["subset"], twin=True, progress=False)
+    return {
+        "t_max": t_max,
+        "twin_error": _error(twin.correct, twin.samples),
+        "snn_error_subset": _error(snn.correct, snn.samples),
+        "twin_error_subset": _error(twin_subset.correct, twin_subset.samples),
+        "finetune_validation": vars(tuned.finetune_result),
+    }
+
+
+def _icrate_finetuned(ann: nn.Module, data: dict[str, DataLoader]) -> dict:
+    spec = se.ICRate(steps=4)
+    tuned = se.finetune(
+        ann, spec, data["finetune"], validation=data["validation"], epochs=1, progress=False
+    )
+    return {
+        "steps": 4,
+        "error": _snn_error(se.convert(tuned, spec, data["calibration"]), data["subset"]),
+        "finetune_validation": vars(tuned.finetune_result),
+    }
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    seconds = report["seconds"]
+    total = sum(seconds.values()) if isinstance(seconds, dict) else seconds
+    lines = [
+        "# The Quartz paper's MNIST row, reproduced",
+        "",
+        f"LeNet-5, {report['parameters']:,} parameters, trained on "
+        f"{report['training']['images']:,} images ({report['training']['epochs']} epochs, "
+        f"shifts of up to {report['training']['shift']} px); errors on the "
+        f"{report['test_images']:,} test images. Command: `python benchmarks/paper_mnist.py` "
+        f"({total / 60:.0f} min in all, {report['machine']}, on a shared machine).",
+        "",
+    ]
+    for name, render in (
+        ("quartz", _quartz_lines),
+        ("quartz_finetuned", _quartz_finetuned_lines),
+        ("radix", _radix_lines),
+        ("icrate", _icrate_lines),
+    ):
+        if name in report:
+            lines += render(report) + [""]
+    if "icrate_finetuned" in report:
+        lines += [f"IC-rate T=4 after fine-tuning (first {report['subset_images']:,} test "
+                  f"images): {report['icrate_finetuned']['error']:.2f} %.", ""]
+    return "\n".join(lines)
+
+
+def _quartz_lines(report: dict[str, Any]) -> list[str]:
+    ann, paper = report["ann_error"], report["paper"]
+    lines = [
+        "| | calibration | ANN error % | SNN error % | twin error % | neurons | spikes "
+        "| time steps | syn. ops | ops / image |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| paper, Quartz t_max 16 | p98.5 | {paper['ann_error']:.2f} | {paper['snn_error']:.2f} "
+        f"| | {paper['neurons']:,} | {paper['spikes']:,} | {paper['steps']} | "
+        f"{paper['synops']:,} | {paper['ops']:,} |",
+    ]
+    for row in report["quartz"]:
+        if "snn_error" not in row:
+            lines.append(
+                f"| ours, Quartz t_max {row['t_max']} | {row['calibration']} | {ann:.2f} | "
+                f"(= twin) | {row['twin_error']:.2f} | | | | | |"
+            )
+            continue
+        lines.append(
+            f"| ours, Quartz t_max {row['t_max']} | {row['calibration']} | {ann:.2f} | "
+            f"{row['snn_error']:.2f} | {row['twin_error']:.2f} | {row['neurons']:,} | "
+            f"{row['spikes']:,.0f} | {row['steps']} | {row['synops']:,.0f} | {row['ops']:,.0f} |"
+        )
+    return lines
+
+
+def _quartz_finetuned_lines(report: dict[str, Any]) -> list[str]:
+    sub = report["subset_images"]
+    lines = [
+        f"Quartz after 1 epoch of fine-tuning (10 000 training images): twin error % on all "
+        f"test images; SNN and twin on the first {sub:,}:",
+        "",
+        f"| t_max | twin, all | SNN, first {sub:,} | twin, first {sub:,} | ANN, all |",
+        "|---|---|---|---|---|",
+    ]
+    for row in report["quartz_finetuned"]:
+        lines.append(
+            f"| {row['t_max']} | {row['twin_error']:.2f} | {row['snn_error_subset']:.2f} | "
+            f"{row['twin_error_subset']:.2f} | {report['ann_error']:.2f} |"
+        )
+    return lines
+
+
+def _radix_lines(report: dict[str, Any]) -> list[str]:
+    sub, sub_ann = report["subset_images"], report["ann_error_subset"]
+    lines = [
+        f"Radix (exact), SNN error % on the first {sub:,} test images (ANN {sub_ann:.2f} %), "
+        "fine-tuned 1 epoch on 10 000 training images (best of the start and the epoch on "
+        "2 000 held-out training images):",
+        "",
+        "| T | calibrated | fine-tuned | ANN |",
+        "|---|---|---|---|",
+    ]
+    for row in report["radix"]:
+        lines.append(
+            f"| {row['steps']} | {row['calibrated_error']:.2f} | {row['finetuned_error']:.2f} "
+            f"| {sub_ann:.2f} |"
+        )
+    return lines
+
+
+def _icrate_lines(report: dict[str, Any]) -> list[str]:
+    sub, sub_ann = report["subset_images"], report["ann_error_subset"]
+    lines = [
+        f"IC-rate, SNN error % on the first {sub:,} test images:",
+        "",
+        "| T | ours (ANN init) | twin | zero init | SpikingJelly ann2snn (p99.9) | ANN |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in report["icrate"]:
+        jelly = row["spikingjelly_error"]
+        lines.append(
+            f"| {row['steps']} | {row['ann_error']:.2f} | {row['twin_error']:.2f} | "
+            f"{row['zero_error']:.2f} | {'-' if jelly is None else f'{jelly:.2f}'} | "
+            f"{sub_ann:.2f} |"
+        )
+    return lines
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""The default calibration searches each layer's clip scale and reports its choice."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import snn_encodings as se
+from snn_encodings.conversion.calibrate import ScaleChoice
+
+
+def _accuracy(model: nn.Module, data: TensorDataset) -> float:
+    x, y = data.tensors
+    with torch.no_grad():
+        return int((model(x).argmax(1) == y).sum()) / len(y)
+
+
+def test_search_reports_its_choice_per_layer(trained_ann, mnist_calibration) -> None:
+    loader = DataLoader(mnist_calibration, batch_size=250)
+    network = se.convert(trained_ann, se.ICRate(steps=8), loader)
+    choices = [stage.calibration for stage in network.stages]
+    assert all(isinstance(choice, ScaleChoice) for choice in choices)
+    assert all(choice.error >= 0 for choice in choices)
+    assert network.stages[-1].kind == "output" and not choices[-1].per_channel
+    assert f"calibration={choices[0]}" in repr(network)
+
+
+def test_search_recovers_the_low_step_radix_twin_that_the_maximum_loses(
+    trained_ann, mnist_calibration, mnist_eval
+):
+    spec = se.Radix(steps=4)
+    loader = DataLoader(mnist_calibration, batch_size=250)
+    evaluation = TensorDataset(*(t[:1000] for t in mnist_eval.tensors))
+    searched = se.convert(trained_ann, spec, loader)
+    fixed = se.convert(trained_ann, spec, loader, percentile="default", per_channel=False)
+    assert all(stage.calibration is None for stage in fixed.stages)
+    ann = _accuracy(trained_ann, evaluation)
+    assert _accuracy(fixed.twin, evaluation) < ann - 0.03
+    assert _accuracy(searched.twin, evaluation) >= ann - 0.01
+
+
+def test_search_at_a_fixed_granularity_keeps_it(trained_ann, mnist_calibration) -> None:
+    loader = DataLoader(mnist_calibration, batch_size=250)
+    for per_channel in (True, False):
+        network = se.convert(trained_ann, se.Quartz(t_max=8), loader, per_channel=per_channel)
+        hidden = [s.calibration for s in network.stages if s.kind == "neuron"]
+        assert all(choice.per_channel is per_channel for choice in hidden)
+        assert not network.stages[-1].calibration.per_channel
+
+
+def test_layers_feeding_a_grouped_convolution_keep_one_scale() -> None:
+    torch.manual_seed(0)
+    ann = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, groups=4), nn.ReLU(),
+        nn.Flatten(), nn.Linear(4 * 3 * 3, 3),
+    ).eval()
+    x = torch.rand(64, 1, 12, 12)
+    network = se.convert(ann, se.Radix(steps=4), [x])
+    first, second = (s.calibration for s in network.stages if s.kind == "neuron")
+    assert not first.per_channel
+    with torch.no_grad():
+        assert torch.equal(network.twin(x), network(x))
