@@ -187,7 +187,7 @@ class ScaleSearch:
             every process picks the same scales.
         positive_output: score the output layer on the positive part of its values only (for
             outputs of bounded range, whose scale is calibrated on the lifted logits
-            :math:`\max(z + c, 0)`: what decides the argmax is the top of the range).
+            ``max(z + c, 0)``: what decides the argmax is the top of the range).
     """
 
     def __init__(
