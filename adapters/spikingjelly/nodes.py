@@ -86,7 +86,8 @@ class Node(neuron.BaseNode):
             multi-step mode; single steps always use the core step). ``'cupy'`` needs a CUDA
             GPU, ``snn-encodings[cupy]`` and an encoding with a kernel: IC-rate and radix
             (forward and surrogate-gradient backward), Quartz (forward only); see
-            :mod:`.kernels`.
+            :mod:`.kernels`. Under ``kernels.use_launcher(kernels.EMULATED)`` the same kernels
+            run on CPU tensors (compiled with g++), which is how CI tests this path.
         store_v_seq: in ``'m'`` mode keep the membrane after every step in ``self.v_seq``.
         v0: initial membrane in threshold units handed to the core state constructor: a float
             or a tensor broadcastable to the layer (per channel); ``None`` uses the spec's rule.
@@ -310,7 +311,8 @@ def _check_cupy(where: str, spec: Spec, surrogate_function: Any) -> None:
             f"{', '.join(t.__name__ for t in kernels.KERNEL_SOURCES)}); use backend='torch'"
         )
     kernels.surrogate_kind(surrogate_function)
-    kernels.require_cupy()
+    if kernels.current_launcher() is kernels.CUPY:
+        kernels.require_cupy()
 
 
 class ICRateNode(Node):

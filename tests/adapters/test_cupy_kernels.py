@@ -553,63 +553,58 @@ def test_radix_kernel_gradient_matches_torch(
     _assert_same_gradient(got, want, surrogate_name, dtype)
 
 
-# --- The nodes with backend="cupy" (GPU only: the node requires CuPy and a GPU) ---------------
-@pytest.mark.cuda
-@GPU
-def test_icrate_node_cupy_backend_matches_single_steps_on_gpu(make_currents) -> None:
-    require("cupy")
+# --- The nodes with backend="cupy", on both targets (the launcher chosen when they run) ---------
+def test_icrate_node_cupy_backend_matches_single_steps(target, make_currents) -> None:
     from snn_encodings.adapters.spikingjelly import ICRateNode
     from spikingjelly.activation_based import functional
 
     spec = ICRate(steps=12)
-    currents = make_currents((16, 3, 4), steps=12).cuda()
-    node = ICRateNode(spec, step_mode="m", backend="cupy", store_v_seq=True)
-    spikes = node(currents)
-    assert_same_trace((spikes, node.v_seq), run_core(spec, currents))
-    functional.reset_net(node)
-    spikes = node(currents[:, :5])
+    currents = make_currents((16, 3, 4), steps=12).to(target.device)
+    with target.kernels.use_launcher(target.launcher):
+        node = ICRateNode(spec, step_mode="m", backend="cupy", store_v_seq=True)
+        spikes = node(currents)
+        assert_same_trace((spikes, node.v_seq), run_core(spec, currents))
+        functional.reset_net(node)
+        spikes = node(currents[:, :5])
     assert torch.equal(spikes, run_core(spec, currents[:, :5]).spikes)
 
 
-@pytest.mark.cuda
-@GPU
-def test_quartz_node_cupy_backend_matches_torch_backend_on_gpu(make_currents) -> None:
-    require("cupy")
+def test_quartz_node_cupy_backend_matches_torch_backend(target, make_currents) -> None:
     from snn_encodings.adapters.spikingjelly import QuartzNode
     from spikingjelly.activation_based import functional
 
     spec = Quartz(t_max=4)
-    currents = make_currents((16, 3, 4), steps=spec.steps_per_layer).cuda()
-    node = QuartzNode(spec, step_mode="m", backend="cupy", store_v_seq=True)
-    with torch.no_grad():
-        spikes = node(currents[:10])
-        spikes = torch.cat([spikes, node(currents[10:])])
-    want = run_core(spec, currents)
-    assert_same_trace((spikes[10:], node.v_seq), (want.spikes[10:], want.membranes[10:]))
-    assert torch.equal(spikes, want.spikes)
-    functional.reset_net(node)
-    with pytest.raises(SpecError, match="forward only"):
-        node(currents.clone().requires_grad_(True))
+    currents = make_currents((16, 3, 4), steps=spec.steps_per_layer).to(target.device)
+    with target.kernels.use_launcher(target.launcher):
+        node = QuartzNode(spec, step_mode="m", backend="cupy", store_v_seq=True)
+        with torch.no_grad():
+            spikes = node(currents[:10])
+            spikes = torch.cat([spikes, node(currents[10:])])
+        want = run_core(spec, currents)
+        assert_same_trace((spikes[10:], node.v_seq), (want.spikes[10:], want.membranes[10:]))
+        assert torch.equal(spikes, want.spikes)
+        functional.reset_net(node)
+        with pytest.raises(SpecError, match="forward only"):
+            node(currents.clone().requires_grad_(True))
 
 
-@pytest.mark.cuda
-@GPU
 @pytest.mark.parametrize("spec", [Radix(steps=4), Radix(steps=3, base=3, mode="paper")], ids=repr)
-def test_radix_node_cupy_backend_matches_torch_backend_on_gpu(spec, make_currents) -> None:
-    require("cupy")
+def test_radix_node_cupy_backend_matches_torch_backend(target, spec, make_currents) -> None:
     from snn_encodings.adapters.spikingjelly import RadixNode
 
     steps, split = 2 * spec.steps_per_layer + 1, spec.steps_per_layer - 1
-    currents = _radix_currents(spec, make_currents, (3, 4), steps, torch.float32).cuda()
+    currents = _radix_currents(spec, make_currents, (3, 4), steps, torch.float32)
+    currents = currents.to(target.device)
     want = run_core(spec, currents)
     grads = {}
-    for backend in ("cupy", "torch"):
-        node = RadixNode(spec, step_mode="m", backend=backend, store_v_seq=True)
-        leaf = currents.clone().requires_grad_(True)
-        spikes = torch.cat([node(leaf[:split]), node(leaf[split:])])
-        assert_same_trace(
-            (spikes[split:], node.v_seq), (want.spikes[split:], want.membranes[split:])
-        )
-        assert torch.equal(spikes, want.spikes)
-        (grads[backend],) = torch.autograd.grad(spikes.sum() + node.v.sum(), leaf)
+    with target.kernels.use_launcher(target.launcher):
+        for backend in ("cupy", "torch"):
+            node = RadixNode(spec, step_mode="m", backend=backend, store_v_seq=True)
+            leaf = currents.clone().requires_grad_(True)
+            spikes = torch.cat([node(leaf[:split]), node(leaf[split:])])
+            assert_same_trace(
+                (spikes[split:], node.v_seq), (want.spikes[split:], want.membranes[split:])
+            )
+            assert torch.equal(spikes, want.spikes)
+            (grads[backend],) = torch.autograd.grad(spikes.sum() + node.v.sum(), leaf)
     _assert_same_gradient([grads["cupy"]], [grads["torch"]], "Sigmoid", torch.float32)
