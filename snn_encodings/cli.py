@@ -136,7 +136,8 @@ def load_model(path: str, architecture: str | None, trust_file: bool) -> nn.Modu
     if isinstance(obj, dict):
         if architecture is None:
             raise SnnEncodingsError(
-                f"{path!r} holds a state_dict: pass --architecture ({', '.join(sorted(ARCHITECTURES))})"
+                f"{path!r} holds a state_dict: pass --architecture "
+                f"({', '.join(sorted(ARCHITECTURES))})"
             )
         model = build(architecture)
         try:
@@ -279,9 +280,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--data-dir", default=None, help="folder with MNIST IDX files (default: the shipped copy)"
     )
-    common.add_argument(
-        "--device", type=_device, default="cpu", help="torch device (default: cpu)"
-    )
+    common.add_argument("--device", type=_device, default="cpu", help="torch device (default: cpu)")
     common.add_argument(
         "--eval-limit",
         type=_positive_int,

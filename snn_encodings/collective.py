@@ -81,7 +81,8 @@ class Collective:
             dist.is_available() and isinstance(distributed, dist.ProcessGroup)
         ):
             raise ConversionError(
-                f"{where}: distributed must be a bool or a torch.distributed.ProcessGroup, got {type(distributed).__name__}"
+                f"{where}: distributed must be a bool or a torch.distributed.ProcessGroup, got "
+                f"{type(distributed).__name__}"
             )
         if not initialised():
             raise ConversionError(
@@ -135,7 +136,8 @@ class Collective:
         differ = self._differing_ranks(key)
         if differ:
             raise ConversionError(
-                f"{where}: the model differs between processes: rank(s) {differ} have other layers or "
+                f"{where}: the model differs between processes: rank(s) {differ} have other layers "
+                "or "
                 "parameter shapes than rank 0; build (or load) the same model on every process"
             )
 
@@ -269,5 +271,3 @@ def weights_digest(module: nn.Module) -> str:
         digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
         digest.update(value.view(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return digest.hexdigest()
-
-

@@ -77,6 +77,7 @@ __all__ = [
     "wrap_ddp",
 ]
 
+
 def init_from_env(backend: str | None = None, *, timeout: float = 300.0) -> bool:
     """Initialise the default process group from ``torchrun``'s environment, if there is one.
 
@@ -255,8 +256,10 @@ def check_eval_loader(loader: Iterable[Any]) -> None:
         if sampler.total_size != size:
             what = "repeats" if sampler.total_size > size else "drops"
             raise ConversionError(
-                f"evaluate: the loader's DistributedSampler {what} {abs(sampler.total_size - size)} "
-                f"sample(s) to give {sampler.num_replicas} processes equal shards, so counts would be "
+                f"evaluate: the loader's DistributedSampler {what} "
+                f"{abs(sampler.total_size - size)} "
+                f"sample(s) to give {sampler.num_replicas} processes equal shards, so counts would "
+                "be "
                 "wrong; use snn_encodings.distributed.shard_loader(dataset, batch_size) or "
                 "DistributedEvalSampler"
             )

@@ -84,7 +84,26 @@ class ResNet(nn.Module):
 
 _VGG = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg16": [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+    ],
 }
 
 
@@ -151,7 +170,9 @@ class MobileNetV2(nn.Module):
         for expand, channels, count, stride in self._STAGES:
             outputs = _channels(channels, width)
             for index in range(count):
-                layers.append(InvertedResidual(inputs, outputs, stride if index == 0 else 1, expand))
+                layers.append(
+                    InvertedResidual(inputs, outputs, stride if index == 0 else 1, expand)
+                )
                 inputs = outputs
         head = _channels(256, width)
         layers += [nn.Conv2d(inputs, head, 1, bias=False), nn.BatchNorm2d(head), nn.ReLU6()]

@@ -33,10 +33,9 @@ Users keep SpikingJelly's converter and call pattern::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any, Literal
-
-import warnings
 
 from spikingjelly.activation_based import base, functional
 from spikingjelly.activation_based.ann2snn import FXConversionRecipe, RateCodingRecipe

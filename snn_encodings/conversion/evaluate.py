@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from snn_encodings.conversion.network import LayerCounts, SpikingNetwork
 from snn_encodings.collective import Collective, Distributed, structure_key
+from snn_encodings.conversion.network import LayerCounts, SpikingNetwork
 from snn_encodings.distributed import check_eval_loader
 from snn_encodings.errors import ConversionError, SnnEncodingsError, SnnEncodingsWarning
 

@@ -232,9 +232,7 @@ def finetune(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
     )
-    bar = tqdm(
-        range(1, epochs + 1), desc="finetune", disable=not progress or collective.rank != 0
-    )
+    bar = tqdm(range(1, epochs + 1), desc="finetune", disable=not progress or collective.rank != 0)
     bar.set_postfix(val=f"{100 * result.start:.2f}%")
     for epoch in bar:
         _train_epoch(trained, model, (loader, grid), optimiser, schedule, epoch, freeze_batchnorm)

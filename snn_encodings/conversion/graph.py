@@ -287,7 +287,8 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
         gm = fx.GraphModule(model, _Tracer().trace(model))
     except Exception as error:  # fx raises many types for untraceable code
         raise ConversionError(
-            f"convert: the model could not be traced with torch.fx ({type(error).__name__}: {error}); "
+            f"convert: the model could not be traced with torch.fx ({type(error).__name__}: "
+            f"{error}); "
             "write it as nn.Sequential or remove data-dependent control flow"
         ) from None
     _fold_batch_norms(gm)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import copy
 import warnings
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -297,7 +296,8 @@ class SpikingNetwork(nn.Module):
             )
         if tuple(x.shape[1:]) != self.input_shape:
             raise ConversionError(
-                f"SpikingNetwork: expected inputs of shape (B, {', '.join(map(str, self.input_shape))}), "
+                "SpikingNetwork: expected inputs of shape (B, "
+                f"{', '.join(map(str, self.input_shape))}), "
                 f"got {tuple(x.shape)}"
             )
         if not torch.isfinite(x).all():
@@ -338,9 +338,7 @@ class SpikingNetwork(nn.Module):
                 synapse, neurons = stage.synapse, stage.neurons
                 currents = synapse.drive(
                     sequences, event_driven=rule.sparse_in_time
-                ) + rule.bias_currents(
-                    synapse.bias, steps
-                ).unsqueeze(1)
+                ) + rule.bias_currents(synapse.bias, steps).unsqueeze(1)
                 spikes = neurons(currents)
                 if stage.kind == "output":
                     output = (

@@ -74,7 +74,8 @@ def _describe_module(module: nn.Module) -> dict[str, Any]:
     arguments = _MODULE_ARGUMENTS.get(type(module))
     if arguments is None:
         raise ExportError(
-            f"save_network: cannot save a {type(module).__name__} module; supported: {sorted(_MODULES_BY_NAME)}"
+            f"save_network: cannot save a {type(module).__name__} module; supported: "
+            f"{sorted(_MODULES_BY_NAME)}"
         )
     values = {name: getattr(module, name) for name in arguments}
     if "bias" in values:
@@ -141,9 +142,7 @@ def save_network(network: SpikingNetwork, path: str | os.PathLike[str]) -> Path:
         },
     }
     payload["checksum"] = payload_checksum(payload)
-    return write_atomically(
-        path, lambda temporary: torch.save(payload, temporary), "save_network"
-    )
+    return write_atomically(path, lambda temporary: torch.save(payload, temporary), "save_network")
 
 
 def payload_checksum(payload: dict[str, Any]) -> str:
@@ -205,7 +204,8 @@ def load_network(
         raise ExportError(f"load_network: {str(path)!r} was not written by save_network")
     if payload.get("version") != VERSION:
         raise ExportError(
-            f"load_network: {str(path)!r} has format version {payload.get('version')!r}, this library reads {VERSION}; convert again"
+            f"load_network: {str(path)!r} has format version {payload.get('version')!r}, this "
+            f"library reads {VERSION}; convert again"
         )
     _validate(payload, str(path))
     spec = _spec_from(payload["spec"])

@@ -21,8 +21,8 @@ from snn_encodings.conversion.network import SpikingNetwork, Stage
 from snn_encodings.conversion.synapse import Synapse
 from snn_encodings.encoding import encoding_for
 from snn_encodings.errors import ExportError
-from snn_encodings.functional.channels import channel_view
 from snn_encodings.export.lowering import FloatLayer, FloatNetwork
+from snn_encodings.functional.channels import channel_view
 
 __all__ = ["encode_inputs", "float_network"]
 
@@ -127,12 +127,14 @@ def _netx_ops(ops: list[nn.Module], where: str) -> list[nn.Module]:
             )
         if not isinstance(op, (*NETX_WEIGHTED, nn.Flatten)):
             raise ExportError(
-                f"{where} ({type(op).__name__}): netx has no such layer; use Conv2d, Linear and Flatten"
+                f"{where} ({type(op).__name__}): netx has no such layer; use Conv2d, Linear and "
+                "Flatten"
             )
     weighted = [i for i, op in enumerate(ops) if isinstance(op, NETX_WEIGHTED)]
     if len(weighted) != 1 or weighted[0] != len(ops) - 1:
         raise ExportError(
-            f"{where}: expected optional flattens followed by one Conv2d or Linear, got {[type(op).__name__ for op in ops]}"
+            f"{where}: expected optional flattens followed by one Conv2d or Linear, got "
+            f"{[type(op).__name__ for op in ops]}"
         )
     return ops
 
@@ -148,7 +150,8 @@ def _weight(op: nn.Module, synapse: Synapse, source_shape: tuple[int, ...], wher
         conv = cast(nn.Conv2d, op)
         if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
             raise ExportError(
-                f"{where} (Conv2d): padding {conv.padding!r} ({conv.padding_mode}) has no netx form; use integer zero padding"
+                f"{where} (Conv2d): padding {conv.padding!r} ({conv.padding_mode}) has no netx "
+                "form; use integer zero padding"
             )
         per_channel = (torch.zeros(source_shape, dtype=torch.float64) + g_in).flatten(1)
         if not torch.all(per_channel == per_channel[:, :1]):

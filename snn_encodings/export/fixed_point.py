@@ -85,7 +85,8 @@ def run_fixed_point(
     inputs = np.asarray(inputs)
     if tuple(inputs.shape[1:]) != tuple(network.layers[0].shape):
         raise ExportError(
-            f"run_fixed_point: inputs must be shaped (steps, {network.layers[0].shape}), got {inputs.shape}"
+            f"run_fixed_point: inputs must be shaped (steps, {network.layers[0].shape}), got "
+            f"{inputs.shape}"
         )
     train = inputs.astype(np.int64)
     spikes: list[np.ndarray | None] = [None]

@@ -74,7 +74,8 @@ def _readout_note(scale: float, network: FloatNetwork) -> str:
     steps = network.spec.steps_per_layer
     return (
         "output layer: a non-spiking integrator (iDecay=4096, vDecay=0, vThMant=131071) read as "
-        f"membrane v; decode with decode_output; |mean output| above {VTH_MAX / (scale * steps):.3g} "
+        "membrane v; decode with decode_output; |mean output| above "
+        f"{VTH_MAX / (scale * steps):.3g} "
         "threshold units saturates v (decode_output raises)"
     )
 
@@ -105,14 +106,16 @@ def _check_subtract(
             dense, conv = synapse_count(unroll_convolutions(network)), synapse_count(network)
             raise ExportError(
                 f"export.netx: layer {layer.name!r} ({layer.kind}): IC-rate's reset by subtraction "
-                "needs a recurrent self-connection (dense_rec), which netx has for dense layers only; "
-                f"export with unroll_conv=True (faithful: the convs become dense layers, {dense:,} "
+                "needs a recurrent self-connection (dense_rec), which netx has for dense layers "
+                "only; export with unroll_conv=True (faithful: the convs become dense layers, "
+                f"{dense:,} "
                 f"synapses instead of {conv:,}) or reset='zero' (Lava's native reset to zero, an "
                 "approximation whose accuracy the caller should measure)"
             )
     if len(shape) != 1:
         raise ExportError(
-            "export.netx: IC-rate with reset='subtract' needs a flat input; start the network with a flatten"
+            "export.netx: IC-rate with reset='subtract' needs a flat input; start the network with "
+            "a flatten"
         )
 
 
@@ -169,7 +172,8 @@ def _recurrent(
     theta_int = int(even(np.asarray(theta * q.scale)))
     if theta_int < 2:
         raise ExportError(
-            f"export.netx: layer {q.layer.name!r}: threshold rounds to 0 at scale {q.scale:.3g}; rescale the layer"
+            f"export.netx: layer {q.layer.name!r}: threshold rounds to 0 at scale {q.scale:.3g}; "
+            "rescale the layer"
         )
     weight = np.zeros((out + relays, n_in + clocks), dtype=np.int64)
     weight[:out, :n_in] = even(q.weight * q.scale)
@@ -206,7 +210,8 @@ def _lower_subtract(
         out, n_in = q.weight.shape
         if n_in != int_layers[-1].shape[0] - clocks:
             raise ExportError(
-                f"export.netx: layer {q.layer.name!r}: weight has {n_in} inputs, the previous layer {int_layers[-1].shape[0] - clocks} outputs"
+                f"export.netx: layer {q.layer.name!r}: weight has {n_in} inputs, the previous "
+                f"layer {int_layers[-1].shape[0] - clocks} outputs"
             )
         chunks = _clock_chunks(q.bias_int, clocks)
         v0 = v0_map(q.layer, network.spec, (out,))
@@ -237,7 +242,8 @@ def _subtract_notes(
     )
     if clocks:
         notes += (
-            f"biases arrive from {clocks} clock input channel(s) appended to the input (IntNetwork.drive adds them)",
+            f"biases arrive from {clocks} clock input channel(s) appended to the input "
+            "(IntNetwork.drive adds them)",
         )
     if readout_scale is not None:
         notes += (_readout_note(readout_scale, network),)
@@ -284,7 +290,8 @@ def _zero_layer(
         worst = v0_int - (k - 1) * np.minimum(bias_map, 0)
         if k > 1 and (worst > theta_int - 1).any():
             raise ExportError(
-                f"export.netx: layer {layer.name!r}: with reset='zero' its negative bias during the "
+                f"export.netx: layer {layer.name!r}: with reset='zero' its negative bias during "
+                "the "
                 f"{k} steps of latency would fire it before any input; use reset='subtract'"
             )
         start = v0_int - k * bias_map
@@ -321,9 +328,7 @@ def _lower_zero(
             int_layers.append(Layer(kind="flatten", shape=current, name=layer.name))
             continue
         k += 1
-        int_layer, report = _zero_layer(
-            layer, k, current, network, theta, membrane and k == last
-        )
+        int_layer, report = _zero_layer(layer, k, current, network, theta, membrane and k == last)
         int_layers.append(int_layer)
         reports.append(report)
         current = int_layer.shape

@@ -237,7 +237,8 @@ def _check_shapes(layer: Layer, weight: np.ndarray, previous: tuple[int, ...], w
             )
         if weight.shape != (layer.shape[0], previous[0]):
             raise ExportError(
-                f"{where}: weight shape {weight.shape} does not match ({layer.shape[0]}, {previous[0]})"
+                f"{where}: weight shape {weight.shape} does not match ({layer.shape[0]}, "
+                f"{previous[0]})"
             )
     else:
         if len(layer.shape) != 3 or len(previous) != 3:
@@ -274,7 +275,8 @@ def _check_weights(layer: Layer, weight: np.ndarray, where: str) -> None:
         raise ExportError(f"{where}: only dense_rec layers have recurrent weights")
     if not combined.any():
         raise ExportError(
-            f"{where}: all weights are zero; netx cannot load that (its weight-bit optimiser divides "
+            f"{where}: all weights are zero; netx cannot load that (its weight-bit optimiser "
+            "divides "
             "by the largest weight). The layer's output then depends on its bias only: remove the "
             "layer or retrain"
         )
@@ -311,7 +313,8 @@ def _check_delay(layer: Layer, weight: np.ndarray, where: str) -> None:
         )
     if delay.min() < 0 or delay.max() > MAX_DELAY:
         raise ExportError(
-            f"{where}: delays must be in [0, {MAX_DELAY}], got {int(delay.min())}..{int(delay.max())}"
+            f"{where}: delays must be in [0, {MAX_DELAY}], got "
+            f"{int(delay.min())}..{int(delay.max())}"
         )
 
 

@@ -61,8 +61,8 @@ from typing import Literal
 
 import numpy as np
 
-from snn_encodings.errors import ExportError
 from snn_encodings.encoding import encoding_for, encoding_named
+from snn_encodings.errors import ExportError
 from snn_encodings.export.layers import IntNetwork
 from snn_encodings.specs.base import Spec
 
@@ -287,11 +287,13 @@ def chain(network: FloatNetwork) -> tuple[tuple[int, ...], list[FloatLayer]]:
         where = f"export.netx: layer {index} {layer.name!r} ({layer.kind})"
         if layer.kind == "max_pool":
             raise ExportError(
-                f"{where}: max-pooling is not loadable by netx; replace it with average pooling and fold that into the next conv"
+                f"{where}: max-pooling is not loadable by netx; replace it with average pooling "
+                "and fold that into the next conv"
             )
         if layer.kind == "avg_pool":
             raise ExportError(
-                f"{where}: netx cannot load pooling layers; fold average pooling into the next conv (a strided conv with the pooled kernel)"
+                f"{where}: netx cannot load pooling layers; fold average pooling into the next "
+                "conv (a strided conv with the pooled kernel)"
             )
         if layer.kind not in ("dense", "conv", "flatten"):
             raise ExportError(f"{where}: netx has no such layer")
@@ -323,6 +325,7 @@ def layer_report(
     v_int: np.ndarray,
 ) -> LayerReport:
     """The quantisation of one layer at ``scale`` (integer values over float ones)."""
+
     def err(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.abs(b / scale - a).max()) if a.size else 0.0
 
@@ -360,12 +363,7 @@ def output_shape(layer: FloatLayer, in_shape: tuple[int, ...]) -> tuple[int, ...
     if layer.kind == "dense":
         return (weight.shape[0],)
     sizes = [
-        (
-            in_shape[1 + a]
-            + 2 * layer.padding[a]
-            - layer.dilation[a] * (weight.shape[2 + a] - 1)
-            - 1
-        )
+        (in_shape[1 + a] + 2 * layer.padding[a] - layer.dilation[a] * (weight.shape[2 + a] - 1) - 1)
         // layer.stride[a]
         + 1
         for a in (0, 1)

@@ -106,7 +106,8 @@ def netx(model: Any, path: str | os.PathLike[str], **options: Any) -> ExportRepo
     if isinstance(model, nn.Module):
         raise ExportError(
             f"export.netx: got a plain torch module ({type(model).__name__}), not a converted "
-            "spiking network; convert it first with snn_encodings.convert(ann, spec, calibration=...)"
+            "spiking network; convert it first with snn_encodings.convert(ann, spec, "
+            "calibration=...)"
         )
     raise ExportError(
         f"export.netx: cannot export a {type(model).__name__}; pass a converted network "

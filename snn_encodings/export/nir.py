@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from snn_encodings.encoding import encoding_for, registered_encodings
 from snn_encodings.errors import ExportError
 from snn_encodings.export.atomic import write_atomically
-from snn_encodings.encoding import encoding_for, registered_encodings
 from snn_encodings.export.lowering import (
     FloatLayer,
     FloatNetwork,

@@ -95,9 +95,7 @@ def _upper_preimage(x: Tensor) -> Tensor:
     return _largest_below(x, torch.float64)
 
 
-def grid_index(
-    x: Tensor, levels: int, *, low: int, high: int, shift: float = 0.0
-) -> Tensor:
+def grid_index(x: Tensor, levels: int, *, low: int, high: int, shift: float = 0.0) -> Tensor:
     r"""The largest :math:`n \in [\mathrm{low}, \mathrm{high}]` with ``grid_value(n, levels,
     x.dtype, shift) <= x``: :math:`\lfloor Kx + s \rfloor` against the grid as ``x.dtype``
     represents it (see the module docstring for the exactness bound).
@@ -139,9 +137,7 @@ def grid_index(
     return n.clamp(low, high)
 
 
-def grid_quantise(
-    x: Tensor, levels: int, *, low: int, high: int, shift: float = 0.0
-) -> Tensor:
+def grid_quantise(x: Tensor, levels: int, *, low: int, high: int, shift: float = 0.0) -> Tensor:
     r"""``grid_value(grid_index(x, ...), levels, x.dtype)``: the grid value :math:`n/K` that ``x``
     maps to, in ``x.dtype``; NaN stays NaN (twins propagate it rather than invent a level).
 

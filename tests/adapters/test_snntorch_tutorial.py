@@ -19,7 +19,7 @@ import torch
 from conftest import require
 from torch import nn
 
-from snn_encodings import Quartz, Radix, convert
+from snn_encodings import Quartz, Radix
 from snn_encodings.errors import SnnEncodingsWarning, SpecError
 from snn_encodings.specs import ICRate
 

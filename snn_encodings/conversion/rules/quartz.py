@@ -243,7 +243,8 @@ class QuartzRule(Rule):
         spec = self.spec
         if steps != spec.steps_per_layer:
             raise ConversionError(
-                f"QuartzRule.bias_currents: the window has {spec.steps_per_layer} steps, got {steps}"
+                f"QuartzRule.bias_currents: the window has {spec.steps_per_layer} steps, got "
+                f"{steps}"
             )
         levels = quartz_bias_levels(bias, spec)
         times = (2 * spec.t_max - levels.abs()).to(torch.int64)
