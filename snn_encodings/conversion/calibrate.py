@@ -235,22 +235,26 @@ class ScaleSearch:
                 values.append(node.pool(values[node.branches[0].source]))
                 continue
             trials = self._trials(node, stats[i], i in self.layer_only)
-            errors, outputs = [], []
-            for scale in trials.values():
+            keys, distinct = list(trials), _distinct(list(trials.values()))
+            errors: dict[int, float] = {}
+            outputs: dict[int, Tensor] = {}
+            for first in dict.fromkeys(distinct):
+                scale = trials[keys[first]]
                 synapse = Synapse(node.branches, node.bias, scales, scale, shapes).to(dtype)
                 if not (self.float_first and i == 1):
                     self.rule.quantise_synapse(synapse)
                 z = synapse.value(values)
                 out = self.rule.twin_output(z) if node.kind == "output" else self.rule.twin(z)
-                outputs.append(out)
-                errors.append(self._error(out * _view(scale, out), reference[i], node.kind))
-            totals = self.reduce(torch.tensor(errors, dtype=torch.float64))
+                outputs[first] = out
+                errors[first] = self._error(out * _view(scale, out), reference[i], node.kind)
+            # a candidate whose scale equals an earlier one's has its twin and its error
+            per_key = [errors[first] for first in distinct]
+            totals = self.reduce(torch.tensor(per_key, dtype=torch.float64))
             best = int(totals.argmin())
-            key = list(trials)[best]
-            chosen[i] = trials[key]
-            choices[i] = ScaleChoice(key[0], key[1], errors[best])
+            chosen[i] = trials[keys[best]]
+            choices[i] = ScaleChoice(keys[best][0], keys[best][1], per_key[best])
             scales.append(chosen[i])
-            values.append(outputs[best])
+            values.append(outputs[distinct[best]])
         return chosen, choices
 
     def _error(self, value: Tensor, reference: Tensor, kind: str) -> float:
@@ -299,6 +303,19 @@ def _feeds_grouped_convolutions(nodes: list[Any]) -> set[int]:
             if weighted and getattr(weighted[0], "groups", 1) != 1:
                 blocked.add(source)
     return blocked
+
+
+def _distinct(scales: list[Tensor]) -> list[int]:
+    """For every scale, the index of the first scale equal to it (same shape and values): the
+    candidates the search needs to evaluate, since equal scales give the same synapse."""
+    firsts: list[int] = []
+    for i, scale in enumerate(scales):
+        same = (
+            j for j in range(i)
+            if scales[j].shape == scale.shape and torch.equal(scales[j], scale)
+        )
+        firsts.append(next(same, i))
+    return firsts
 
 
 def _view(scale: Tensor, like: Tensor) -> Tensor:
