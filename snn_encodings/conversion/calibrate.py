@@ -148,6 +148,11 @@ SEARCH_SAMPLES = 512
 """Calibration samples (the first ones seen) on which the scale search measures each candidate."""
 
 
+NARROW_WORK = 2**24
+"""Multiply-adds from which the search evaluates a layer's exact sums in float32 (where the
+layer's bound allows): below it the bound check costs more than the float64 evaluation saves."""
+
+
 @dataclass(frozen=True)
 class ScaleChoice:
     """The scale calibration chose for one layer.
@@ -229,29 +234,68 @@ class ScaleSearch:
         chosen: dict[int, Tensor] = {}
         choices: dict[int, ScaleChoice] = {}
         self.layer_only = _feeds_grouped_convolutions(nodes)
+        on_grid = self._grid_nodes(nodes, reference[0], values[0])
         for i, node in enumerate(nodes[1:], start=1):
             if node.kind == "pool":
                 scales.append(scales[node.branches[0].source])
                 values.append(node.pool(values[node.branches[0].source]))
                 continue
+            exact = all(b.source in on_grid for b in node.branches) and (
+                _work(node, shapes[i], len(values[0])) >= NARROW_WORK
+            )
             trials = self._trials(node, stats[i], i in self.layer_only)
-            errors, outputs = [], []
-            for scale in trials.values():
+            keys, distinct = list(trials), _distinct(list(trials.values()))
+            errors: dict[int, float] = {}
+            outputs: dict[int, Tensor] = {}
+            for first in dict.fromkeys(distinct):
+                scale = trials[keys[first]]
                 synapse = Synapse(node.branches, node.bias, scales, scale, shapes).to(dtype)
                 if not (self.float_first and i == 1):
                     self.rule.quantise_synapse(synapse)
-                z = synapse.value(values)
+                z = self._value(synapse, values, shapes) if exact else synapse.value(values)
                 out = self.rule.twin_output(z) if node.kind == "output" else self.rule.twin(z)
-                outputs.append(out)
-                errors.append(self._error(out * _view(scale, out), reference[i], node.kind))
-            totals = self.reduce(torch.tensor(errors, dtype=torch.float64))
+                outputs[first] = out
+                errors[first] = self._error(out * _view(scale, out), reference[i], node.kind)
+            # a candidate whose scale equals an earlier one's has its twin and its error
+            per_key = [errors[first] for first in distinct]
+            totals = self.reduce(torch.tensor(per_key, dtype=torch.float64))
             best = int(totals.argmin())
-            key = list(trials)[best]
-            chosen[i] = trials[key]
-            choices[i] = ScaleChoice(key[0], key[1], errors[best])
+            chosen[i] = trials[keys[best]]
+            choices[i] = ScaleChoice(keys[best][0], keys[best][1], per_key[best])
             scales.append(chosen[i])
-            values.append(outputs[best])
+            values.append(outputs[distinct[best]])
         return chosen, choices
+
+    def _grid_nodes(self, nodes: list[Any], raw: Tensor, decoded: Tensor) -> set[int]:
+        """Nodes whose search values are integers times a power of two, the units in which the
+        rule claims exact sums (:meth:`~snn_encodings.conversion.rules.base.Rule.sum_units`):
+        twin outputs, max-pools of them, and the input where the encoding decoded it. Empty
+        where the rule claims no exact sums or its unit is not a power of two."""
+        units = self.rule.sum_units()
+        if units is None or not math.log2(units[0]).is_integer():
+            return set()
+        grid = set() if self.float_first or decoded is raw else {0}
+        for i, node in enumerate(nodes[1:], start=1):
+            if node.kind != "pool" or node.branches[0].source in grid:
+                grid.add(i)
+        return grid
+
+    def _value(self, synapse: Any, values: list[Tensor], shapes: list[torch.Size]) -> Tensor:
+        """``synapse.value(values)`` for sources on the exact grid, evaluated in float32 (or as two
+        float32 parts) where the layer's bound shows those sums are exact: the same values as
+        the wide evaluation, at a fraction of a float64 convolution's cost."""
+        from snn_encodings.conversion.rules.exactness import narrow_synapse
+
+        narrow = narrow_synapse(synapse, lambda part: self._bound(part, shapes), in_place=True)
+        return synapse.value(values) if narrow is None else narrow.value(values)
+
+    def _bound(self, synapse: Any, shapes: list[torch.Size]) -> Any:
+        """The layer bound of ``synapse`` in the rule's exact units."""
+        from snn_encodings.conversion.rules.exactness import layer_bound
+
+        source_max, bias_scale, margin = self.rule.sum_units()
+        bias = float(synapse.bias.abs().max()) * bias_scale if synapse.bias.numel() else 0.0
+        return layer_bound(synapse, shapes, [source_max] * len(shapes), bias + margin)
 
     def _error(self, value: Tensor, reference: Tensor, kind: str) -> float:
         """Mean squared difference of a candidate's scaled twin value from the ANN's."""
@@ -299,6 +343,31 @@ def _feeds_grouped_convolutions(nodes: list[Any]) -> set[int]:
             if weighted and getattr(weighted[0], "groups", 1) != 1:
                 blocked.add(source)
     return blocked
+
+
+def _distinct(scales: list[Tensor]) -> list[int]:
+    """For every scale, the index of the first scale equal to it (same shape and values): the
+    candidates the search needs to evaluate, since equal scales give the same synapse."""
+    firsts: list[int] = []
+    for i, scale in enumerate(scales):
+        same = (
+            j for j in range(i)
+            if scales[j].shape == scale.shape and torch.equal(scales[j], scale)
+        )
+        firsts.append(next(same, i))
+    return firsts
+
+
+def _work(node: Any, shape: torch.Size, batch: int) -> int:
+    """Multiply-adds of one evaluation of a node's weighted ops on ``batch`` samples (estimate:
+    output size times the fan-in of each branch's last weighted op)."""
+    from snn_encodings.conversion.graph import WEIGHTED
+
+    fan_in = 0
+    for branch in node.branches:
+        weighted = [op for op in branch.ops if isinstance(op, WEIGHTED)]
+        fan_in += weighted[-1].weight[0].numel() if weighted else 0
+    return batch * shape.numel() * fan_in
 
 
 def _view(scale: Tensor, like: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -26,6 +27,7 @@ __all__ = [
     "exact_dtype",
     "fraction_bits",
     "layer_bound",
+    "narrow_synapse",
     "split_parts",
 ]
 
@@ -204,9 +206,47 @@ class SplitSynapse(nn.Module):
         return self.high.value(narrow).to(wide) + self.low.value(narrow).to(wide)
 
 
+class NarrowSynapse(nn.Module):
+    """A float32 copy of a synapse whose sums are exact in float32: ``value`` takes and returns
+    the original's dtype."""
+
+    def __init__(self, synapse: nn.Module, *, in_place: bool = False) -> None:
+        super().__init__()
+        self.narrow = (synapse if in_place else copy.deepcopy(synapse)).to(torch.float32)
+        self.sources = list(synapse.sources)
+
+    def value(self, values: list[Tensor]) -> Tensor:
+        """``Synapse.value`` of the original from one float32 pass."""
+        sources = set(self.sources)
+        narrow = [v.to(torch.float32) if i in sources else v for i, v in enumerate(values)]
+        return self.narrow.value(narrow).to(values[self.sources[0]].dtype)
+
+
+def narrow_synapse(
+    synapse: nn.Module, bound: Callable[[nn.Module], LayerBound], *, in_place: bool = False
+) -> nn.Module | None:
+    """``synapse`` as float32 passes that give its exact sums: a :class:`NarrowSynapse` where
+    ``bound(synapse)`` fits float32, a :class:`SplitSynapse` where both split parts do, else
+    ``None`` (evaluate the synapse itself). ``bound`` gives a synapse's :class:`LayerBound` in
+    the units where its inputs are integers. With ``in_place`` a synapse exact in float32
+    becomes the float32 copy itself (lossless where the bound holds; a throwaway synapse
+    saves the copy); the split and ``None`` leave it unchanged."""
+    dtype = exact_dtype(bound(synapse))
+    if dtype == torch.float32:
+        return NarrowSynapse(synapse, in_place=in_place)
+    if dtype != torch.float64:
+        return None
+    parts = split_parts(synapse)
+    if parts and all(exact_dtype(bound(part)) == torch.float32 for part in parts):
+        return SplitSynapse(*parts)
+    return None
+
+
 def split_parts(synapse: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """Float64 copies ``(high, low)`` of ``synapse`` whose weights add up to its weights;
     ``None`` where a branch chains several weighted ops (the product would not split)."""
+    if any(sum(isinstance(op, WEIGHTED) for op in ops) > 1 for ops in synapse.ops):
+        return None
     high, low = copy.deepcopy(synapse), copy.deepcopy(synapse)
     scale = float(2**SPLIT_BITS)
     with torch.no_grad():
