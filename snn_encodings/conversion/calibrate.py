@@ -140,7 +140,16 @@ def run_passes(
 
 
 PERCENTILE_CANDIDATES: tuple[float | None, ...] = (
-    None, 99.999, 99.99, 99.9, 99.7, 99.5, 99.0, 98.5, 98.0, 97.0
+    None,
+    99.999,
+    99.99,
+    99.9,
+    99.7,
+    99.5,
+    99.0,
+    98.5,
+    98.0,
+    97.0,
 )
 """Percentiles the default calibration tries for each layer (``None`` is the maximum)."""
 
@@ -351,8 +360,7 @@ def _distinct(scales: list[Tensor]) -> list[int]:
     firsts: list[int] = []
     for i, scale in enumerate(scales):
         same = (
-            j for j in range(i)
-            if scales[j].shape == scale.shape and torch.equal(scales[j], scale)
+            j for j in range(i) if scales[j].shape == scale.shape and torch.equal(scales[j], scale)
         )
         firsts.append(next(same, i))
     return firsts

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from snn_encodings.collective import Collective, Distributed, use_collective
 from snn_encodings.conversion.calibrate import (
     PERCENTILE_CANDIDATES,
     SEARCH_SAMPLES,
@@ -22,7 +23,6 @@ from snn_encodings.conversion.network import SpikingNetwork, Stage
 from snn_encodings.conversion.output import OutputCalibration, output_range
 from snn_encodings.conversion.rules.base import rule_for
 from snn_encodings.conversion.synapse import Synapse
-from snn_encodings.collective import Collective, Distributed, use_collective
 from snn_encodings.errors import ConversionError
 from snn_encodings.specs.base import Spec
 
@@ -130,8 +130,10 @@ def convert(
         raise ConversionError(
             f"convert: per_channel must be True, False or 'auto', got {per_channel!r}"
         )
-    if percentile is not AUTO and percentile is not None and not (
-        isinstance(percentile, (int, float)) and 0 < percentile <= 100
+    if (
+        percentile is not AUTO
+        and percentile is not None
+        and not (isinstance(percentile, (int, float)) and 0 < percentile <= 100)
     ):
         raise ConversionError(
             f"convert: percentile must be 'auto', in (0, 100] or None, got {percentile!r}"

@@ -97,7 +97,9 @@ def _window_bits(op: nn.Module, shape: torch.Size) -> int | None:
         if any(padding) and not op.count_include_pad:
             return None
         kernel = op.kernel_size if isinstance(op.kernel_size, tuple) else (op.kernel_size,)
-        count = op.divisor_override or math.prod(kernel) ** (1 if len(kernel) > 1 else len(shape) - 1)
+        count = op.divisor_override or math.prod(kernel) ** (
+            1 if len(kernel) > 1 else len(shape) - 1
+        )
     exponent = int(count).bit_length() - 1
     return exponent if 2**exponent == count else None
 
@@ -161,7 +163,10 @@ def layer_bound(
             bits.append(_branch_bits(ops, gains, shapes[source]))
             gain = gains[0]
             full = torch.full(
-                (1, *shapes[source]), float(source_max[source]), dtype=gain.dtype, device=gain.device
+                (1, *shapes[source]),
+                float(source_max[source]),
+                dtype=gain.dtype,
+                device=gain.device,
             )
             part = _absolute_sum(ops, gains, full)
             total = part if total is None else total + part

@@ -9,9 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from snn_encodings.coding.icrate import decode_icrate, encode_icrate
+from snn_encodings.collective import active_collective
 from snn_encodings.conversion.calibrate import iterate_inputs
 from snn_encodings.conversion.rules.base import NeuronLayer, Rule, register_rule
-from snn_encodings.collective import active_collective
 from snn_encodings.functional.icrate import ICRateState
 from snn_encodings.specs.icrate import ICRate
 
