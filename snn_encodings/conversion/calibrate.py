@@ -293,14 +293,14 @@ class ScaleSearch:
         """``synapse.value(values)`` for sources on the exact grid, evaluated in float32 (or as two
         float32 parts) where the layer's bound shows those sums are exact: the same values as
         the wide evaluation, at a fraction of a float64 convolution's cost."""
-        from snn_encodings.conversion.rules.exactness import narrow_synapse
+        from snn_encodings.conversion.exactness import narrow_synapse
 
         narrow = narrow_synapse(synapse, lambda part: self._bound(part, shapes), in_place=True)
         return synapse.value(values) if narrow is None else narrow.value(values)
 
     def _bound(self, synapse: Any, shapes: list[torch.Size]) -> Any:
         """The layer bound of ``synapse`` in the rule's exact units."""
-        from snn_encodings.conversion.rules.exactness import layer_bound
+        from snn_encodings.conversion.exactness import layer_bound
 
         source_max, bias_scale, margin = self.rule.sum_units()
         bias = float(synapse.bias.abs().max()) * bias_scale if synapse.bias.numel() else 0.0

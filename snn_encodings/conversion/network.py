@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from snn_encodings.conversion.rules.base import Rule, rule_for
-from snn_encodings.conversion.rules.exactness import (
+from snn_encodings.conversion.exactness import (
     LayerBound,
     SplitSynapse,
     exact_dtype,
@@ -210,7 +210,7 @@ class SpikingNetwork(nn.Module):
     def layer_bounds(self) -> list[LayerBound | None]:
         """Per stage, the grid and magnitude of its sums (``None``: a pool, the float first
         layer, or an encoding that claims no exactness); see
-        :mod:`~snn_encodings.conversion.rules.exactness`."""
+        :mod:`~snn_encodings.conversion.exactness`."""
         unclaimed = self.rule.sum_units() is None
         return [
             None
@@ -225,7 +225,7 @@ class SpikingNetwork(nn.Module):
         layer, layers exact in neither, and encodings that claim no exactness.
 
         A float64 layer whose weights split into two parts that are each exact in float32
-        (:func:`~snn_encodings.conversion.rules.exactness.split_parts`) is evaluated by the
+        (:func:`~snn_encodings.conversion.exactness.split_parts`) is evaluated by the
         closed forms as two float32 passes added in float64 (``Stage.split``). Computed from
         the weights on first use (``convert`` calls it) and kept; shown in each stage's repr.
         """

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from snn_encodings.conversion.graph import WEIGHTED
 from snn_encodings.conversion.rules.base import FastPass
-from snn_encodings.conversion.rules.exactness import SplitSynapse
+from snn_encodings.conversion.exactness import SplitSynapse
 from snn_encodings.conversion.synapse import Synapse
 from snn_encodings.functional.quartz import QuartzState
 from snn_encodings.specs.quartz import Quartz
@@ -53,7 +53,7 @@ def quartz_layer_levels(synapse: Synapse, levels: list[Tensor], spec: Quartz) ->
 
     ``levels`` are the integer levels :math:`n_j = K x_j` of every value node so far. Working
     in level units keeps every term a product of integers, grid weights and grid gains: the sum
-    is exact in float64 (see :func:`~snn_encodings.conversion.rules.exactness.check_exact`)
+    is exact in float64 (see :func:`~snn_encodings.conversion.exactness.check_exact`)
     whatever the grid of the branch (a product of gains, chained convolutions, a power-of-two
     average pooling), where the value units :math:`n/K` would carry rounding for other
     :math:`K`.

@@ -9,7 +9,7 @@ from torch import nn
 
 import snn_encodings as se
 from snn_encodings import zoo
-from snn_encodings.conversion.rules.exactness import LayerBound, exact_dtype, fraction_bits
+from snn_encodings.conversion.exactness import LayerBound, exact_dtype, fraction_bits
 from snn_encodings.conversion.twin import ClipQuant
 from snn_encodings.errors import SnnEncodingsWarning
 from snn_encodings.specs import Quartz, Radix

@@ -148,7 +148,7 @@ class Rule:
         In the integer units the spiking network's sums are exact in, every value node's
         inputs are at most ``source_max``, the bias map is ``bias_scale`` times the synapse's
         ``bias`` and the membrane may exceed the weighted sum by ``margin`` (see
-        :func:`~snn_encodings.conversion.rules.exactness.layer_bound`). Default ``None``.
+        :func:`~snn_encodings.conversion.exactness.layer_bound`). Default ``None``.
         """
         return None
 

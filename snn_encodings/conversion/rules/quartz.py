@@ -14,7 +14,7 @@ from snn_encodings.conversion.quartz_fast import (
     quartz_layer_levels,
 )
 from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, register_rule
-from snn_encodings.conversion.rules.exactness import merge_branch_gains
+from snn_encodings.conversion.exactness import merge_branch_gains
 from snn_encodings.errors import ConversionError
 from snn_encodings.functional.quartz import QuartzState, quartz_first_spikes
 from snn_encodings.specs.quartz import Quartz
@@ -137,7 +137,7 @@ class QuartzRule(Rule):
     of a residual shortcut, two chained convolutions, an average pool's :math:`2^{-m}`), exact
     in any summation order while it fits the significand; ``convert`` checks that bound per
     layer and warns where it does not hold (see
-    :mod:`~snn_encodings.conversion.rules.exactness`). The twin (:meth:`layer_twin`) forms
+    :mod:`~snn_encodings.conversion.exactness`). The twin (:meth:`layer_twin`) forms
     :math:`Kz` in the same level units, so it needs no rounding repair whatever the grid. The
     decoded output equals the twin bit for bit in exact mode (``Quartz.mode``), and in paper
     mode unless a neuron fires early (``QuartzLayer.early_spikes``). The closed form
