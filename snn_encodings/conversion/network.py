@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from snn_encodings.conversion.rules.base import Rule, rule_for
 from snn_encodings.conversion.exactness import (
     LayerBound,
     SplitSynapse,
@@ -17,6 +16,7 @@ from snn_encodings.conversion.exactness import (
     layer_bound,
     split_parts,
 )
+from snn_encodings.conversion.rules.base import Rule, rule_for
 from snn_encodings.conversion.synapse import Synapse
 from snn_encodings.errors import ConversionError, SnnEncodingsWarning
 from snn_encodings.specs.base import Spec

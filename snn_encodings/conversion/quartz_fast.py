@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import Tensor, nn
 
+from snn_encodings.conversion.exactness import SplitSynapse
 from snn_encodings.conversion.graph import WEIGHTED
 from snn_encodings.conversion.rules.base import FastPass
-from snn_encodings.conversion.exactness import SplitSynapse
 from snn_encodings.conversion.synapse import Synapse
 from snn_encodings.functional.quartz import QuartzState
 from snn_encodings.specs.quartz import Quartz

@@ -7,8 +7,7 @@ import torch
 
 import snn_encodings as se
 from snn_encodings import zoo
-from snn_encodings.conversion import calibrate
-from snn_encodings.conversion import exactness
+from snn_encodings.conversion import calibrate, exactness
 
 
 @pytest.mark.parametrize("spec", [se.Radix(steps=6), se.Quartz(t_max=16)], ids=repr)

@@ -8,13 +8,13 @@ import torch
 from torch import Tensor, nn
 
 from snn_encodings.coding.quartz import decode_quartz, encode_quartz, quantise_quartz
+from snn_encodings.conversion.exactness import merge_branch_gains
 from snn_encodings.conversion.quartz_fast import (
     quartz_bias_levels,
     quartz_fast_forward,
     quartz_layer_levels,
 )
 from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, register_rule
-from snn_encodings.conversion.exactness import merge_branch_gains
 from snn_encodings.errors import ConversionError
 from snn_encodings.functional.quartz import QuartzState, quartz_first_spikes
 from snn_encodings.specs.quartz import Quartz

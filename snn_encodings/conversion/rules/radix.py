@@ -28,8 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from snn_encodings.coding.radix import decode_radix, encode_radix, quantise_radix
-from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, register_rule
 from snn_encodings.conversion.exactness import merge_branch_gains
+from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, register_rule
 from snn_encodings.errors import SpecError
 from snn_encodings.functional.radix import (
     RadixState,
