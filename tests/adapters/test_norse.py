@@ -357,3 +357,26 @@ def test_norse_convert_rejects_layers_without_hooks(adapter):
     network.stages[0].neurons = torch.nn.Identity()
     with pytest.raises(ConversionError, match=r"\(Identity\) is not a NeuronLayer"):
         adapter.from_spiking_network(network)
+
+
+@pytest.mark.parametrize(
+    "spec", [Quartz(t_max=8), ICRate(steps=16, compensate=False)], ids=["quartz", "icrate"]
+)
+def test_norse_view_subtracts_the_output_offset_of_negative_logits(adapter, spec):
+    """Logits all far below zero: convert lifts them by an offset that the core network
+    subtracts after decoding; the Norse view must give the same outputs, not shifted ones."""
+    import snn_encodings
+
+    torch.manual_seed(0)
+    ann = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 5)
+    ).eval()
+    with torch.no_grad():
+        ann[3].bias.sub_(10.0)
+    x = torch.rand((64, 1, 4, 4), generator=torch.Generator().manual_seed(1))
+    network = snn_encodings.convert(ann, spec, [x])
+    assert float(network.output_offset) > 0
+    with torch.no_grad():
+        want = network(x)
+        got, _ = adapter.from_spiking_network(network)(x)
+    assert torch.equal(got, want)
