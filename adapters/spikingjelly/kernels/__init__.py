@@ -34,7 +34,7 @@ from torch import Tensor
 from snn_encodings.encoding import registered_encodings
 from snn_encodings.errors import SpecError
 from snn_encodings.functional.radix import radix_digit_thresholds
-from snn_encodings.specs import ICRate, Quartz, Radix
+from snn_encodings.specs import Quartz, Radix
 from snn_encodings.specs.base import Spec
 
 from .launch import (
@@ -520,49 +520,14 @@ def multi_step(
         SpecError: if the encoding has no kernel, or for bad tensors (see
             :func:`icrate_multi_step`).
     """
-    run = _RUNNERS.get(KERNEL_SOURCES.get(type(spec), ""))
-    if run is None:
-        raise SpecError(f"backend='cupy' has no kernel for {type(spec).__name__}")
-    return run(spec, currents, state, surrogate, launcher)
-
-
-def _run_icrate(
-    spec: ICRate,
-    currents: Tensor,
-    state: tuple[Tensor, ...],
-    surrogate: object,
-    launcher: Launcher | None,
-) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
-    spikes, membranes = icrate_multi_step(
-        currents, state[0], spec.threshold, surrogate, launcher=launcher
-    )
-    return spikes, (membranes[-1],), membranes
-
-
-def _run_radix(
-    spec: Radix,
-    currents: Tensor,
-    state: tuple[Tensor, ...],
-    surrogate: object,
-    launcher: Launcher | None,
-) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
-    return radix_multi_step(currents, state, spec, surrogate, launcher=launcher)
-
-
-def _run_quartz(
-    spec: Quartz,
-    currents: Tensor,
-    state: tuple[Tensor, ...],
-    surrogate: object,
-    launcher: Launcher | None,
-) -> tuple[Tensor, tuple[Tensor, ...], Tensor]:
-    return quartz_multi_step(currents, state, spec, launcher=launcher)
-
-
-_RUNNERS: dict[str, Any] = {
-    "icrate.cu": _run_icrate,
-    "radix.cu": _run_radix,
-    "quartz.cu": _run_quartz,
-}
-"""CUDA source file -> the launcher of its kernel, called as ``run(spec, currents, state,
-surrogate, launcher)``."""
+    kernel = KERNEL_SOURCES.get(type(spec))
+    if kernel == "icrate.cu":
+        spikes, membranes = icrate_multi_step(
+            currents, state[0], spec.threshold, surrogate, launcher=launcher
+        )
+        return spikes, (membranes[-1],), membranes
+    if kernel == "radix.cu":
+        return radix_multi_step(currents, state, spec, surrogate, launcher=launcher)
+    if kernel == "quartz.cu":
+        return quartz_multi_step(currents, state, spec, launcher=launcher)
+    raise SpecError(f"backend='cupy' has no kernel for {type(spec).__name__}")
