@@ -51,14 +51,14 @@ MUTANTS = (
     ),
     Mutant(
         "netx-zero-reset-latency-k-1",
-        "snn_encodings/export/lowering.py",
-        'metadata=_meta(network, k, "zero")',
-        'metadata=_meta(network, k - 1, "zero")',
+        "snn_encodings/export/icrate_netx.py",
+        'metadata=metadata(network, k, "zero")',
+        'metadata=metadata(network, k - 1, "zero")',
         NETX_TESTS,
     ),
     Mutant(
         "netx-zero-reset-weights-s-1",
-        "snn_encodings/export/lowering.py",
+        "snn_encodings/export/icrate_netx.py",
         "w_int = np.rint(w * s).astype(np.int64)",
         "w_int = np.rint(w * (s - 1)).astype(np.int64)",
         NETX_TESTS,
@@ -66,7 +66,7 @@ MUTANTS = (
     Mutant(
         "bias-dropped",
         "snn_encodings/conversion/synapse.py",
-        'self.register_buffer("bias", (bias / _feature_view(scale, features)).clone())',
+        'self.register_buffer("bias", (bias / channel_view(scale, features)).clone())',
         'self.register_buffer("bias", (bias * 0).clone())',
         REFERENCE_TESTS,
     ),
