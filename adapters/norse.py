@@ -42,6 +42,7 @@ from snn_encodings.conversion.synapse import Synapse
 from snn_encodings.encoding import encoding_for, encoding_notes
 from snn_encodings.errors import ConversionError, ExportError, SpecError
 from snn_encodings.functional import neuron_functions
+from snn_encodings.functional.channels import channel_view
 from snn_encodings.functional.surrogate import Surrogate
 from snn_encodings.specs import ICRate, Quartz, Radix, Spec
 
@@ -573,10 +574,7 @@ class _Readout(_Window):
     def forward(self, input_tensor: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         spikes, state = super().forward(input_tensor, state)
         values = self.rule.decode_output(spikes, self.core)
-        scale = (
-            self.scale if self.scale.dim() == 0 else self.scale.view(-1, *[1] * (values.dim() - 2))
-        )
-        return values * scale - self.offset, state
+        return values * channel_view(self.scale, values.dim() - 1) - self.offset, state
 
 
 def _norse_layer(stage: Any, options: dict[str, Any]) -> tuple[Neurons, NeuronLayer]:
@@ -590,7 +588,7 @@ def _norse_layer(stage: Any, options: dict[str, Any]) -> tuple[Neurons, NeuronLa
     layer_type = NEURONS.get(type(spec), (Cell, Neurons))[1]
     v0 = getattr(core, "v0", None)
     if isinstance(v0, Tensor) and v0.dim() == 1:
-        v0 = v0.view(-1, *[1] * (len(stage.shape) - 1))
+        v0 = channel_view(v0, len(stage.shape))
     layer = layer_type(spec, v0=v0, step_options=core.step_options, **options)
     return layer, core
 

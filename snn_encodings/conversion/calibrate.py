@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from snn_encodings.errors import ConversionError, SpecError
+from snn_encodings.functional.channels import channel_view
 
 __all__ = [
     "PERCENTILE_CANDIDATES",
@@ -264,7 +265,9 @@ class ScaleSearch:
                 z = self._value(synapse, values, shapes) if exact else synapse.value(values)
                 out = self.rule.twin_output(z) if node.kind == "output" else self.rule.twin(z)
                 outputs[first] = out
-                errors[first] = self._error(out * _view(scale, out), reference[i], node.kind)
+                errors[first] = self._error(
+                    out * channel_view(scale, out.dim() - 1), reference[i], node.kind
+                )
             # a candidate whose scale equals an earlier one's has its twin and its error
             per_key = [errors[first] for first in distinct]
             totals = self.reduce(torch.tensor(per_key, dtype=torch.float64))
@@ -376,7 +379,3 @@ def _work(node: Any, shape: torch.Size, batch: int) -> int:
         weighted = [op for op in branch.ops if isinstance(op, WEIGHTED)]
         fan_in += weighted[-1].weight[0].numel() if weighted else 0
     return batch * shape.numel() * fan_in
-
-
-def _view(scale: Tensor, like: Tensor) -> Tensor:
-    return scale if scale.dim() == 0 else scale.view(-1, *([1] * (like.dim() - 2)))

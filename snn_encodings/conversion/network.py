@@ -19,6 +19,7 @@ from snn_encodings.conversion.exactness import (
 from snn_encodings.conversion.rules.base import Rule, rule_for
 from snn_encodings.conversion.synapse import Synapse
 from snn_encodings.errors import ConversionError, SnnEncodingsWarning
+from snn_encodings.functional.channels import channel_view
 from snn_encodings.specs.base import Spec
 
 __all__ = ["LayerCounts", "SpikingNetwork", "Stage"]
@@ -315,7 +316,7 @@ class SpikingNetwork(nn.Module):
                 counts = [spikes.to(fast.output.dtype) for spikes in fast.spikes]
                 for index, stage in enumerate([None, *self.stages]):
                     self._count_totals(index, counts[: index + 1], stage)
-            scale = _channel(self.output_scale, fast.output)
+            scale = channel_view(self.output_scale, fast.output.dim() - 1)
             return fast.output * scale - self.output_offset
         # the first spike trains: the encoded input, or the float first layer's encoded output
         start = self.first_values(x) if self.float_first else [x]
@@ -342,7 +343,8 @@ class SpikingNetwork(nn.Module):
                 spikes = neurons(currents)
                 if stage.kind == "output":
                     output = (
-                        rule.decode_output(spikes, neurons) * _channel(self.output_scale, spikes[0])
+                        rule.decode_output(spikes, neurons)
+                        * channel_view(self.output_scale, spikes[0].dim() - 1)
                         - self.output_offset
                     )
             self._count(spikes, stage, counts)
@@ -376,7 +378,7 @@ class SpikingNetwork(nn.Module):
         if not self.stages or self.stages[-1].kind != "output":
             raise ConversionError("SpikingNetwork: the network has no output stage")
         output = self.activations(x)[-1]
-        return output * _channel(self.output_scale, output) - self.output_offset
+        return output * channel_view(self.output_scale, output.dim() - 1) - self.output_offset
 
     def activations(self, x: Tensor, *, narrow: bool = False) -> list[Tensor]:
         """Twin activations of every value node (normalised units), for inspection.
@@ -406,9 +408,3 @@ class SpikingNetwork(nn.Module):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}, latency={self.latency} steps"
-
-
-def _channel(scale: Tensor, like: Tensor) -> Tensor:
-    if scale.dim() == 0:
-        return scale
-    return scale.view(-1, *([1] * (like.dim() - 2)))

@@ -28,6 +28,7 @@ from snn_encodings.conversion.exactness import SplitSynapse
 from snn_encodings.conversion.graph import WEIGHTED
 from snn_encodings.conversion.rules.base import FastPass
 from snn_encodings.conversion.synapse import Synapse
+from snn_encodings.functional.channels import channel_view
 from snn_encodings.functional.quartz import QuartzState
 from snn_encodings.specs.quartz import Quartz
 
@@ -79,10 +80,6 @@ def _weighted_sum(synapse: nn.Module, levels: list[Tensor]) -> Tensor:
     return total
 
 
-def _view(gain: Tensor, like: Tensor) -> Tensor:
-    return gain if gain.dim() == 0 else gain.view(-1, *([1] * (like.dim() - 2)))
-
-
 def _apply(
     synapse: Synapse, ops_list: list[nn.Module], levels: list[Tensor], absolute: bool
 ) -> Tensor:
@@ -93,7 +90,7 @@ def _apply(
         if absolute:
             g_in, g_out = g_in.abs(), g_out.abs()
         out = ops(levels[source] * g_in)
-        out = out * _view(g_out, out)
+        out = out * channel_view(g_out, out.dim() - 1)
         total = out if total is None else total + out
     assert total is not None
     return total

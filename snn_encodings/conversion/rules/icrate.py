@@ -12,6 +12,7 @@ from snn_encodings.coding.icrate import decode_icrate, encode_icrate
 from snn_encodings.collective import active_collective
 from snn_encodings.conversion.calibrate import iterate_inputs
 from snn_encodings.conversion.rules.base import NeuronLayer, Rule, register_rule
+from snn_encodings.functional.channels import channel_view
 from snn_encodings.functional.icrate import ICRateState
 from snn_encodings.specs.icrate import ICRate
 
@@ -39,7 +40,7 @@ class ICRateLayer(NeuronLayer):
 
     def initial_v(self, like: Tensor) -> Tensor:
         """``v0`` broadcast to one step's shape ``(B, *)``."""
-        v0 = self.v0 if self.v0.dim() == 0 else self.v0.view(-1, *([1] * (like.dim() - 2)))
+        v0 = channel_view(self.v0, like.dim() - 1)
         return torch.zeros_like(like) + v0.to(like.dtype)
 
     def run(self, currents: Tensor) -> tuple[Tensor, ICRateState]:
