@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -16,12 +18,12 @@ _SPAN = 2**49  # indices beyond this saturate; the clip below removes them anywa
 
 class _GridSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z: Tensor, levels: int, shift: float) -> Tensor:  # type: ignore[override]
-        return grid_quantise(z, levels, low=-_SPAN, high=_SPAN, shift=shift)
+    def forward(ctx, z: Tensor, levels: int, shift: float, high: int) -> Tensor:  # type: ignore[override]
+        return grid_quantise(z, levels, low=-1, high=high, shift=shift)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        return grad, None, None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
+        return grad, None, None, None
 
 
 def clip_quant(z: Tensor, levels: int | None, shift: float = 0.0, upper: float = 1.0) -> Tensor:
@@ -50,7 +52,9 @@ def clip_quant(z: Tensor, levels: int | None, shift: float = 0.0, upper: float =
         [0.0, 0.25, 0.75, 1.0]
     """
     if levels is not None:
-        z = _GridSTE.apply(z, levels, shift)
+        # indices saturate one step outside [0, u]: the clip maps them as it maps the rest
+        high = math.ceil(upper * levels) + 1 if upper * levels < _SPAN else _SPAN
+        z = _GridSTE.apply(z, levels, shift, high)
     return z.clamp(0.0, upper)
 
 

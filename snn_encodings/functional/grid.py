@@ -43,6 +43,10 @@ the guess is clamped first and the result saturates.
 
 Round-to-nearest grids are the same mapping with shift :math:`s = 1/2` (boundaries
 :math:`(n - 1/2)/K`, values :math:`n/K`).
+
+**Direct path.** For a power-of-two :math:`K` whose boundaries the dtype holds exactly (shift
+0 in float32/float64, shift 1/2 for float32 inputs; see ``_direct_index``) the plain
+:math:`\lfloor Kx + s\rfloor` already is that index, and the repair is skipped.
 """
 
 from __future__ import annotations
@@ -95,6 +99,30 @@ def _upper_preimage(x: Tensor) -> Tensor:
     return _largest_below(x, torch.float64)
 
 
+_SIGNIFICAND_BITS = {torch.float32: 24, torch.float64: 53}
+
+
+def _direct_index(x: Tensor, levels: int, low: int, high: int, shift: float) -> Tensor | None:
+    r""":math:`\lfloor Kx + s \rfloor` where that float computation is already the exact index,
+    else ``None``. Both cases take a power-of-two :math:`K` (so :math:`Kx` is exact, an
+    overflow to infinity saturating at ``high``) and a range whose grid values the dtype holds
+    exactly:
+
+    - shift 0 in float32/float64: the boundaries are :math:`n/K` themselves;
+    - shift 1/2 for float32 ``x``: the boundaries :math:`(2n - 1)/2K` are exact in float32,
+      and :math:`Kx + 1/2` in float64 can only round where it is no integer boundary's
+      neighbour (``x`` has 24 significant bits, float64 53).
+    """
+    if levels & (levels - 1) or levels > 2**60:
+        return None
+    reach = max(abs(low), abs(high)) + 1
+    if shift == 0 and x.dtype in _SIGNIFICAND_BITS and reach <= 2 ** _SIGNIFICAND_BITS[x.dtype]:
+        return torch.floor(x * levels)
+    if shift == 0.5 and x.dtype == torch.float32 and reach <= 2**22:
+        return torch.floor(x.to(torch.float64) * levels + 0.5)
+    return None
+
+
 def grid_index(x: Tensor, levels: int, *, low: int, high: int, shift: float = 0.0) -> Tensor:
     r"""The largest :math:`n \in [\mathrm{low}, \mathrm{high}]` with ``grid_value(n, levels,
     x.dtype, shift) <= x``: :math:`\lfloor Kx + s \rfloor` against the grid as ``x.dtype``
@@ -127,6 +155,9 @@ def grid_index(x: Tensor, levels: int, *, low: int, high: int, shift: float = 0.
             f"grid_index: need levels >= 1 and low <= high, got levels={levels}, low={low}, "
             f"high={high}"
         )
+    direct = _direct_index(x, levels, low, high, shift)
+    if direct is not None:
+        return direct.clamp_(low - 1, high + 1).to(torch.int64).clamp_(low, high)
     wide = _upper_preimage(x)
     guess = torch.floor(wide * levels + shift)
     guess = guess.clamp(max(low - 1, -_LIMIT), min(high + 1, _LIMIT))

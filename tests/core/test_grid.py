@@ -7,6 +7,9 @@ and ``searchsorted`` for the largest boundary below each value; it shares no cod
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -81,11 +84,7 @@ def test_decode_after_encode_is_idempotent(
     levels: int, x: float, shift: float, dtype: torch.dtype
 ) -> None:
     # a non-zero shift needs a dtype that separates n/K from (n + 1 - shift)/K
-    assume(
-        shift == 0.0
-        or dtype == torch.float64
-        or (dtype == torch.float32 and levels <= 2**16)
-    )
+    assume(shift == 0.0 or dtype == torch.float64 or (dtype == torch.float32 and levels <= 2**16))
     value = torch.tensor([x], dtype=dtype)
     once = grid_quantise(value, levels, low=0, high=levels, shift=shift)
     twice = grid_quantise(once, levels, low=0, high=levels, shift=shift)
@@ -177,3 +176,34 @@ def test_fine_tuning_twin_maps_values_as_the_encoder(
     x = torch.cat([_neighbours(values), torch.rand(512, generator=generator, dtype=dtype)])
     x = x.clamp(0.0, values.max().item())
     assert torch.equal(clip_quant(x, levels, shift, upper), _encode_decode(x, spec))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("bits", [0, 3, 10, 20])
+@pytest.mark.parametrize(
+    ("shift", "high"),
+    [(0.0, None), (0.0, 2**24 - 1), (0.0, 2**24), (0.5, None), (0.5, 2**22 - 1), (0.5, 2**22)],
+)
+def test_power_of_two_grids_match_the_exact_rational_floor(
+    dtype: torch.dtype, bits: int, shift: float, high: int | None
+) -> None:
+    # power-of-two K, every boundary (n - s)/K held exactly by the dtype: the index is
+    # floor(K x + s) of the exact rational x, clamped. Narrow ranges take the direct floor,
+    # the widest of each shift the general path: both must give the same indices.
+    levels, low = 2**bits, -3
+    high = levels + 1 if high is None else high
+    generator = torch.Generator().manual_seed(bits)
+    n = torch.randint(low - 2, high + 3, (64,), generator=generator).to(torch.float64)
+    points = torch.cat([n / levels, (n - shift) / levels]).to(dtype)
+    x = torch.cat(
+        [
+            _neighbours(points),
+            torch.rand(64, generator=generator, dtype=dtype) * 1.4 - 0.2,
+            torch.tensor([-1e30, -0.0, 1e-40, 1e30], dtype=torch.float64).to(dtype),
+        ]
+    )
+    expected = [
+        min(max(math.floor(Fraction(value) * levels + Fraction(shift)), low), high)
+        for value in x.tolist()
+    ]
+    assert grid_index(x, levels, low=low, high=high, shift=shift).tolist() == expected
