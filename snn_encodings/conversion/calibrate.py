@@ -21,6 +21,7 @@ __all__ = [
     "ScaleSearch",
     "batch_input",
     "iterate_inputs",
+    "search_samples",
     "percentile_from_histogram",
 ]
 
@@ -76,31 +77,34 @@ class ActivationStats:
         self.histogram: Tensor | None = None
         self.count = 0
 
-    def _flat(self, values: Tensor) -> Tensor:
-        """``(channels, n)`` view of a batch: one row per channel, or one row."""
-        values = values.detach().to(torch.float64)
+    def _rows(self, values: Tensor) -> Tensor:
+        """``(B, rows, n)`` view of a batch ``(B, C, *)``: one row per channel, or one row."""
+        values = values.detach()
         if self.per_channel:
-            return values.transpose(0, 1).reshape(values.shape[1], -1)
-        return values.reshape(1, -1)
+            return values.reshape(values.shape[0], values.shape[1], -1)
+        return values.reshape(1, 1, -1)
 
     def update_max(self, values: Tensor) -> None:
         """First pass: fold a batch ``(B, C, *)`` into the running maximum."""
-        batch_max = self._flat(values).amax(1)
+        batch_max = self._rows(values).amax((0, 2)).to(torch.float64)
         self.maximum = batch_max if self.maximum is None else torch.maximum(self.maximum, batch_max)
 
     def update_histogram(self, values: Tensor) -> None:
-        """Second pass: add a batch to the histogram over ``[0, maximum]``."""
+        """Second pass: add a batch to the histogram over ``[0, maximum]`` (bins computed in
+        float64)."""
         if self.maximum is None:
             raise ConversionError("calibration: the histogram pass needs the maximum pass first")
-        flat = self._flat(values).clamp(min=0)
-        top = self.maximum.clamp(min=torch.finfo(torch.float64).tiny).unsqueeze(1)
-        index = (flat / top * self.bins).floor().clamp(0, self.bins - 1).long()
+        rows_view = self._rows(values)
+        rows = rows_view.shape[1]
+        top = self.maximum.clamp(min=torch.finfo(torch.float64).tiny).view(1, rows, 1)
+        wide = rows_view.to(torch.float64, copy=True).clamp_(min=0)
+        index = wide.div_(top).mul_(self.bins).floor_().clamp_(0, self.bins - 1).long()
+        index += (torch.arange(rows, device=index.device) * self.bins).view(1, rows, 1)
+        counts = torch.bincount(index.flatten().cpu(), minlength=rows * self.bins)
         if self.histogram is None:
-            self.histogram = torch.zeros(flat.shape[0], self.bins, dtype=torch.float64)
-        self.histogram.scatter_add_(
-            1, index.cpu(), torch.ones_like(index, dtype=torch.float64).cpu()
-        )
-        self.count += flat.shape[1]
+            self.histogram = torch.zeros(rows, self.bins, dtype=torch.float64)
+        self.histogram += counts.view(rows, self.bins)
+        self.count += rows_view.shape[0] * rows_view.shape[2]
 
     def scale(self, percentile: float | None) -> Tensor:
         """The layer's scale: the maximum, or the given percentile (0-100) of the histogram.
@@ -131,6 +135,14 @@ def percentile_from_histogram(histogram: Tensor, maximum: Tensor, percentile: fl
     return (first.to(torch.float64) + 1) / bins * maximum
 
 
+def search_samples(shapes: list[torch.Size]) -> int:
+    """How many calibration samples the scale search keeps for a network whose value nodes have
+    feature shapes ``shapes``: :data:`SEARCH_SAMPLES`, fewer where they would hold more than
+    :data:`SEARCH_BUDGET` entries, at least :data:`SEARCH_MIN_SAMPLES`."""
+    per_sample = max(1, sum(math.prod(shape) for shape in shapes))
+    return max(SEARCH_MIN_SAMPLES, min(SEARCH_SAMPLES, SEARCH_BUDGET // per_sample))
+
+
 def run_passes(
     loader: Iterable[Any], where: str, passes: int, visit: Callable[[int, Tensor], None]
 ) -> None:
@@ -155,12 +167,50 @@ PERCENTILE_CANDIDATES: tuple[float | None, ...] = (
 """Percentiles the default calibration tries for each layer (``None`` is the maximum)."""
 
 SEARCH_SAMPLES = 512
-"""Calibration samples (the first ones seen) on which the scale search measures each candidate."""
+"""Most calibration samples (the first ones seen) on which the scale search scores candidates."""
+
+SEARCH_BUDGET = 2**23
+"""Activation entries (every layer of every kept sample) the search holds in one copy: a large
+network searches on fewer samples (:func:`search_samples`), bounding its memory and time."""
+
+SEARCH_MIN_SAMPLES = 32
+"""Fewest samples the search keeps, whatever the network's size."""
+
+SEARCH_ELEMENTS = 2**17
+"""Entries of a layer's activation (whole channel columns, spread evenly over samples and
+positions) on which the scale search scores each candidate."""
 
 
-NARROW_WORK = 2**24
-"""Multiply-adds from which the search evaluates a layer's exact sums in float32 (where the
-layer's bound allows): below it the bound check costs more than the float64 evaluation saves."""
+class _Scored:
+    """The entries of one layer on which the search scores candidates.
+
+    Picks evenly spaced (sample, position) pairs of a ``(B, C, *)`` activation, all ``C``
+    channels at each, at most about :data:`SEARCH_ELEMENTS` entries; picked tensors are
+    ``(k, C)``, so a per-channel scale ``(C,)`` broadcasts over them.
+
+    Args:
+        reference: the ANN's activation of the layer ``(B, C, *)`` (or ``(B, F)``).
+        unit: the layer's bias-free sum in the ANN's units, same shape.
+    """
+
+    def __init__(self, reference: Tensor, unit: Tensor) -> None:
+        batch, channels = reference.shape[0], reference.shape[1]
+        self.spatial = math.prod(reference.shape[2:])
+        total = batch * self.spatial
+        step = max(1, math.ceil(total * channels / SEARCH_ELEMENTS))
+        flat = torch.arange(0, total, step, device=reference.device)
+        self.samples, self.positions = flat // self.spatial, flat % self.spatial
+        self.reference = self.pick(reference)
+        self.unit = self.pick(unit)
+
+    def pick(self, values: Tensor) -> Tensor:
+        """The picked entries ``(k, C)`` of a batch ``(B, C, *)``."""
+        flat = values.reshape(values.shape[0], values.shape[1], self.spatial)
+        return flat[self.samples, :, self.positions]
+
+    def pick_map(self, feature_map: Tensor) -> Tensor:
+        """The picked entries ``(k, C)`` of one sample's map ``(C, *)`` (e.g. a bias)."""
+        return feature_map.reshape(feature_map.shape[0], self.spatial)[:, self.positions].T
 
 
 @dataclass(frozen=True)
@@ -171,7 +221,7 @@ class ScaleChoice:
         percentile: the percentile (0-100] of the layer's activations, ``None`` for the maximum.
         per_channel: one scale per channel (else one per layer).
         error: mean squared difference between the layer's twin activation and the float ANN's,
-            in the ANN's units, on the search samples (``nan`` where nothing was searched).
+            in the ANN's units, on the scored entries (``nan`` where nothing was searched).
     """
 
     percentile: float | None
@@ -188,11 +238,17 @@ class ScaleSearch:
     """Per-layer choice of the clip scale that minimises the twin's error against the ANN.
 
     Greedy in forward order: with the scales already chosen upstream, each candidate (a
-    percentile, per layer or per channel) of a layer builds that layer's normalised, quantised
-    synapse, runs the twin activation on the search samples and is scored by the mean squared
-    difference from the float ANN's activation of the same layer. The best candidate is kept
-    and its twin activation feeds the next layer. It needs no pass over the calibration data
-    beyond the statistics' two; each candidate costs one layer's forward on ``SEARCH_SAMPLES``.
+    percentile, per layer or per channel) of a layer is scored by the mean squared difference
+    between its scaled twin activation and the float ANN's activation of the same layer. The
+    layer's weighted sum depends on the candidate only through the division by its scale, so it
+    is computed once per layer (output scale 1); each candidate adds its own bias as the
+    encoding rounds it and runs the twin on ``SEARCH_ELEMENTS`` evenly spread entries (all
+    channels at each picked position), all in float32. The best candidate's twin activation
+    on every search sample feeds the next layer. Only the weights' rounding to their grid (:math:`2^{-16}` by
+    default) is left out, so the search costs one float32 forward of each layer on
+    ``SEARCH_SAMPLES`` inputs plus elementwise work, and no pass over the calibration data
+    beyond the statistics' two. The converted network itself is built afterwards from the
+    chosen scales, with every weight on its grid.
 
     Args:
         rule: the encoding's conversion rule (twin, synapse quantisation, input grid).
@@ -234,84 +290,63 @@ class ScaleSearch:
             reference: the float ANN's value of every node on the search samples (ReLU applied).
             shapes: feature shape of every node.
         """
-        from snn_encodings.conversion.synapse import Synapse
-
-        one = torch.ones(())
-        dtype = self.rule.dtype
-        reference = [value.to(dtype) for value in reference]
-        values = [self._input(reference[0])]
-        scales: list[Tensor] = [one]
+        values = [self._input(reference[0].float())]
+        scales: list[Tensor] = [torch.ones(())]
         chosen: dict[int, Tensor] = {}
         choices: dict[int, ScaleChoice] = {}
-        self.layer_only = _feeds_grouped_convolutions(nodes)
-        on_grid = self._grid_nodes(nodes, reference[0], values[0])
+        layer_only = _feeds_grouped_convolutions(nodes)
         for i, node in enumerate(nodes[1:], start=1):
             if node.kind == "pool":
                 scales.append(scales[node.branches[0].source])
                 values.append(node.pool(values[node.branches[0].source]))
                 continue
-            exact = all(b.source in on_grid for b in node.branches) and (
-                _work(node, shapes[i], len(values[0])) >= NARROW_WORK
-            )
-            trials = self._trials(node, stats[i], i in self.layer_only)
+            trials = self._trials(node, stats[i], i in layer_only)
             keys, distinct = list(trials), _distinct(list(trials.values()))
-            errors: dict[int, float] = {}
-            outputs: dict[int, Tensor] = {}
-            for first in dict.fromkeys(distinct):
-                scale = trials[keys[first]]
-                synapse = Synapse(node.branches, node.bias, scales, scale, shapes).to(dtype)
-                if not (self.float_first and i == 1):
-                    self.rule.quantise_synapse(synapse)
-                z = self._value(synapse, values, shapes) if exact else synapse.value(values)
-                out = self.rule.twin_output(z) if node.kind == "output" else self.rule.twin(z)
-                outputs[first] = out
-                errors[first] = self._error(
-                    out * channel_view(scale, out.dim() - 1), reference[i], node.kind
-                )
-            # a candidate whose scale equals an earlier one's has its twin and its error
+            unit = _unit_sum(node, scales, shapes, values)
+            scored = _Scored(reference[i], unit)
+            biases = {
+                first: self._bias(i, node, trials[keys[first]], scales, shapes)
+                for first in dict.fromkeys(distinct)
+            }
+            errors = {
+                first: self._error(node, scored, trials[keys[first]], bias)
+                for first, bias in biases.items()
+            }
+            # a candidate whose scale equals an earlier one's has its score
             per_key = [errors[first] for first in distinct]
             totals = self.reduce(torch.tensor(per_key, dtype=torch.float64))
             best = int(totals.argmin())
             chosen[i] = trials[keys[best]]
             choices[i] = ScaleChoice(keys[best][0], keys[best][1], per_key[best])
+            scale = channel_view(chosen[i], unit.dim() - 1)
+            values.append(self._twin(node, unit, scale, biases[distinct[best]]))
             scales.append(chosen[i])
-            values.append(outputs[distinct[best]])
         return chosen, choices
 
-    def _grid_nodes(self, nodes: list[Any], raw: Tensor, decoded: Tensor) -> set[int]:
-        """Nodes whose search values are integers times a power of two, the units in which the
-        rule claims exact sums (:meth:`~snn_encodings.conversion.rules.base.Rule.sum_units`):
-        twin outputs, max-pools of them, and the input where the encoding decoded it. Empty
-        where the rule claims no exact sums or its unit is not a power of two."""
-        units = self.rule.sum_units()
-        if units is None or not math.log2(units[0]).is_integer():
-            return set()
-        grid = set() if self.float_first or decoded is raw else {0}
-        for i, node in enumerate(nodes[1:], start=1):
-            if node.kind != "pool" or node.branches[0].source in grid:
-                grid.add(i)
-        return grid
+    def _bias(
+        self, i: int, node: Any, scale: Tensor, scales: list[Tensor], shapes: list[torch.Size]
+    ) -> Tensor:
+        """The layer's normalised bias map ``(C, *)`` for one candidate scale, rounded to the
+        encoding's grid as the converted network will hold it."""
+        from snn_encodings.conversion.synapse import Synapse
 
-    def _value(self, synapse: Any, values: list[Tensor], shapes: list[torch.Size]) -> Tensor:
-        """``synapse.value(values)`` for sources on the exact grid, evaluated in float32 (or as two
-        float32 parts) where the layer's bound shows those sums are exact: the same values as
-        the wide evaluation, at a fraction of a float64 convolution's cost."""
-        from snn_encodings.conversion.exactness import narrow_synapse
+        holder = Synapse([], node.bias, scales, scale, shapes).to(self.rule.dtype)
+        if not (self.float_first and i == 1):
+            self.rule.quantise_synapse(holder)
+        return holder.bias.float()
 
-        narrow = narrow_synapse(synapse, lambda part: self._bound(part, shapes), in_place=True)
-        return synapse.value(values) if narrow is None else narrow.value(values)
+    def _twin(self, node: Any, unit: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
+        """Twin activation (normalised units, float32) of the unit sum divided by ``scale`` plus
+        ``bias`` (both broadcast against ``unit``)."""
+        z = unit / scale + bias
+        return self.rule.twin_output(z) if node.kind == "output" else self.rule.twin(z)
 
-    def _bound(self, synapse: Any, shapes: list[torch.Size]) -> Any:
-        """The layer bound of ``synapse`` in the rule's exact units."""
-        from snn_encodings.conversion.exactness import layer_bound
-
-        source_max, bias_scale, margin = self.rule.sum_units()
-        bias = float(synapse.bias.abs().max()) * bias_scale if synapse.bias.numel() else 0.0
-        return layer_bound(synapse, shapes, [source_max] * len(shapes), bias + margin)
-
-    def _error(self, value: Tensor, reference: Tensor, kind: str) -> float:
-        """Mean squared difference of a candidate's scaled twin value from the ANN's."""
-        if kind == "output" and self.positive_output:
+    def _error(self, node: Any, scored: _Scored, scale: Tensor, bias: Tensor) -> float:
+        """Mean squared difference of one candidate's scaled twin value from the ANN's, on the
+        scored entries."""
+        value = self._twin(node, scored.unit, scale, scored.pick_map(bias)) * scale
+        reference = scored.reference
+        if node.kind == "output" and self.positive_output:
             value, reference = value.clamp(min=0), reference.clamp(min=0)
         return float(((value - reference) ** 2).mean())
 
@@ -338,6 +373,16 @@ class ScaleSearch:
             if key not in trials:
                 trials[key] = stats[key[1]].scale(percentile)
         return trials
+
+
+def _unit_sum(
+    node: Any, scales: list[Tensor], shapes: list[torch.Size], values: list[Tensor]
+) -> Tensor:
+    """A layer's bias-free weighted sum in the ANN's units (output scale 1), float32."""
+    from snn_encodings.conversion.synapse import Synapse
+
+    one = torch.ones(())
+    return Synapse(node.branches, torch.zeros_like(node.bias), scales, one, shapes).value(values)
 
 
 def _feeds_grouped_convolutions(nodes: list[Any]) -> set[int]:
@@ -367,15 +412,3 @@ def _distinct(scales: list[Tensor]) -> list[int]:
         )
         firsts.append(next(same, i))
     return firsts
-
-
-def _work(node: Any, shape: torch.Size, batch: int) -> int:
-    """Multiply-adds of one evaluation of a node's weighted ops on ``batch`` samples (estimate:
-    output size times the fan-in of each branch's last weighted op)."""
-    from snn_encodings.conversion.graph import WEIGHTED
-
-    fan_in = 0
-    for branch in node.branches:
-        weighted = [op for op in branch.ops if isinstance(op, WEIGHTED)]
-        fan_in += weighted[-1].weight[0].numel() if weighted else 0
-    return batch * shape.numel() * fan_in

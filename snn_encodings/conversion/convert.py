@@ -12,11 +12,11 @@ from torch import Tensor, nn
 from snn_encodings.collective import Collective, Distributed, use_collective
 from snn_encodings.conversion.calibrate import (
     PERCENTILE_CANDIDATES,
-    SEARCH_SAMPLES,
     ActivationStats,
     ScaleChoice,
     ScaleSearch,
     iterate_inputs,
+    search_samples,
 )
 from snn_encodings.conversion.graph import GraphNode, trace
 from snn_encodings.conversion.network import SpikingNetwork, Stage
@@ -94,8 +94,9 @@ def convert(
         calibration: an iterable of input batches or ``(input, target)`` pairs.
         percentile: ``"auto"`` (default): per layer, the best of
             :data:`~snn_encodings.conversion.calibrate.PERCENTILE_CANDIDATES` and the encoding's
-            own percentile, scored on the first 512 calibration samples (no extra pass over the
-            data; the choice shows in each stage's repr as ``calibration=``). Otherwise the
+            own percentile, scored on the first 512 calibration samples (fewer for large
+            networks, :func:`~snn_encodings.conversion.calibrate.search_samples`; no extra pass
+            over the data; the choice shows in each stage's repr as ``calibration=``). Otherwise the
             percentile (0-100] of activations used as every scale, ``None`` for the maximum,
             ``DEFAULT`` for the encoding's own choice (e.g. Quartz's ``spec.percentile``).
         per_channel: ``True``: one scale per channel; ``False``: one per layer; ``"auto"``
@@ -217,8 +218,9 @@ def _calibrate(
     """Scale of every neuron/output node, and the choice made for it (the calibration step).
 
     Streams the calibration data once for the maxima and once more for the histograms (when a
-    percentile is used or searched), keeping the first ``SEARCH_SAMPLES`` inputs; with
-    ``percentile="auto"`` :class:`ScaleSearch` then picks each layer's candidate on them.
+    percentile is used or searched); with ``percentile="auto"`` the first pass keeps every
+    node's float value on the first :func:`search_samples` inputs, on which
+    :class:`ScaleSearch` then picks each layer's candidate.
     ``measured`` holds the feature shapes, the unnormalised synapses (``_value_shapes``) and
     the output layer's offset calibration, which lifts negative logits (``output.offset`` is
     fixed after the first pass, and the output layer is scored with it added).
@@ -241,15 +243,17 @@ def _calibrate(
         if nodes[i].kind != "pool"
     }
     last = len(nodes) - 1
-    kept: list[Tensor] = []
+    limit = search_samples(shapes)
+    kept: list[list[Tensor]] = []
     passes = 1 if levels == [None] else 2
     with torch.no_grad():
         for index in range(passes):
             for x in iterate_inputs(calibration, "convert"):
                 x = x.to(device)
-                if index == 0 and sum(len(k) for k in kept) < SEARCH_SAMPLES:
-                    kept.append(x)
                 values = _raw_values(nodes, raw, x)
+                missing = limit - sum(len(k[0]) for k in kept)
+                if search and index == 0 and missing > 0:
+                    kept.append([value[:missing] for value in values])
                 for i, collectors in stats.items():
                     observed = (
                         output.observed(values[i], first_pass=index == 0)
@@ -270,8 +274,7 @@ def _calibrate(
                     collector.maximum = output.finish_first_pass(collective.max, collector.maximum)
         if not search:
             return _fixed_scales(nodes, stats, percentile, grains[0]), {}
-        sample = torch.cat(kept)[:SEARCH_SAMPLES]
-        reference = _raw_values(nodes, raw, sample)
+        reference = [torch.cat(parts) for parts in zip(*kept)]
         reference[last] = reference[last] + output.offset.to(reference[last])
         shifted = dataclasses.replace(
             nodes[last], bias=nodes[last].bias + output.offset.to(nodes[last].bias)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import snn_encodings as se
-from snn_encodings.conversion.calibrate import ScaleChoice
+from snn_encodings.conversion.calibrate import (
+    PERCENTILE_CANDIDATES,
+    ActivationStats,
+    ScaleChoice,
+)
+from snn_encodings.functional.channels import channel_view
 
 
 def _accuracy(model: nn.Module, data: TensorDataset) -> float:
@@ -52,8 +58,13 @@ def test_search_at_a_fixed_granularity_keeps_it(trained_ann, mnist_calibration) 
 def test_layers_feeding_a_grouped_convolution_keep_one_scale() -> None:
     torch.manual_seed(0)
     ann = nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, groups=4), nn.ReLU(),
-        nn.Flatten(), nn.Linear(4 * 3 * 3, 3),
+        nn.Conv2d(1, 4, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, groups=4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 3),
     ).eval()
     x = torch.rand(64, 1, 12, 12)
     network = se.convert(ann, se.Radix(steps=4), [x])
@@ -61,3 +72,35 @@ def test_layers_feeding_a_grouped_convolution_keep_one_scale() -> None:
     assert not first.per_channel
     with torch.no_grad():
         assert torch.equal(network.twin(x), network(x))
+
+
+@pytest.mark.parametrize(
+    "spec", [se.Radix(steps=4), se.Quartz(t_max=8), se.ICRate(steps=8)], ids=repr
+)
+def test_search_picks_the_first_layer_scale_an_exact_comparison_picks(
+    trained_ann, mnist_calibration, spec
+) -> None:
+    """The search scores candidates on the float sum with the rounded bias (weights' rounding
+    left out, on a subset of entries). The reference builds a network per candidate with
+    ``convert`` (every weight on its grid) and measures its first layer's twin activation
+    against the ANN's on every entry of the same images."""
+    x = mnist_calibration.tensors[0][:512]
+    chosen = se.convert(trained_ann, spec, [x]).stages[0].calibration
+    with torch.no_grad():
+        ann_first = trained_ann[:3](x)
+    exact: dict[tuple[float | None, bool], float] = {}
+    for percentile in dict.fromkeys((*PERCENTILE_CANDIDATES, chosen.percentile)):
+        for per_channel in (False, True):
+            stats = ActivationStats(per_channel=per_channel)
+            stats.update_max(ann_first)
+            stats.update_histogram(ann_first)
+            scale = stats.scale(percentile)
+            network = se.convert(
+                trained_ann, spec, [x], percentile=percentile, per_channel=per_channel
+            )
+            with torch.no_grad():
+                twin = network.activations(x)[1].float() * channel_view(scale, 3)
+            exact[(percentile, per_channel)] = float(((twin - ann_first) ** 2).mean())
+    best = min(exact.values())
+    assert exact[(chosen.percentile, chosen.per_channel)] <= best * 1.02
+    assert chosen.error == pytest.approx(exact[(chosen.percentile, chosen.per_channel)], rel=0.05)

@@ -76,10 +76,11 @@ def test_chained_convolutions_sums_on_a_product_grid_stay_exact() -> None:
 
 
 def test_residual_shortcut_gains_are_merged_onto_the_weight_grid() -> None:
-    """A weightless shortcut's input and output scales are multiplied before one rounding, so
-    the block's sum stays on the weights' 2**-16 grid."""
+    """A weightless shortcut's input and output scales (one per layer here: two per-channel
+    gains cannot merge) are multiplied before one rounding, so the block's sum stays on the
+    weights' 2**-16 grid."""
     model, x = _model("resnet18", 0.125)
-    network = se.convert(model, Quartz(t_max=16), [x])
+    network = se.convert(model, Quartz(t_max=16), [x], per_channel=False)
     residual = [
         bound.grid_bits
         for stage, bound in zip(network.stages, network.layer_bounds())
