@@ -384,7 +384,8 @@ class SpikingNetwork(nn.Module):
         """Twin activations of every value node (normalised units), for inspection.
 
         With ``narrow`` each layer is computed in its :meth:`exact_dtypes` entry (float32 where
-        that is exact; the values are the same), as the closed forms do.
+        that is exact), as the closed forms do: the values are the same, and a layer computed
+        in float32 keeps its value in float32 (the network's dtype otherwise).
         """
         x = self._check_input(x)
         values = self.first_values(x)
@@ -396,14 +397,13 @@ class SpikingNetwork(nn.Module):
                 values.append(stage.pool(values[stage.source]))
                 continue
             output = stage.kind == "output"
-            if narrow and dtypes[index] == torch.float32:
-                sources = set(stage.inputs)
-                inputs = [v.to(torch.float32) if i in sources else v for i, v in enumerate(values)]
-                value = self.rule.layer_twin(self.narrow_synapse(index), inputs, output=output)
-                values.append(value.to(x.dtype))
-            else:
-                synapse = self.narrow_synapse(index) if narrow else stage.synapse
-                values.append(self.rule.layer_twin(synapse, values, output=output))
+            if not narrow:
+                values.append(self.rule.layer_twin(stage.synapse, values, output=output))
+                continue
+            dtype = torch.float32 if dtypes[index] == torch.float32 else x.dtype
+            sources = set(stage.inputs)
+            inputs = [v.to(dtype) if i in sources else v for i, v in enumerate(values)]
+            values.append(self.rule.layer_twin(self.narrow_synapse(index), inputs, output=output))
         return values
 
     def extra_repr(self) -> str:

@@ -185,5 +185,8 @@ def grid_quantise(x: Tensor, levels: int, *, low: int, high: int, shift: float =
         >>> grid_quantise(torch.tensor([-0.2, 0.3, 0.99, 1.4]), 4, low=0, high=4).tolist()
         [0.0, 0.25, 0.75, 1.0]
     """
+    direct = _direct_index(x, levels, low, high, shift)
+    if direct is not None:  # n/K is exact in x.dtype here; NaN stays NaN through floor and clamp
+        return direct.clamp_(low, high).div_(levels).to(x.dtype)
     value = grid_value(grid_index(x, levels, low=low, high=high, shift=shift), levels, x.dtype)
     return torch.where(torch.isnan(x), x, value)

@@ -297,27 +297,30 @@ class RadixRule(Rule):
         ):
             return None
         values = network.activations(x, narrow=True)  # type: ignore[operator]
+        values[-1] = values[-1].to(x.dtype)  # the readout, in the network's dtype
         for stage, value in zip(network.stages, values[1:]):  # type: ignore[attr-defined]
             if stage.neurons is not None:
-                self._set_final_state(stage.neurons, value)
+                self._set_final_state(stage.neurons, value, x.dtype)
         counting = bool(network.counting)  # type: ignore[attr-defined]
         counts = [self.digit_sums(value) for value in values] if counting else []
         if counts:
             counts[-1] = torch.zeros_like(counts[-1])  # the output layer does not fire
         return FastPass(output=values[-1], spikes=counts)
 
-    def _set_final_state(self, layer: RadixLayer, value: Tensor) -> None:
-        """The state (and output readout) the step simulation leaves after its window."""
+    def _set_final_state(self, layer: RadixLayer, value: Tensor, dtype: torch.dtype) -> None:
+        """The state (and output readout) the step simulation leaves after its window, in
+        ``dtype`` (constant fields as expanded, read-only views)."""
         spec = self.spec
-        zeros = torch.zeros_like(value)
+        zeros = _constant(value, 0, dtype)
         if layer.output:
             layer.readout = value
-            ticks = spec.steps_per_layer
             v = value * float(spec.levels)
-            layer.last_state = RadixState(v=v, acc=zeros, k=_full(value, ticks))
+            layer.last_state = RadixState(
+                v=v, acc=zeros, k=_constant(value, spec.steps_per_layer, torch.int64)
+            )
         else:
-            ticks = 2 * spec.steps_per_layer
-            layer.last_state = RadixState(v=zeros, acc=zeros, k=_full(value, ticks))
+            ticks = _constant(value, 2 * spec.steps_per_layer, torch.int64)
+            layer.last_state = RadixState(v=zeros, acc=zeros, k=ticks)
 
     def digit_sums(self, value: Tensor) -> Tensor:
         """Spikes of each neuron over a window: the sum of the base-:math:`r` digits of
@@ -335,8 +338,9 @@ class RadixRule(Rule):
         return encode_radix(pool(values), self.spec)
 
 
-def _full(like: Tensor, ticks: int) -> Tensor:
-    return torch.full(like.shape, ticks, dtype=torch.int64, device=like.device)
+def _constant(like: Tensor, fill: int, dtype: torch.dtype) -> Tensor:
+    """``fill`` in the shape of ``like`` as an expanded scalar (no memory per element)."""
+    return torch.full((), fill, dtype=dtype, device=like.device).expand(like.shape)
 
 
 register_rule(Radix, RadixRule)
