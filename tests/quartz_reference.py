@@ -36,9 +36,11 @@ def quartz_layer_values(
     membrane is
 
     .. math::
-        v_t = \sum_j w_j\,(t - s_j + 1)_+ + \mathrm{sign}(n_b)\,(t - s_b + 1)_+, \quad t < 2K
+        v_t = \sum_j w_j\,(t - s_j + 1)_+ + g_b\,(t - s_b + 1)_+, \quad t < 2K
 
-    i.e. the layer applied to the integer "ramp" maps :math:`(t - s + 1)_+`. A neuron whose
+    i.e. the layer applied to the integer "ramp" maps :math:`(t - s + 1)_+`; the bias relay
+    fires at :math:`s_b = K` with weight :math:`g_b = b` (``bias_coding="weight"``) or at
+    :math:`s_b = 2K - |n_b|` with :math:`g_b = \mathrm{sign}(n_b)` (``"time"``). A neuron whose
     :math:`v_t` reaches :math:`\theta` there fires early at :math:`t` (paper mode); every other
     neuron fires at :math:`3K - \hat n` with :math:`\hat n` = :func:`quartz_twin_levels`
     (clipped to :math:`[0, K]`, or :math:`[-K, K]` for the output layer). The result equals the decoded
@@ -72,7 +74,10 @@ def quartz_layer_values(
     levels = torch.round(x * k)
     z = linear(levels / k)
     if bias is not None:
-        bias_levels = quartz_bias_levels(bias, spec)
+        weight_coded = spec.bias_coding == "weight"
+        bias_levels = bias * k if weight_coded else quartz_bias_levels(bias, spec)
+        bias_time = torch.full_like(bias, k) if weight_coded else 2 * k - bias_levels.abs()
+        bias_gain = bias if weight_coded else torch.sign(bias_levels)
         z = z + bias_levels / k
     low = -k if output else 0
     n_hat = quartz_twin_levels(z, spec).clamp(low, k)
@@ -83,7 +88,7 @@ def quartz_layer_values(
     times = 2 * k - levels
     first = int(times.min().item()) if times.numel() else read
     if bias is not None and bias_levels.numel():
-        first = min(first, int((2 * k - bias_levels.abs()).min().item()))
+        first = min(first, int(bias_time.min().item()))
     steps = torch.arange(max(first, 0), read, dtype=x.dtype, device=x.device)
     fire_time = torch.full(n_hat.shape, read, dtype=torch.int64, device=n_hat.device)
     if steps.numel():
@@ -91,8 +96,8 @@ def quartz_layer_values(
         ramps = (steps.view(shape) - times.unsqueeze(0) + 1).clamp(min=0)
         v = linear(ramps.flatten(0, 1)).unflatten(0, (steps.numel(), x.shape[0]))
         if bias is not None:
-            bias_ramp = (steps.view(shape) - (2 * k - bias_levels.abs()) + 1).clamp(min=0)
-            v = v + torch.sign(bias_levels) * bias_ramp
+            bias_ramp = (steps.view(shape) - bias_time + 1).clamp(min=0)
+            v = v + bias_gain * bias_ramp
         crossed = v >= spec.threshold
         early = crossed.any(dim=0)
         index = torch.arange(steps.numel(), device=x.device).view(shape)

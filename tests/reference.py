@@ -23,7 +23,8 @@ them to :math:`[-\lambda, \lambda]` on its grid and uncompensated IC-rate to
 
 Parameter grids: radix rounds its normalised weights and biases
 (:math:`W \lambda_{in}/\lambda_{out}`, :math:`b/\lambda_{out}`) to :math:`2^{-k}`, Quartz its
-weights to :math:`2^{-q}` and its biases to :math:`1/K` within :math:`[-2, 2]`. The reference
+weights to :math:`2^{-q}` and its biases to the same grid (to :math:`1/K` within
+:math:`[-2, 2]` with ``bias_coding="time"``). The reference
 folds BatchNorm into the preceding layer itself (eval statistics) and rounds the same normalised
 values, so it agrees with the converted network to float rounding; a value within rounding of a
 level boundary may still land on the neighbouring level.
@@ -143,7 +144,7 @@ class ReferenceTwin:
         return torch.round(weight * unit) / unit
 
     def _bias_grid(self, bias: Tensor) -> Tensor:
-        if isinstance(self.spec, Quartz):
+        if isinstance(self.spec, Quartz) and self.spec.bias_coding == "time":
             return (torch.round(bias * self.spec.t_max) / self.spec.t_max).clamp(-2, 2)
         return self._weight_grid(bias)
 

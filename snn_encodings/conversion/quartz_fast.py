@@ -35,18 +35,38 @@ from snn_encodings.specs.quartz import Quartz
 if TYPE_CHECKING:
     from snn_encodings.conversion.network import SpikingNetwork
 
-__all__ = ["quartz_bias_levels", "quartz_fast_forward", "quartz_layer_levels"]
+__all__ = [
+    "quartz_bias_levels",
+    "quartz_fast_forward",
+    "quartz_layer_levels",
+    "quartz_quantise_bias",
+]
 
 
 def quartz_bias_levels(bias: Tensor, spec: Quartz) -> Tensor:
-    r"""Bias level :math:`n_b = \mathrm{clip}(\mathrm{round}(Kb), -2K, 2K)` (integer-valued).
+    r"""The bias in level units, :math:`n_b = Kb`: what it adds to the membrane at the readout.
 
-    The bias is one spike of weight :math:`\mathrm{sign}(n_b)` at step :math:`2K - |n_b|`
-    (an input of value :math:`|b|` on a weight of :math:`\pm 1`, as in Quartz-on-Loihi's bias
-    relay neurons), so :math:`|b| \le 2` keeps it inside the window.
+    ``bias_coding="weight"``: one spike of weight :math:`b` at step :math:`K` (an input of
+    value 1); :math:`b` is on the weights' grid :math:`2^{-q}` after
+    :func:`quartz_quantise_bias`, so :math:`Kb` is exact. ``"time"``: one spike of weight
+    :math:`\mathrm{sign}(n_b)` at step :math:`2K - |n_b|` (an input of value :math:`|b|` on a
+    weight of :math:`\pm 1`, as in Quartz-on-Loihi's bias relay neurons), with
+    :math:`n_b = \mathrm{clip}(\mathrm{round}(Kb), -2K, 2K)` an integer, so the spike stays
+    inside the window.
     """
     k = spec.t_max
+    if spec.bias_coding == "weight":
+        return bias * k
     return torch.round(bias * k).clamp(-2 * k, 2 * k)
+
+
+def quartz_quantise_bias(bias: Tensor, spec: Quartz) -> Tensor:
+    r"""A normalised bias as the network holds it: on the weights' grid :math:`2^{-q}`
+    (``bias_coding="weight"``) or on :math:`1/K` within :math:`[-2, 2]` (``"time"``)."""
+    if spec.bias_coding == "weight":
+        grid = float(2**spec.weight_frac_bits)
+        return torch.round(bias * grid) / grid
+    return quartz_bias_levels(bias, spec) / spec.t_max
 
 
 def quartz_layer_levels(synapse: Synapse, levels: list[Tensor], spec: Quartz) -> Tensor:
@@ -110,6 +130,16 @@ def _absolute_ops(synapse: Synapse) -> list[nn.Module]:
     return ops_list
 
 
+def _bias_ramp(bias_levels: Tensor, d: int, spec: Quartz) -> Tensor:
+    r"""What the bias relay has added to the membrane :math:`d + 1` steps before the readout:
+    :math:`b\,(K - d)_+` (weight :math:`b` since step :math:`K`) or
+    :math:`\mathrm{sign}(n_b)(|n_b| - d)_+` (weight :math:`\pm 1` since step :math:`2K - |n_b|`),
+    never more than :math:`n_b^+`."""
+    if spec.bias_coding == "weight":
+        return bias_levels / spec.t_max * max(spec.t_max - d, 0)
+    return torch.sign(bias_levels) * (bias_levels.abs() - d).clamp(min=0)
+
+
 def _early_times(
     synapse: Synapse, levels: list[Tensor], bias_levels: Tensor, drive: Tensor, spec: Quartz
 ) -> tuple[Tensor, Tensor]:
@@ -132,7 +162,6 @@ def _early_times(
     ) / 2
     top = torch.stack([n.flatten(1).amax(1) for n in levels]).amax(0).clamp(min=1)
     top = top.view(-1, *([1] * (drive.dim() - 1)))
-    bias_abs, bias_sign = bias_levels.abs(), torch.sign(bias_levels)
     # steps d where min(rising, falling) + n_b^+ can reach theta: an interval [low, high]
     # per neuron (bounds rounded outwards), then per image the union over its neurons
     level = spec.threshold - 0.25 - bias_levels.clamp(min=0)
@@ -157,7 +186,7 @@ def _early_times(
         every = rows.numel() == batch
         ramps = [(n if every else n[rows]) - d for n in levels]
         v = _apply(synapse, ops_list, [r.clamp_(min=0) for r in ramps], absolute=False)
-        v = v + bias_sign * (bias_abs - d).clamp(min=0)
+        v = v + _bias_ramp(bias_levels, d, spec)
         crossed = v >= spec.threshold
         if every:
             fire.masked_fill_(crossed, k2 - 1 - d)

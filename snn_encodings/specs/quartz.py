@@ -12,6 +12,7 @@ __all__ = ["Quartz"]
 
 QuartzRounding = Literal["round", "floor"]
 QuartzMode = Literal["exact", "paper"]
+QuartzBiasCoding = Literal["weight", "time"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +72,14 @@ class Quartz(Spec):
             inf always raise).
         float_first_layer: compute the first parameter layer in float and encode its
             (rectified, quantised) output, as the authors do for standardised image inputs.
+        bias_coding: how a layer's bias reaches its neurons. ``"weight"`` (default, Lenz et
+            al. Eq. 2: :math:`b\,H(t - s_b)`): one relay spike at the value-1 time carries the
+            bias on its weight, so the bias keeps the weights' grid :math:`2^{-q}` and any
+            size. ``"time"`` (the authors' code and Quartz-on-Loihi's relay neurons): a spike
+            of weight :math:`\pm 1` whose time carries :math:`|b|`, so the bias is rounded to
+            the grid :math:`1/K` and clipped to :math:`[-2, 2]`. Both are exact against their
+            twin; ``"time"`` loses accuracy at small ``t_max`` (e.g. LeNet-5 on MNIST at
+            ``t_max=16``: about 0.1 pt).
         analytic: neuron layers compute the first spike in closed form from the currents
             (vectorised cumulative sums) instead of looping over time, and a converted
             network computes every fire time from a few value passes instead of simulating
@@ -95,11 +104,13 @@ class Quartz(Spec):
     clip_inputs: bool = False
     float_first_layer: bool = False
     analytic: bool = True
+    bias_coding: QuartzBiasCoding = "weight"
 
     def __post_init__(self) -> None:
         check_int(self, "t_max", minimum=2)
         check_choice(self, "mode", ("exact", "paper"))
         check_choice(self, "rounding", ("round", "floor"))
+        check_choice(self, "bias_coding", ("weight", "time"))
         check_float(self, "percentile", positive=True, maximum=100)
         check_int(self, "weight_frac_bits", minimum=0, maximum=40)
         for field in ("rectify", "clip_inputs", "float_first_layer", "analytic"):

@@ -17,6 +17,8 @@ SPECS = [
     Quartz(t_max=15),
     Quartz(t_max=6, rounding="floor"),
     Quartz(t_max=16, analytic=True),
+    Quartz(t_max=16, analytic=False, bias_coding="time"),
+    Quartz(t_max=6, rounding="floor", bias_coding="time"),
 ]
 PAPER_SPECS = [dataclasses.replace(spec, mode="paper") for spec in SPECS]
 
@@ -97,7 +99,9 @@ def test_quartz_exact_layer_equals_twin_where_the_paper_neuron_fires_early(spec,
     assert torch.equal(rule.decode_output(out, layer), want)
 
 
-@pytest.mark.parametrize("spec", SPECS[:3] + PAPER_SPECS[:3], ids=repr)
+@pytest.mark.parametrize(
+    "spec", [*SPECS[:3], *SPECS[4:], *PAPER_SPECS[:3], *PAPER_SPECS[4:]], ids=repr
+)
 def test_quartz_analytic_values_equal_simulation_spike_for_spike(spec) -> None:
     rule = QuartzRule(spec)
     x = torch.rand(32, 20, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
@@ -156,8 +160,18 @@ def test_quartz_max_pool_keeps_earliest_spike() -> None:
     assert rule.decode_output(pooled, QuartzLayer(rule.spec)).item() == 1.0
 
 
-def test_quartz_bias_currents_encode_signed_levels() -> None:
+def test_quartz_weight_coded_bias_is_one_spike_at_the_value_one_step() -> None:
     rule = QuartzRule(Quartz(t_max=4))
+    bias = torch.tensor([0.5, -0.25, 0.0, 3.0, -1.5], dtype=torch.float64)
+    currents = rule.bias_currents(bias, 16)
+    assert torch.equal(currents[4], bias)
+    assert torch.equal(currents.abs().sum(0), bias.abs())
+    # a spike of weight b at step K adds K b to the membrane at the readout (step 2K)
+    assert torch.equal((currents * (8 - torch.arange(16.0)).clamp(min=0)[:, None]).sum(0), 4 * bias)
+
+
+def test_quartz_time_coded_bias_currents_encode_signed_levels() -> None:
+    rule = QuartzRule(Quartz(t_max=4, bias_coding="time"))
     bias = torch.tensor([0.5, -0.25, 0.0, 3.0, -1.5], dtype=torch.float64)
     currents = rule.bias_currents(bias, 16)
     # levels 2, -1, 0, 8 (clipped at 2K), -6 -> steps 6, 7, 8, 0, 2 with weights +1, -1, 0, +1, -1
@@ -169,10 +183,15 @@ def test_quartz_bias_currents_encode_signed_levels() -> None:
 
 
 def test_quartz_quantise_synapse_grids() -> None:
+    weights, biases = torch.tensor([0.1, -0.3]), torch.tensor([0.3, -5.0])
     rule = QuartzRule(Quartz(t_max=4, weight_frac_bits=3))
-    weight, bias = rule.quantise_values(torch.tensor([0.1, -0.3]), torch.tensor([0.3, -5.0]))
+    weight, bias = rule.quantise_values(weights, biases)
     assert weight.tolist() == [0.125, -0.25]
-    assert bias.tolist() == [0.25, -2.0]
+    assert bias.tolist() == [0.25, -5.0]  # the weights' grid 1/8, any size
+    rule = QuartzRule(Quartz(t_max=4, weight_frac_bits=3, bias_coding="time"))
+    weight, bias = rule.quantise_values(weights, biases)
+    assert weight.tolist() == [0.125, -0.25]
+    assert bias.tolist() == [0.25, -2.0]  # the grid 1/K, clipped to [-2, 2]
 
 
 def test_quartz_layer_rejects_wrong_window() -> None:

@@ -13,6 +13,7 @@ from snn_encodings.conversion.quartz_fast import (
     quartz_bias_levels,
     quartz_fast_forward,
     quartz_layer_levels,
+    quartz_quantise_bias,
 )
 from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, register_rule
 from snn_encodings.errors import ConversionError
@@ -132,7 +133,8 @@ class QuartzRule(Rule):
     r"""Conversion hooks of Quartz (Lenz et al. 2023), exact against its ANN twin.
 
     **Exactness.** The network runs in float64; :meth:`quantise_synapse` rounds weights to
-    multiples of :math:`2^{-q}` and biases to the grid :math:`1/K`. Every current and membrane
+    multiples of :math:`2^{-q}` and biases to the same grid (or to :math:`1/K` with
+    ``bias_coding="time"``). Every current and membrane
     is then a sum of integer levels times products of grid values (a weight, two branch gains
     of a residual shortcut, two chained convolutions, an average pool's :math:`2^{-m}`), exact
     in any summation order while it fits the significand; ``convert`` checks that bound per
@@ -193,14 +195,13 @@ class QuartzRule(Rule):
         return self.spec.t_max, 0.5 if self.spec.rounding == "round" else 0.0, 1.0
 
     def quantise_values(self, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
-        r"""Weights to multiples of :math:`2^{-q}`; biases to :math:`1/K`, clipped to :math:`[-2, 2]`.
-
-        The authors round biases to :math:`1/T_{max}` too (``quantize_parameters``), so the
-        bias spike lands on a step; their weights stay float (Loihi: 8 bits).
-        """
+        r"""Weights to multiples of :math:`2^{-q}`; biases as ``spec.bias_coding`` carries them
+        (:func:`~snn_encodings.conversion.quartz_fast.quartz_quantise_bias`: the same grid, or
+        :math:`1/K` clipped to :math:`[-2, 2]` as the authors' ``quantize_parameters`` does so
+        that the bias spike lands on a step)."""
         grid = float(2**self.spec.weight_frac_bits)
         weight = torch.round(weight * grid) / grid
-        return weight, quartz_bias_levels(bias, self.spec) / self.spec.t_max
+        return weight, quartz_quantise_bias(bias, self.spec)
 
     def quantise_synapse(self, synapse: nn.Module) -> None:
         """Move ``synapse`` to float64 and put its weights, gains and bias on the grids.
@@ -227,7 +228,7 @@ class QuartzRule(Rule):
                     buffer.copy_(torch.round(buffer * grid) / grid)
             bias = getattr(synapse, "bias", None)
             if isinstance(bias, Tensor):
-                bias.copy_(quartz_bias_levels(bias, self.spec) / self.spec.t_max)
+                bias.copy_(quartz_quantise_bias(bias, self.spec))
 
     def encode_input(self, x: Tensor) -> Tensor:
         return encode_quartz(x, self.spec)
@@ -236,9 +237,12 @@ class QuartzRule(Rule):
         return quantise_quartz(x, self.spec)
 
     def bias_currents(self, bias: Tensor, steps: int) -> Tensor:
-        r"""One spike of weight :math:`\mathrm{sign}(n_b)` at step :math:`2K - |n_b|`, ``(T, *)``.
+        r"""The bias relay's spike, ``(T, *)``: weight :math:`b` at step :math:`K`
+        (``bias_coding="weight"``) or weight :math:`\mathrm{sign}(n_b)` at step
+        :math:`2K - |n_b|` (``"time"``).
 
-        It adds :math:`n_b` to the membrane at the readout (the readout cancels its weight).
+        Either adds :math:`n_b = Kb` to the membrane at the readout (the readout cancels its
+        weight).
         """
         spec = self.spec
         if steps != spec.steps_per_layer:
@@ -246,9 +250,12 @@ class QuartzRule(Rule):
                 f"QuartzRule.bias_currents: the window has {spec.steps_per_layer} steps, got "
                 f"{steps}"
             )
+        currents = torch.zeros((steps, *bias.shape), dtype=bias.dtype, device=bias.device)
+        if spec.bias_coding == "weight":
+            currents[spec.t_max] = bias
+            return currents
         levels = quartz_bias_levels(bias, spec)
         times = (2 * spec.t_max - levels.abs()).to(torch.int64)
-        currents = torch.zeros((steps, *bias.shape), dtype=bias.dtype, device=bias.device)
         currents.scatter_(0, times.unsqueeze(0), torch.sign(levels).unsqueeze(0))
         return currents
 
