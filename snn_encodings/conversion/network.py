@@ -337,9 +337,10 @@ class SpikingNetwork(nn.Module):
                 spikes = rule.max_pool(sequences[stage.source], stage.pool)
             else:
                 synapse, neurons = stage.synapse, stage.neurons
-                currents = synapse.drive(
-                    sequences, event_driven=rule.sparse_in_time
-                ) + rule.bias_currents(synapse.bias, steps).unsqueeze(1)
+                currents = _with_bias(
+                    synapse.drive(sequences, event_driven=rule.sparse_in_time),
+                    rule.bias_currents(synapse.bias, steps).unsqueeze(1),
+                )
                 spikes = neurons(currents)
                 if stage.kind == "output":
                     output = (
@@ -408,3 +409,14 @@ class SpikingNetwork(nn.Module):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}, latency={self.latency} steps"
+
+
+def _with_bias(drive: Tensor, bias: Tensor) -> Tensor:
+    """Currents ``(T, B, *)``: the synapse's fresh ``drive`` plus the bias currents ``(T, 1, *)``,
+    added in place; where both repeat one step (stride 0 in time) the sum is formed once and
+    repeated too."""
+    if drive.stride(0) == 0 and bias.stride(0) == 0:
+        return (drive[0] + bias[0]).expand_as(drive)
+    if drive.stride(0) == 0:
+        return drive + bias
+    return drive.add_(bias)

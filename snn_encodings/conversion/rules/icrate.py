@@ -53,11 +53,9 @@ class ICRateLayer(NeuronLayer):
         theta = self.spec.threshold
         v = self.initial_v(currents[0])
         spikes = torch.empty_like(currents)
-        fired = torch.empty(currents.shape[1:], dtype=torch.bool, device=currents.device)
         for current, out in zip(currents, spikes):
             v.add_(current)
-            torch.ge(v, theta, out=fired)
-            out.copy_(fired)
+            torch.ge(v, theta, out=out)  # written as 0/1 in the spikes' dtype
             v.sub_(out, alpha=theta)
         return spikes, ICRateState(v=v)
 
