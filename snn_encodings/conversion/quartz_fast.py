@@ -84,11 +84,14 @@ def quartz_layer_levels(synapse: Synapse, levels: list[Tensor], spec: Quartz) ->
     return _weighted_sum(synapse, levels).add_(bias_levels)
 
 
-def _weighted_sum(synapse: nn.Module, levels: list[Tensor]) -> Tensor:
+def _weighted_sum(
+    synapse: nn.Module, levels: list[Tensor], wide: torch.dtype | None = None
+) -> Tensor:
     """Bias-free sum of ``synapse`` on ``levels`` in its dtype (a float32 copy, or the two
-    float32 parts of a :class:`SplitSynapse` added), returned in the levels' dtype."""
+    float32 parts of a :class:`SplitSynapse` added), returned in ``wide`` (default: the
+    levels' dtype)."""
     parts = [synapse.high, synapse.low] if isinstance(synapse, SplitSynapse) else [synapse]
-    wide = levels[0].dtype
+    wide = levels[0].dtype if wide is None else wide
     total: Tensor | None = None
     for part in parts:
         dtype = part.bias.dtype
@@ -195,10 +198,13 @@ def _early_times(
     return fire < k2, fire
 
 
-def _narrow_drive(network: SpikingNetwork, index: int, levels: list[Tensor]) -> Tensor:
+def _narrow_drive(
+    network: SpikingNetwork, index: int, levels: list[Tensor], wide: torch.dtype
+) -> Tensor:
     """Bias-free sum of stage ``index`` on the levels, as ``network.narrow_synapse`` evaluates
-    it (float32 where exact), returned in the levels' dtype."""
-    return _weighted_sum(network.narrow_synapse(index), levels)
+    it: float32 where that is exact (and then kept in float32), else in ``wide``."""
+    narrow = network.exact_dtypes()[index] == torch.float32
+    return _weighted_sum(network.narrow_synapse(index), levels, torch.float32 if narrow else wide)
 
 
 def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
@@ -214,7 +220,9 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
     k2, k3, k4 = spec.read_step, spec.rectify_step, spec.steps_per_layer
     # [input values], or [raw input (never read again), float first layer's values]
     start = network.first_values(x)
-    levels = [torch.round(value * k) for value in start]
+    # integer levels in [-2K, 2K] are exact in float32: each layer's sum then reads them as
+    # they are, and only sums that float32 cannot hold are formed in x's dtype
+    levels = [torch.round(value * k).float() for value in start]
     fired = [torch.ones_like(value, dtype=torch.bool) for value in start]
     if network.float_first:
         fired[0] = torch.zeros_like(fired[0])  # the raw input sends no spikes
@@ -229,10 +237,13 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
             fired.append(pooled >= 0)
             continue
         synapse, neurons = cast(Synapse, stage.synapse), cast(nn.Module, stage.neurons)
-        bias_levels = quartz_bias_levels(cast(Tensor, synapse.bias), spec).to(x.dtype)
-        drive = _narrow_drive(network, index, levels)
+        drive = _narrow_drive(network, index, levels, x.dtype)
+        bias_levels = quartz_bias_levels(cast(Tensor, synapse.bias), spec).to(drive.dtype)
         if spec.mode == "paper":
-            early, times = _early_times(synapse, levels, bias_levels, drive, spec)
+            wide = [n.to(x.dtype) for n in levels]
+            early, times = _early_times(
+                synapse, wide, bias_levels.to(x.dtype), drive.to(x.dtype), spec
+            )
         kz = drive.add_(bias_levels)
         # fire step: 2K plus the steps until the ramp Kz + 1 + s reaches theta
         fire = torch.ceil_(spec.threshold - 1 - kz).clamp_(min=0).add_(k2)
@@ -251,15 +262,15 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
         # a silent neuron (output layer only) ends the window ramping: v = Kz + 2K, i = 1
         silent = ~spiked
         neurons.last_state = QuartzState(
-            v=kz.add_(k2).masked_fill_(spiked, 0.0),
-            i=silent.to(kz.dtype),
+            v=kz.add_(k2).masked_fill_(spiked, 0.0).to(x.dtype),
+            i=silent.to(x.dtype),
             t=torch.full((), k4, dtype=torch.int64, device=kz.device).expand(kz.shape),
             fired=spiked,
         )
         step = fire.sub_(k).clamp_(min=0)  # the output's step, K earlier (layer_latency)
         if stage.kind == "output":
-            output = (k2 - step.clamp(max=k3)) / k
-        level = step.neg_().add_(k2)
+            output = (k2 - step.to(x.dtype).clamp(max=k3)) / k
+        level = step.neg_().add_(k2).float()
         levels.append(level if every else level.masked_fill_(silent, 0.0))
         fired.append(spiked)
     assert output is not None
