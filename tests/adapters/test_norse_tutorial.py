@@ -67,16 +67,17 @@ class ConvNet4(nn.Module):
 class LIFConvNet(nn.Module):
     """Norse's LIFConvNet: constant-current LIF encoding, ConvNet4, max over time."""
 
-    def __init__(self, cell: Callable[[float], nn.Module]) -> None:
+    def __init__(self, cell: Callable[[float], nn.Module], seq_length: int = SEQ_LENGTH) -> None:
         super().__init__()
         from norse.torch.module.encode import ConstantCurrentLIFEncoder
 
-        self.encoder = ConstantCurrentLIFEncoder(seq_length=SEQ_LENGTH)
+        self.seq_length = seq_length
+        self.encoder = ConstantCurrentLIFEncoder(seq_length=seq_length)
         self.rsnn = ConvNet4(cell)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
-        x = self.encoder(x.view(-1, 28 * 28)).reshape(SEQ_LENGTH, batch, 1, 28, 28)
+        x = self.encoder(x.view(-1, 28 * 28)).reshape(self.seq_length, batch, 1, 28, 28)
         m, _ = torch.max(self.rsnn(x), 0)
         return F.log_softmax(m, dim=1)
 
@@ -103,6 +104,30 @@ def test_norse_lifconvnet_runs_the_task_loop_with_icrate_cell(adapter):
         assert torch.isfinite(loss) and grad is not None
         assert torch.isfinite(grad).all() and grad.abs().sum() > 0
         optimizer.step()
+
+
+def test_norse_lifconvnet_learns_with_icrate_cell_at_the_task_learning_rate(adapter):
+    """``LIFCell(p=LIFParameters(v_th=v))`` -> ``ICRateCell(ICRate(steps=T, threshold=5 * v))``:
+    the task's Adam at lr 2e-3 learns (100 batches of 32 at T = 16: about 42 % on 300 held-out
+    images, chance 10 %). The network was tuned for LIFCell, which takes in only
+    dt * tau_mem_inv = 0.1 of its filtered current per step; an IC-rate neuron integrates all
+    of it, so at threshold v its layers saturate and the same training collapses to
+    uniform outputs (loss ln 10)."""
+    torch.manual_seed(0)
+    steps = 16
+    model = LIFConvNet(
+        lambda v_th: adapter.ICRateCell(ICRate(steps=steps, threshold=5 * v_th)), steps
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    x, y = _mnist("train", 3200)
+    for start in range(0, 3200, 32):
+        optimizer.zero_grad()
+        F.nll_loss(model(x[start : start + 32]), y[start : start + 32]).backward()
+        optimizer.step()
+    x, y = _mnist("eval", 300)
+    with torch.no_grad():
+        accuracy = (model(x).argmax(1) == y).float().mean().item()
+    assert accuracy > 0.25, accuracy
 
 
 def test_norse_cells_take_norse_keywords(adapter):
