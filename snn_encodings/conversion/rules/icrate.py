@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from snn_encodings.coding.icrate import decode_icrate, encode_icrate
 from snn_encodings.collective import active_collective
 from snn_encodings.conversion.calibrate import iterate_inputs
-from snn_encodings.conversion.rules.base import NeuronLayer, Rule, register_rule
+from snn_encodings.conversion.rules.base import NeuronLayer, Rule
 from snn_encodings.functional.channels import channel_view
 from snn_encodings.functional.icrate import ICRateState
 from snn_encodings.specs.icrate import ICRate
@@ -171,6 +171,3 @@ def mean_residual(
     total, count = (sums if merge is None else merge(sums)).chunk(2)
     mean = torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, threshold / 2))
     return mean.clamp(0, threshold)
-
-
-register_rule(ICRate, ICRateRule)

@@ -9,13 +9,14 @@ from torch import Tensor, nn
 
 from snn_encodings.coding.quartz import decode_quartz, encode_quartz, quantise_quartz
 from snn_encodings.conversion.exactness import merge_branch_gains
+from snn_encodings.conversion.graph import WEIGHTED
 from snn_encodings.conversion.quartz_fast import (
     quartz_bias_levels,
     quartz_fast_forward,
     quartz_layer_levels,
     quartz_quantise_bias,
 )
-from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, register_rule
+from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule
 from snn_encodings.errors import ConversionError
 from snn_encodings.functional.quartz import QuartzState, quartz_first_spikes
 from snn_encodings.specs.quartz import Quartz
@@ -216,7 +217,7 @@ class QuartzRule(Rule):
         grid = float(2**self.spec.weight_frac_bits)
         with torch.no_grad():
             for module in synapse.modules():
-                if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                if isinstance(module, WEIGHTED):
                     module.weight.copy_(torch.round(module.weight * grid) / grid)
                     if module.bias is not None:
                         raise ConversionError(
@@ -289,6 +290,3 @@ class QuartzRule(Rule):
         pooled = pool(fired.flatten(0, 1))
         pooled = pooled.unflatten(0, (steps, batch))
         return torch.diff(pooled, dim=0, prepend=torch.zeros_like(pooled[:1]))
-
-
-register_rule(Quartz, QuartzRule)

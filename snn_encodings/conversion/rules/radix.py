@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from snn_encodings.coding.radix import decode_radix, encode_radix, quantise_radix
 from snn_encodings.conversion.exactness import merge_branch_gains
-from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, register_rule
+from snn_encodings.conversion.graph import WEIGHTED
+from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule
 from snn_encodings.errors import SpecError
 from snn_encodings.functional.radix import (
     RadixState,
@@ -216,7 +217,7 @@ class RadixRule(Rule):
         merge_branch_gains(synapse)
         with torch.no_grad():
             for module in synapse.modules():
-                if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                if isinstance(module, WEIGHTED):
                     module.weight.copy_(self.quantise_weight(module.weight))
                     if module.bias is not None:
                         module.bias.copy_(self.quantise_bias(module.bias))
@@ -341,6 +342,3 @@ class RadixRule(Rule):
 def _constant(like: Tensor, fill: int, dtype: torch.dtype) -> Tensor:
     """``fill`` in the shape of ``like`` as an expanded scalar (no memory per element)."""
     return torch.full((), fill, dtype=dtype, device=like.device).expand(like.shape)
-
-
-register_rule(Radix, RadixRule)
