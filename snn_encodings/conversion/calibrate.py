@@ -247,9 +247,8 @@ class ScaleSearch:
     on every search sample feeds the next layer. Only the weights' rounding to their grid
     (:math:`2^{-16}` by default) is left out, so the search costs one float32 forward of each
     layer on :func:`search_samples` inputs plus elementwise work, and no pass over the
-    calibration data
-    beyond the statistics' two. The converted network itself is built afterwards from the
-    chosen scales, with every weight on its grid.
+    calibration data beyond the statistics' two. The converted network itself is built
+    afterwards from the chosen scales, with every weight on its grid.
 
     Args:
         rule: the encoding's conversion rule (twin, synapse quantisation, input grid).
