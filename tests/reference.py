@@ -9,9 +9,9 @@ Dropout and all, in eval mode), calibrates its own scales with forward hooks (th
 every ReLU's output, as ``convert(..., percentile=None)`` does), and applies each encoding's
 activation, written here from the papers' formulas, with forward hooks on the original ReLUs:
 
-- radix (exact mode):
-  :math:`\lambda\,\lfloor r^T \mathrm{clip}(z/\lambda, 0, 1 - r^{-T})\rfloor / r^T`,
-  inputs on the same grid;
+- radix (exact mode): :math:`\lambda\,\mathrm{clip}(\lfloor r^T z/\lambda + 1/2\rfloor, 0,
+  r^T - 1) / r^T` (the conversion shifts hidden biases by half a level), inputs floored onto
+  the same grid;
 - IC-rate: :math:`\lambda\,\mathrm{clip}(\lfloor T z/\lambda + v_0/\theta \rfloor / T, 0, 1)`
   with the spec's default :math:`v_0` (``init="ann"``), analog inputs;
 - Quartz (exact mode, ``rounding="round"``): :math:`\lambda\,\mathrm{clip}(\lfloor K z/\lambda
@@ -157,9 +157,9 @@ class ReferenceTwin:
     def hidden(self, z: Tensor) -> Tensor:
         """The encoding's activation on normalised pre-activations ``z`` (threshold units)."""
         spec = self.spec
-        if isinstance(spec, Radix):
+        if isinstance(spec, Radix):  # exact mode: rounded to the nearest level (halves up)
             levels = spec.base**spec.steps
-            return torch.floor(z.clamp(0, 1 - 1 / levels) * levels) / levels
+            return torch.floor(z * levels + 0.5).clamp(0, levels - 1) / levels
         if isinstance(spec, ICRate):
             shift = spec.default_v0 / spec.threshold
             return (torch.floor(z * spec.steps + shift) / spec.steps).clamp(0, 1)
@@ -179,8 +179,9 @@ class ReferenceTwin:
     def input_value(self, x: Tensor) -> Tensor:
         """The value the encoded input represents."""
         spec = self.spec
-        if isinstance(spec, Radix):
-            return self.hidden(x)
+        if isinstance(spec, Radix):  # the encoder floors
+            levels = spec.base**spec.steps
+            return torch.floor(x.clamp(0, 1 - 1 / levels) * levels) / levels
         if isinstance(spec, Quartz):
             return torch.floor(x * spec.t_max + 0.5).clamp(0, spec.t_max) / spec.t_max
         return x

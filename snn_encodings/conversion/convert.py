@@ -187,6 +187,8 @@ def convert(
         if float_first and not stages:
             synapse.to(rule.dtype)  # computed in float on the raw input: no parameter grid
         else:
+            if node.kind == "neuron":
+                synapse.bias.add_(rule.hidden_bias_shift())
             rule.quantise_synapse(synapse)
         scales.append(scale)
         stages.append(

@@ -43,9 +43,10 @@ def _edge_network(weights: list[float]) -> se.SpikingNetwork:
 @pytest.mark.parametrize(
     ("weights", "dtype"),
     [
-        # 64 levels * sum |w| = 2**8 on the 2**-16 grid: exactly 2**24 grid steps
-        ([1.0, 1.0, 1 - 2.0**-16, 1 + 2.0**-16], torch.float32),
-        ([1.0, 1.0, 1.0, 1 + 2.0**-16], torch.float64),
+        # 64 levels * (sum |w| + the hidden bias's half step 2**-7) = 2**8 on the 2**-16 grid:
+        # exactly 2**24 grid steps
+        ([1.0, 1.0, 1 - 2.0**-7 - 2.0**-16, 1 + 2.0**-16], torch.float32),
+        ([1.0, 1.0, 1 - 2.0**-7, 1 + 2.0**-16], torch.float64),
     ],
     ids=["at-the-bound", "one-step-over"],
 )

@@ -123,6 +123,11 @@ class Rule:
         """
         return None, 0.0, 1.0
 
+    def hidden_bias_shift(self) -> float:
+        """Added to every hidden layer's normalised bias before :meth:`quantise_synapse` (in
+        threshold units): how a rule turns its neurons' floor into rounding. Default 0."""
+        return 0.0
+
     def twin(self, z: Tensor) -> Tensor:
         """The activation the SNN reproduces, on normalised pre-activations ``z`` (any shape)."""
         levels, shift, upper = self.twin_parameters()

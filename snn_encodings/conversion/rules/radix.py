@@ -185,8 +185,20 @@ class RadixRule(Rule):
 
     # --- ANN twin -------------------------------------------------------------------------
     def twin_parameters(self) -> tuple[int | None, float, float]:
+        """``(levels, shift, upper)`` as a function of the ANN's pre-activation: exact mode
+        rounds (shift 1/2, from :meth:`hidden_bias_shift`), paper mode floors."""
         levels, shift = radix_twin_parameters(self.spec)
+        shift += self.hidden_bias_shift() * levels
         return levels, shift, 1.0 - 1.0 / levels
+
+    def hidden_bias_shift(self) -> float:
+        r"""Half an output step, :math:`r^{-T}/2`, in exact mode: the neuron emits the digits of
+        :math:`\lfloor r^T z \rfloor`, and with the shifted bias that is :math:`r^T z` rounded
+        to the nearest level (halves up) instead of floored, which removes the floor's
+        systematic half-step loss per layer (as IC-SNN's :math:`v_0 = \theta/2` does for rate
+        coding). The shift is on the bias grid for ``steps * log2(base) < weight_bits``.
+        Paper mode keeps the paper's floor (0)."""
+        return 0.5 / self.spec.levels if self.spec.mode == "exact" else 0.0
 
     def twin(self, z: Tensor) -> Tensor:
         return radix_twin(z, self.spec, snap_bits=_snap_bits(self.spec))
