@@ -71,11 +71,62 @@ def _lenet5() -> nn.Module:
     )
 
 
+class _ResidualBlock(nn.Module):
+    """A BasicBlock written the usual way: in-place ReLU, ``out += shortcut(x)``."""
+
+    def __init__(self, channels_in: int, channels_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or channels_in != channels_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(channels_in, channels_out, 1, stride, bias=False),
+                nn.BatchNorm2d(channels_out),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += self.shortcut(x)
+        return self.relu(out)
+
+
+class _ResNetMNIST(nn.Module):
+    """A small BatchNorm ResNet for MNIST (19 810 parameters): a 3x3 stem of 8 channels, three
+    BasicBlocks of 8, 16 (stride 2) and 32 (stride 2) channels with 1x1 downsampling
+    shortcuts, global average pooling and a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True)
+        )
+        self.layers = nn.Sequential(
+            _ResidualBlock(8, 8, 1), _ResidualBlock(8, 16, 2), _ResidualBlock(16, 32, 2)
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(self.stem(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
 def _mlp() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
-ARCHITECTURES = {"convnet": _convnet, "lenet": _lenet, "lenet5": _lenet5, "mlp": _mlp}
+ARCHITECTURES = {
+    "convnet": _convnet,
+    "lenet": _lenet,
+    "lenet5": _lenet5,
+    "mlp": _mlp,
+    "resnet_mnist": _ResNetMNIST,
+}
 """Architecture names accepted by :func:`build`, the CLI and saved state_dicts."""
 
 

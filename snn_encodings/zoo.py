@@ -1,8 +1,8 @@
 """Standard deep networks written in the project, shared by tests and benchmarks.
 
 CIFAR-style ResNet-18, VGG-11-BN, VGG-16 (with or without BatchNorm), a small
-MobileNetV2-style network, the demo MNIST convnet and the Quartz paper's LeNet-5 (26k
-parameters), all built from the layers
+MobileNetV2-style network, the demo MNIST convnet, the Quartz paper's LeNet-5 (26k
+parameters) and a small BatchNorm ResNet for MNIST (``resnet_mnist``), all built from the layers
 :func:`snn_encodings.convert` accepts. ``width`` scales every channel count, so tests can use
 slim versions; :func:`set_batch_norm_stats` gives a randomly initialised network the BatchNorm
 running statistics of random inputs, so that conversion folds realistic BatchNorms.
@@ -204,6 +204,7 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], tuple[int, ...]]] = {
     "mobilenetv2": (MobileNetV2, _CIFAR),
     "convnet": (_mnist_model("convnet"), _MNIST),
     "lenet5": (_mnist_model("lenet5"), _MNIST),
+    "resnet_mnist": (_mnist_model("resnet_mnist"), _MNIST),
 }
 """Zoo names -> (builder taking ``width`` and ``classes``, input shape ``(C, H, W)``)."""
 
@@ -220,9 +221,9 @@ def build(name: str, *, width: float = 1.0, classes: int = 10) -> nn.Module:
 
     Args:
         name: one of :data:`MODELS` (``resnet18``, ``vgg11_bn``, ``vgg16``, ``vgg16_bn``,
-            ``mobilenetv2``, ``convnet``, ``lenet5``).
+            ``mobilenetv2``, ``convnet``, ``lenet5``, ``resnet_mnist``).
         width: multiplies every channel count (at least one channel each); the MNIST models
-            (``convnet``, ``lenet5``) only accept 1.
+            (``convnet``, ``lenet5``, ``resnet_mnist``) only accept 1.
         classes: outputs of the linear head.
     Raises:
         DataError: for an unknown name or a size the model does not offer.

@@ -115,6 +115,20 @@ def trained_ann() -> torch.nn.Module:
     return model.eval()
 
 
+TRAINED_RESNET_MNIST = Path(__file__).parent / "data" / "resnet_mnist-e3-s0.pt"
+"""The small BatchNorm ResNet's weights (``tests/data/make_resnet_mnist.py``)."""
+
+
+@pytest.fixture(scope="session")
+def trained_resnet() -> torch.nn.Module:
+    """``zoo.build("resnet_mnist")`` trained on the shipped training split (read-only)."""
+    from snn_encodings.models import build
+
+    model = build("resnet_mnist")
+    model.load_state_dict(torch.load(TRAINED_RESNET_MNIST, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
 @pytest.fixture(scope="session")
 def mnist_eval() -> torch.utils.data.TensorDataset:
     """The 2 000-image evaluation split."""
