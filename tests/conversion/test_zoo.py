@@ -9,7 +9,7 @@ from torch import nn
 from snn_encodings import zoo
 from snn_encodings.errors import DataError
 
-SLIM = {name: (1.0 if name in ("convnet", "lenet5") else 0.125) for name in zoo.MODELS}
+SLIM = {name: (1.0 if zoo.input_shape(name) == (1, 28, 28) else 0.125) for name in zoo.MODELS}
 
 
 @pytest.mark.parametrize("name", sorted(zoo.MODELS))
