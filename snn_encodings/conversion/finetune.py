@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,13 +13,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from snn_encodings.conversion.calibrate import (
-    PERCENTILE_CANDIDATES,
-    SEARCH_SAMPLES,
-    ActivationStats,
-    iterate_inputs,
-)
+from snn_encodings.conversion.calibrate import iterate_inputs
+from snn_encodings.conversion.convert import _calibrate, _value_shapes
 from snn_encodings.conversion.evaluate import class_indices
+from snn_encodings.conversion.graph import trace
+from snn_encodings.conversion.output import OutputCalibration, output_range
 from snn_encodings.conversion.rules.base import rule_for
 from snn_encodings.conversion.twin import ClipQuant
 from snn_encodings.distributed import Collective, Distributed, shard_loader, wrap_ddp
@@ -36,106 +33,86 @@ def with_twin_activations(
     calibration: Iterable[Any],
     *,
     percentile: float | None | str = "auto",
+    per_channel: bool | str = "auto",
     distributed: Distributed = False,
 ) -> nn.Module:
-    r"""A copy of ``ann`` whose ReLUs are :class:`ClipQuant` twins of ``spec``, clip bounds calibrated.
+    r"""A copy of ``ann`` whose ReLUs are :class:`ClipQuant` twins of ``spec``, at the scales
+    :func:`convert` chooses.
 
     Each ``nn.ReLU`` module becomes ``ClipQuant(scale=lambda, levels, shift, upper)`` with the
-    encoding's grid (:meth:`Rule.twin_parameters`) and :math:`\lambda` a percentile of that
-    ReLU's outputs on ``calibration``. With ``"auto"`` (default) the percentile is chosen per
-    ReLU, in forward order, among :data:`~snn_encodings.conversion.calibrate.PERCENTILE_CANDIDATES`
-    and the encoding's own, as the one whose quantised output is closest (mean squared error) to
-    the float ANN's on the first calibration samples, as :func:`convert` does per layer;
-    ``"default"`` is the encoding's own percentile, ``None`` the maximum. ``ann`` is not
-    modified. With ``distributed``, the statistics of every process's shard are merged as in
-    :func:`~snn_encodings.convert` and the search errors are summed.
+    encoding's grid (:meth:`Rule.twin_parameters`) and :math:`\lambda` the scale that
+    :func:`convert` gives that layer with the same ``calibration``, ``percentile`` and
+    ``per_channel`` (by default searched per layer among percentiles, per layer or per channel:
+    :class:`~snn_encodings.conversion.calibrate.ScaleSearch`), so converting the copy gives the
+    network :func:`convert` gives for ``ann``. A per-channel scale is a ``(C,)`` bound. A ReLU
+    module called at several places gets the largest of their scales (elementwise where they
+    have the same shape, else one per layer). ``ann`` is not modified. With ``distributed``,
+    the statistics of every process's shard are merged as in :func:`convert`.
 
     Raises:
-        ConversionError: if ``ann`` has no ``nn.ReLU`` modules or the loader is empty.
+        ConversionError: if ``ann`` has no ``nn.ReLU`` modules, the loader is empty, or
+            ``convert`` refuses the model.
     """
     rule = rule_for(spec)
-    if percentile == "default":
-        percentile = rule.calibration_percentile()
-    collective = Collective.resolve(distributed, "finetune")
     model = copy.deepcopy(ann).eval()
     names = [name for name, module in model.named_modules() if type(module) is nn.ReLU]
     if not names:
         raise ConversionError("finetune: the model has no nn.ReLU modules to replace")
-    stats = {name: ActivationStats() for name in names}
-    kept: list[Tensor] = []
-    with _recording(model, names, stats) as passes, torch.no_grad():
-        for index in range(1 if percentile is None else 2):
-            passes[0] = index
-            for x in iterate_inputs(calibration, "finetune"):
-                if index == 0 and sum(len(k) for k in kept) < SEARCH_SAMPLES:
-                    kept.append(x)
-                model(x)
-            collective.merge_stats(stats.values(), "max" if index == 0 else "histogram")
+    found: dict[str, list[Tensor]] = {}
+    for name, scale in _searched_scales(model, rule, calibration, (percentile, per_channel),
+                                        distributed):
+        found.setdefault(name, []).append(scale)
     levels, shift, upper = rule.twin_parameters()
-    sample = _input_grid(spec)(torch.cat(kept)[:SEARCH_SAMPLES])
-    reference = _outputs(model, names, sample)
     for name in names:
+        if name not in found:
+            continue  # never called: it has no scale and changes nothing
         parent_name, _, attribute = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        candidates = (
-            list(dict.fromkeys((*PERCENTILE_CANDIDATES, rule.calibration_percentile())))
-            if percentile == "auto"
-            else [percentile]
-        )
-        errors, modules = [], []
-        for candidate in candidates:
-            scale = float(stats[name].scale(candidate))
-            modules.append(ClipQuant(scale=scale, levels=levels, shift=shift, upper=upper))
-            setattr(parent, attribute, modules[-1])
-            out = _outputs(model, [name], sample)[name]
-            errors.append(float(((out - reference[name]) ** 2).mean()))
-        best = int(collective.sum(torch.tensor(errors, dtype=torch.float64)).argmin())
-        setattr(parent, attribute, modules[best])
+        twin = ClipQuant(scale=_merged(found[name]), levels=levels, shift=shift, upper=upper)
+        setattr(parent, attribute, twin.to(next(model.parameters()).device))
     return model
 
 
-@contextmanager
-def _recording(
-    model: nn.Module, names: list[str], stats: dict[str, ActivationStats]
-) -> Iterator[list[int]]:
-    """Feed the named modules' outputs to their statistics (maxima in pass 0, then histograms)."""
-    passes = [0]
-
-    def record(name: str, out: Tensor) -> None:
-        if passes[0] == 0:
-            stats[name].update_max(out)
-        else:
-            stats[name].update_histogram(out)
-
-    hooks = [
-        model.get_submodule(name).register_forward_hook(
-            lambda m, i, out, name=name: record(name, out)
+def _searched_scales(
+    model: nn.Module,
+    rule: Any,
+    calibration: Iterable[Any],
+    how: tuple[Any, Any],
+    distributed: Distributed,
+) -> list[tuple[str, Tensor]]:
+    """``(name, scale)`` of every activation node of ``model`` without a fixed clip, with the
+    scale :func:`convert` calibrates for it (0-d, or ``(C,)`` per channel), on the CPU."""
+    percentile, per_channel = how
+    if percentile == "default":
+        percentile = rule.calibration_percentile()
+    if per_channel != "auto" and not isinstance(per_channel, bool):
+        raise ConversionError(
+            f"finetune: per_channel must be True, False or 'auto', got {per_channel!r}"
         )
-        for name in names
+    collective = Collective.resolve(distributed, "finetune")
+    device = next(model.parameters()).device
+    example = collective.agree(
+        lambda: next(iter(iterate_inputs(calibration, "finetune"))), "finetune"
+    ).to(device)
+    nodes = trace(model, example[:2])
+    shapes, raw = _value_shapes(nodes, example[:1])
+    output = OutputCalibration(output_range(rule))
+    scales, _ = _calibrate(
+        nodes, (shapes, raw, output), calibration, (device, collective),
+        (rule, percentile, per_channel),
+    )
+    return [
+        (node.name, scales[i].detach().cpu())
+        for i, node in enumerate(nodes)
+        if node.kind == "neuron" and node.clip is None
     ]
-    try:
-        yield passes
-    finally:
-        for hook in hooks:
-            hook.remove()
 
 
-def _outputs(model: nn.Module, names: list[str], x: Tensor) -> dict[str, Tensor]:
-    """The named modules' outputs when ``model`` runs on ``x`` (no gradient)."""
-    found: dict[str, Tensor] = {}
-    hooks = [
-        model.get_submodule(name).register_forward_hook(
-            lambda m, i, out, name=name: found.__setitem__(name, out.detach().clone())
-        )
-        for name in names
-    ]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return found
+def _merged(scales: list[Tensor]) -> Tensor:
+    """One bound for a ReLU module called at several places: the largest of their scales."""
+    if all(scale.shape == scales[0].shape for scale in scales):
+        return torch.stack(scales).amax(0)
+    return torch.stack([scale.max() for scale in scales]).amax()
 
 
 VALIDATION_EVERY = 10
@@ -171,6 +148,7 @@ def finetune(
     epochs: int = 3,
     lr: float = 5e-4,
     percentile: float | None | str = "auto",
+    per_channel: bool | str = "auto",
     freeze_batchnorm: bool = True,
     keep_best: bool = True,
     seed: int = 0,
@@ -179,10 +157,12 @@ def finetune(
 ) -> nn.Module:
     """Quantisation-aware fine-tuning of a copy of ``ann`` with ``spec``'s twin activations.
 
-    The ReLUs are replaced by :class:`ClipQuant` modules whose clip bounds are searched per layer
-    as :func:`convert`'s default does (:func:`with_twin_activations`; one bound per layer), and
-    training starts from there and trains them together with the weights (straight-through floor, in the spirit of QCFS,
-    Bu et al., 2022), with Adam and a cosine learning-rate decay to 0 over all steps.
+    The ReLUs are replaced by :class:`ClipQuant` modules whose clip bounds are the scales
+    :func:`convert` chooses for them (:func:`with_twin_activations`; by default searched per
+    layer, one bound per layer or per channel), so training starts from the network
+    :func:`convert` gives for ``ann``. It trains the bounds together with the weights
+    (straight-through floor, in the spirit of QCFS, Bu et al., 2022), with Adam and a cosine
+    learning-rate decay to 0 over all steps.
     BatchNorm layers stay in eval mode by default: their running statistics, which conversion
     folds into the weights, are frozen while their affine parameters train. After every epoch
     the twin is measured on validation data; the best epoch is returned, and the calibrated
@@ -198,8 +178,8 @@ def finetune(
             iterable, is held out and never trained on.
         epochs: passes over the training data (0 returns the calibrated twin).
         lr: initial Adam learning rate.
-        percentile: initial clip bounds, as for :func:`with_twin_activations` (by default
-            searched per layer, like :func:`convert`'s default).
+        percentile, per_channel: how the initial clip bounds are calibrated, as for
+            :func:`convert` (by default searched per layer).
         freeze_batchnorm: keep BatchNorm running statistics fixed (``False``: update them).
         keep_best: return the best validation epoch (default); ``False`` returns the last
             epoch's weights (``finetune_result.best_epoch`` then is ``epochs``).
@@ -221,7 +201,9 @@ def finetune(
     collective = Collective.resolve(distributed, "finetune")
     if validation is None:
         loader, validation = _hold_out(loader, seed, collective)
-    model = with_twin_activations(ann, spec, loader, percentile=percentile, distributed=distributed)
+    model = with_twin_activations(
+        ann, spec, loader, percentile=percentile, per_channel=per_channel, distributed=distributed
+    )
     grid = _input_grid(spec)
     validation = [(grid(x), y) for x, y in map(_pair, validation)]
     result = FinetuneResult(start=_accuracy(model, validation, collective))
