@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from snn_encodings.conversion.calibrate import iterate_inputs
-from snn_encodings.conversion.convert import _calibrate, _value_shapes
+from snn_encodings.conversion.calibrate import batch_input, iterate_inputs
+from snn_encodings.conversion.convert import _calibrate, _value_shapes, convert
 from snn_encodings.conversion.evaluate import class_indices
 from snn_encodings.conversion.graph import trace
 from snn_encodings.conversion.output import OutputCalibration, output_range
@@ -22,6 +22,7 @@ from snn_encodings.conversion.rules.base import rule_for
 from snn_encodings.conversion.twin import ClipQuant
 from snn_encodings.distributed import Collective, Distributed, shard_loader, wrap_ddp
 from snn_encodings.errors import ConversionError
+from snn_encodings.functional.channels import channel_view
 from snn_encodings.specs.base import Spec
 
 __all__ = ["FinetuneResult", "finetune", "with_twin_activations"]
@@ -53,14 +54,25 @@ def with_twin_activations(
         ConversionError: if ``ann`` has no ``nn.ReLU`` modules, the loader is empty, or
             ``convert`` refuses the model.
     """
+    return _twin_model(ann, spec, calibration, (percentile, per_channel), distributed)[0]
+
+
+def _twin_model(
+    ann: nn.Module,
+    spec: Spec,
+    calibration: Iterable[Any],
+    how: tuple[Any, Any],
+    distributed: Distributed,
+) -> tuple[nn.Module, _OutputTwin]:
+    """:func:`with_twin_activations`, and the converted network's output layer for it."""
     rule = rule_for(spec)
     model = copy.deepcopy(ann).eval()
     names = [name for name, module in model.named_modules() if type(module) is nn.ReLU]
     if not names:
         raise ConversionError("finetune: the model has no nn.ReLU modules to replace")
     found: dict[str, list[Tensor]] = {}
-    for name, scale in _searched_scales(model, rule, calibration, (percentile, per_channel),
-                                        distributed):
+    searched, output = _searched_scales(model, rule, calibration, how, distributed)
+    for name, scale in searched:
         found.setdefault(name, []).append(scale)
     levels, shift, upper = rule.twin_parameters()
     for name in names:
@@ -70,7 +82,7 @@ def with_twin_activations(
         parent = model.get_submodule(parent_name) if parent_name else model
         twin = ClipQuant(scale=_merged(found[name]), levels=levels, shift=shift, upper=upper)
         setattr(parent, attribute, twin.to(next(model.parameters()).device))
-    return model
+    return model, output
 
 
 def _searched_scales(
@@ -79,9 +91,10 @@ def _searched_scales(
     calibration: Iterable[Any],
     how: tuple[Any, Any],
     distributed: Distributed,
-) -> list[tuple[str, Tensor]]:
+) -> tuple[list[tuple[str, Tensor]], _OutputTwin]:
     """``(name, scale)`` of every activation node of ``model`` without a fixed clip, with the
-    scale :func:`convert` calibrates for it (0-d, or ``(C,)`` per channel), on the CPU."""
+    scale :func:`convert` calibrates for it (0-d, or ``(C,)`` per channel), on the CPU; and
+    the output layer as :func:`convert` calibrates it."""
     percentile, per_channel = how
     if percentile == "default":
         percentile = rule.calibration_percentile()
@@ -101,11 +114,36 @@ def _searched_scales(
         nodes, (shapes, raw, output), calibration, (device, collective),
         (rule, percentile, per_channel),
     )
-    return [
+    found = [
         (node.name, scales[i].detach().cpu())
         for i, node in enumerate(nodes)
         if node.kind == "neuron" and node.clip is None
     ]
+    return found, _OutputTwin(rule, scales[len(nodes) - 1], output.offset)
+
+
+class _OutputTwin:
+    r"""The converted network's output layer as its twin decodes it, on the ANN's logits.
+
+    :math:`y = \lambda\, o((z + c)/\lambda) - c` with :math:`o` the rule's
+    :meth:`~snn_encodings.conversion.Rule.twin_output` (e.g. Quartz's rounding to :math:`1/K`
+    and clip to :math:`[-1, 1]`), :math:`\lambda` the output scale and :math:`c` the offset
+    :func:`convert` calibrated; straight-through gradient (1). Identity where :math:`o` is.
+    """
+
+    def __init__(self, rule: Any, scale: Tensor, offset: Tensor) -> None:
+        self.rule = rule
+        self.scale = scale.detach().cpu()
+        self.offset = offset.detach().cpu()
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        scale = channel_view(self.scale.to(logits), logits.dim() - 1)
+        offset = self.offset.to(logits)
+        z = (logits + offset) / scale
+        decoded = self.rule.twin_output(z.detach()).to(z.dtype)
+        return (z + (decoded - z.detach())) * scale - offset
+
+
 
 
 def _merged(scales: list[Tensor]) -> Tensor:
@@ -114,6 +152,9 @@ def _merged(scales: list[Tensor]) -> Tensor:
         return torch.stack(scales).amax(0)
     return torch.stack([scale.max() for scale in scales]).amax()
 
+
+CALIBRATION_SAMPLES = 4096
+"""Without a calibration loader, the first 4096 training samples calibrate the scales."""
 
 VALIDATION_EVERY = 10
 """Without a validation loader, every 10th sample (or batch) of the data is held out (10 %)."""
@@ -145,6 +186,7 @@ def finetune(
     loader: Iterable[Any],
     *,
     validation: Iterable[Any] | None = None,
+    calibration: Iterable[Any] | None = None,
     epochs: int = 3,
     lr: float = 5e-4,
     percentile: float | None | str = "auto",
@@ -162,20 +204,27 @@ def finetune(
     layer, one bound per layer or per channel), so training starts from the network
     :func:`convert` gives for ``ann``. It trains the bounds together with the weights
     (straight-through floor, in the spirit of QCFS, Bu et al., 2022), with Adam and a cosine
-    learning-rate decay to 0 over all steps.
+    learning-rate decay to 0 over all steps. The loss is taken on the logits as the converted
+    network's output layer decodes them (e.g. Quartz's rounding to :math:`1/t_{max}` of the
+    output scale, straight-through), at the output scale calibrated at the start.
     BatchNorm layers stay in eval mode by default: their running statistics, which conversion
     folds into the weights, are frozen while their affine parameters train. After every epoch
-    the twin is measured on validation data; the best epoch is returned, and the calibrated
-    start counts as epoch 0, so the result is never worse on validation than plain conversion.
-    For radix and Quartz the twin equals the converted network, so this is the SNN's accuracy.
+    the model is converted (``convert(model, spec, calibration)``) and the converted network's
+    twin is measured on validation data; the best epoch is returned, and the calibrated start
+    counts as epoch 0, so the result is never worse on validation than its start. For radix and
+    Quartz the twin equals the converted network, so this is the SNN's accuracy.
 
     Args:
         ann: a trained ANN (not modified).
         spec: the target encoding.
-        loader: ``(input, target)`` training batches; also used for calibration.
+        loader: ``(input, target)`` training batches.
         validation: ``(input, target)`` batches to select the epoch on. By default every 10th
             sample of ``loader.dataset`` (a ``DataLoader``), or every 10th batch of any other
             iterable, is held out and never trained on.
+        calibration: input batches (or ``(input, target)`` pairs) for the scales, read again
+            at every epoch; by default the first :data:`CALIBRATION_SAMPLES` samples the
+            training part yields, kept in memory. Converting the result with the same batches
+            gives the network whose accuracy ``finetune_result`` reports.
         epochs: passes over the training data (0 returns the calibrated twin).
         lr: initial Adam learning rate.
         percentile, per_channel: how the initial clip bounds are calibrated, as for
@@ -201,12 +250,18 @@ def finetune(
     collective = Collective.resolve(distributed, "finetune")
     if validation is None:
         loader, validation = _hold_out(loader, seed, collective)
-    model = with_twin_activations(
-        ann, spec, loader, percentile=percentile, per_channel=per_channel, distributed=distributed
-    )
+    if calibration is None:
+        calibration = _first_samples(loader, CALIBRATION_SAMPLES)
+    model, output = _twin_model(ann, spec, calibration, (percentile, per_channel), distributed)
     grid = _input_grid(spec)
-    validation = [(grid(x), y) for x, y in map(_pair, validation)]
-    result = FinetuneResult(start=_accuracy(model, validation, collective))
+    validation = [_pair(batch) for batch in validation]
+
+    def measure() -> float:
+        network = convert(model, spec, calibration, distributed=distributed)
+        device = next(model.parameters()).device
+        return _accuracy(lambda x: network.twin(x.to(device)).cpu(), validation, collective)
+
+    result = FinetuneResult(start=measure())
     best = copy.deepcopy(model.state_dict())
     trained = wrap_ddp(model, process_group=collective.group) if collective.enabled else model
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
@@ -217,8 +272,10 @@ def finetune(
     bar = tqdm(range(1, epochs + 1), desc="finetune", disable=not progress or collective.rank != 0)
     bar.set_postfix(val=f"{100 * result.start:.2f}%")
     for epoch in bar:
-        _train_epoch(trained, model, (loader, grid), optimiser, schedule, epoch, freeze_batchnorm)
-        result.epochs.append(_accuracy(model, validation, collective))
+        _train_epoch(
+            (trained, model), (loader, grid, output), optimiser, schedule, epoch, freeze_batchnorm
+        )
+        result.epochs.append(measure())
         if result.epochs[-1] > result.best or not keep_best:
             result.best_epoch = epoch
             best = copy.deepcopy(model.state_dict())
@@ -230,15 +287,15 @@ def finetune(
 
 
 def _train_epoch(
-    trained: nn.Module,
-    model: nn.Module,
-    data: tuple[Iterable[Any], Callable[[Tensor], Tensor]],
+    models: tuple[nn.Module, nn.Module],
+    data: tuple[Iterable[Any], Callable[[Tensor], Tensor], _OutputTwin],
     optimiser: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     epoch: int,
     freeze_batchnorm: bool,
 ) -> None:
-    loader, grid = data
+    trained, model = models
+    loader, grid, output = data
     if hasattr(getattr(loader, "sampler", None), "set_epoch"):
         loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
     model.train()
@@ -249,7 +306,7 @@ def _train_epoch(
     for batch in loader:
         x, target = _pair(batch)
         optimiser.zero_grad()
-        logits = trained(grid(x))
+        logits = output(trained(grid(x)))
         nn.functional.cross_entropy(logits, _checked_targets(target, logits)).backward()
         optimiser.step()
         schedule.step()
@@ -285,10 +342,11 @@ def _input_grid(spec: Spec) -> Callable[[Tensor], Tensor]:
 
 
 def _accuracy(
-    model: nn.Module, validation: list[tuple[Tensor, Tensor]], collective: Collective
+    model: Callable[[Tensor], Tensor],
+    validation: list[tuple[Tensor, Tensor]],
+    collective: Collective,
 ) -> float:
-    """Top-1 accuracy of ``model`` in eval mode, summed over the processes."""
-    model.eval()
+    """Top-1 accuracy of ``model`` (a converted network's twin), summed over the processes."""
     counts = torch.zeros(2, dtype=torch.float64)
     with torch.no_grad():
         for x, y in validation:
@@ -299,6 +357,18 @@ def _accuracy(
     if counts[1] == 0:
         raise ConversionError("finetune: the validation data is empty")
     return float(counts[0] / counts[1])
+
+
+def _first_samples(loader: Iterable[Any], samples: int) -> list[Any]:
+    """The first batches ``loader`` yields, up to ``samples`` samples in all."""
+    kept: list[Any] = []
+    seen = 0
+    for batch in loader:
+        kept.append(batch)
+        seen += len(batch_input(batch))
+        if seen >= samples:
+            break
+    return kept
 
 
 def _length(loader: Iterable[Any]) -> int:

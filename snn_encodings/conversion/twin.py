@@ -129,10 +129,10 @@ class ClipQuant(nn.Module):
         return clip_quant(x / scale, self.levels, self.shift, self.upper) * scale
 
     def extra_repr(self) -> str:
+        bound = self.bound
         scale = (
-            f"{float(self.scale):.4g}"
-            if self.scale.dim() == 0
-            else f"({self.scale.numel()} channels, {float(self.scale.min()):.4g} to "
-            f"{float(self.scale.max()):.4g})"
+            f"{float(bound):.4g}"
+            if bound.dim() == 0
+            else f"({bound.numel()} channels, {float(bound.min()):.4g} to {float(bound.max()):.4g})"
         )
         return f"scale={scale}, levels={self.levels}, shift={self.shift}, upper={self.upper}"
