@@ -255,8 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     stored = args.results / "paper_mnist.json"
     if not args.quick and stored.exists() and set(args.sections) != set(SECTIONS):
         report = {**json.loads(stored.read_text()), **report}
-    if not isinstance(report.get("seconds"), dict):
-        report["seconds"] = {"earlier run": report.get("seconds", 0.0)}
+    if "seconds" not in report:
+        report["seconds"] = {}
+    elif not isinstance(report["seconds"], dict):
+        report["seconds"] = {"earlier run": report["seconds"]}
     report["machine"] = f"{platform.machine()}, torch {torch.__version__}, 1 thread"
     for name in args.sections:
         began = time.perf_counter()

@@ -136,6 +136,11 @@ class _OutputTwin:
         self.scale = scale.detach().cpu()
         self.offset = offset.detach().cpu()
 
+    def follow(self, network: nn.Module) -> None:
+        """Take the output scale and offset of ``network``, the model's latest conversion."""
+        self.scale = network.output_scale.detach().to("cpu", torch.float32)
+        self.offset = network.output_offset.detach().to("cpu", torch.float32)
+
     def __call__(self, logits: Tensor) -> Tensor:
         scale = channel_view(self.scale.to(logits), logits.dim() - 1)
         offset = self.offset.to(logits)
@@ -206,7 +211,8 @@ def finetune(
     (straight-through floor, in the spirit of QCFS, Bu et al., 2022), with Adam and a cosine
     learning-rate decay to 0 over all steps. The loss is taken on the logits as the converted
     network's output layer decodes them (e.g. Quartz's rounding to :math:`1/t_{max}` of the
-    output scale, straight-through), at the output scale calibrated at the start.
+    output scale, straight-through), at the output scale of the latest conversion (the start,
+    then each epoch's).
     BatchNorm layers stay in eval mode by default: their running statistics, which conversion
     folds into the weights, are frozen while their affine parameters train. After every epoch
     the model is converted (``convert(model, spec, calibration)``) and the converted network's
@@ -258,6 +264,7 @@ def finetune(
 
     def measure() -> float:
         network = convert(model, spec, calibration, distributed=distributed)
+        output.follow(network)
         device = next(model.parameters()).device
         return _accuracy(lambda x: network.twin(x.to(device)).cpu(), validation, collective)
 
