@@ -115,10 +115,15 @@ def _radix(ann: nn.Module, steps: int, data: dict[str, DataLoader], epochs: int)
 
 
 def _finetuned(ann: nn.Module, spec: Any, data: dict[str, DataLoader], epochs: int) -> nn.Module:
-    """``spec``'s fine-tuned twin: epoch picked on the validation images, calibrated on the
-    benchmark's calibration images (so converting it with them gives the network it scored)."""
+    """``spec``'s fine-tuned twin: shuffling and shifts seeded afresh, epoch picked on the
+    validation images, calibrated on the benchmark's calibration images (so converting it with
+    them gives the network it scored)."""
+    loader = DataLoader(  # reseeded: every fine-tuning sees the same batches, in any section
+        _Shifted(data["finetune"].dataset.data, FINETUNE["shift"]),
+        batch_size=FINETUNE["batch_size"], shuffle=True, generator=torch.Generator().manual_seed(0),
+    )
     return se.finetune(
-        ann, spec, data["finetune"], validation=data["validation"],
+        ann, spec, loader, validation=data["validation"],
         calibration=data["calibration"], epochs=epochs, lr=FINETUNE["lr"], progress=False,
     )
 

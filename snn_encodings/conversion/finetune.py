@@ -45,7 +45,8 @@ def with_twin_activations(
     :func:`convert` gives that layer with the same ``calibration``, ``percentile`` and
     ``per_channel`` (by default searched per layer among percentiles, per layer or per channel:
     :class:`~snn_encodings.conversion.calibrate.ScaleSearch`), so converting the copy gives the
-    network :func:`convert` gives for ``ann``. A per-channel scale is a ``(C,)`` bound. A ReLU
+    hidden layers :func:`convert` gives for ``ann`` (the output layer, which replaces no ReLU,
+    is calibrated again). A per-channel scale is a ``(C,)`` bound. A ReLU
     module called at several places gets the largest of their scales (elementwise where they
     have the same shape, else one per layer). ``ann`` is not modified. With ``distributed``,
     the statistics of every process's shard are merged as in :func:`convert`.
