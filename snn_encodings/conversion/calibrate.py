@@ -367,7 +367,10 @@ class ScaleSearch:
     ) -> dict[tuple[float | None, bool], Tensor]:
         """Candidate scales of one node (a fixed clip bound is its only candidate)."""
         if node.clip is not None:
-            return {(None, False): torch.tensor(float(node.clip))}
+            from snn_encodings.conversion.graph import clip_scale
+
+            scale = clip_scale(node.clip)
+            return {(None, scale.dim() == 1): scale}
         trials = {}
         for percentile, per_channel in self.candidates:
             # the output, and nodes feeding grouped convolutions, keep one scale per layer

@@ -18,7 +18,7 @@ from snn_encodings.conversion.calibrate import (
     iterate_inputs,
     search_samples,
 )
-from snn_encodings.conversion.graph import GraphNode, trace
+from snn_encodings.conversion.graph import GraphNode, clip_activation, clip_scale, trace
 from snn_encodings.conversion.network import SpikingNetwork, Stage
 from snn_encodings.conversion.output import OutputCalibration, output_range
 from snn_encodings.conversion.rules.base import rule_for
@@ -58,7 +58,7 @@ def _raw_values(nodes: list[GraphNode], synapses: list[Synapse | None], x: Tenso
         if node.kind == "output":
             values.append(z)
         else:
-            values.append(z.clamp(min=0) if node.clip is None else z.clamp(0, node.clip))
+            values.append(clip_activation(z, node.clip))
     return values
 
 
@@ -297,7 +297,7 @@ def _fixed_scales(
 ) -> dict[int, Tensor]:
     """Every node's scale at one given percentile (a clipping activation's bound where set)."""
     return {
-        i: torch.tensor(float(nodes[i].clip))
+        i: clip_scale(nodes[i].clip)
         if nodes[i].clip is not None
         else collectors[per_channel].scale(percentile)
         for i, collectors in stats.items()

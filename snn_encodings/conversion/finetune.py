@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,17 +13,16 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from snn_encodings.conversion.calibrate import (
-    PERCENTILE_CANDIDATES,
-    SEARCH_SAMPLES,
-    ActivationStats,
-    iterate_inputs,
-)
+from snn_encodings.conversion.calibrate import batch_input, iterate_inputs
+from snn_encodings.conversion.convert import _calibrate, _value_shapes, convert
 from snn_encodings.conversion.evaluate import class_indices
+from snn_encodings.conversion.graph import trace
+from snn_encodings.conversion.output import OutputCalibration, output_range
 from snn_encodings.conversion.rules.base import rule_for
 from snn_encodings.conversion.twin import ClipQuant
 from snn_encodings.distributed import Collective, Distributed, shard_loader, wrap_ddp
 from snn_encodings.errors import ConversionError
+from snn_encodings.functional.channels import channel_view
 from snn_encodings.specs.base import Spec
 
 __all__ = ["FinetuneResult", "finetune", "with_twin_activations"]
@@ -36,107 +34,133 @@ def with_twin_activations(
     calibration: Iterable[Any],
     *,
     percentile: float | None | str = "auto",
+    per_channel: bool | str = "auto",
     distributed: Distributed = False,
 ) -> nn.Module:
-    r"""A copy of ``ann`` whose ReLUs are :class:`ClipQuant` twins of ``spec``, clip bounds calibrated.
+    r"""A copy of ``ann`` whose ReLUs are :class:`ClipQuant` twins of ``spec``, at the scales
+    :func:`convert` chooses.
 
     Each ``nn.ReLU`` module becomes ``ClipQuant(scale=lambda, levels, shift, upper)`` with the
-    encoding's grid (:meth:`Rule.twin_parameters`) and :math:`\lambda` a percentile of that
-    ReLU's outputs on ``calibration``. With ``"auto"`` (default) the percentile is chosen per
-    ReLU, in forward order, among :data:`~snn_encodings.conversion.calibrate.PERCENTILE_CANDIDATES`
-    and the encoding's own, as the one whose quantised output is closest (mean squared error) to
-    the float ANN's on the first calibration samples, as :func:`convert` does per layer;
-    ``"default"`` is the encoding's own percentile, ``None`` the maximum. ``ann`` is not
-    modified. With ``distributed``, the statistics of every process's shard are merged as in
-    :func:`~snn_encodings.convert` and the search errors are summed.
+    encoding's grid (:meth:`Rule.twin_parameters`) and :math:`\lambda` the scale that
+    :func:`convert` gives that layer with the same ``calibration``, ``percentile`` and
+    ``per_channel`` (by default searched per layer among percentiles, per layer or per channel:
+    :class:`~snn_encodings.conversion.calibrate.ScaleSearch`), so converting the copy gives the
+    hidden layers :func:`convert` gives for ``ann`` (the output layer, which replaces no ReLU,
+    is calibrated again). A per-channel scale is a ``(C,)`` bound. A ReLU
+    module called at several places gets the largest of their scales (elementwise where they
+    have the same shape, else one per layer). ``ann`` is not modified. With ``distributed``,
+    the statistics of every process's shard are merged as in :func:`convert`.
 
     Raises:
-        ConversionError: if ``ann`` has no ``nn.ReLU`` modules or the loader is empty.
+        ConversionError: if ``ann`` has no ``nn.ReLU`` modules, the loader is empty, or
+            ``convert`` refuses the model.
     """
+    return _twin_model(ann, spec, calibration, (percentile, per_channel), distributed)[0]
+
+
+def _twin_model(
+    ann: nn.Module,
+    spec: Spec,
+    calibration: Iterable[Any],
+    how: tuple[Any, Any],
+    distributed: Distributed,
+) -> tuple[nn.Module, _OutputTwin]:
+    """:func:`with_twin_activations`, and the converted network's output layer for it."""
     rule = rule_for(spec)
-    if percentile == "default":
-        percentile = rule.calibration_percentile()
-    collective = Collective.resolve(distributed, "finetune")
     model = copy.deepcopy(ann).eval()
     names = [name for name, module in model.named_modules() if type(module) is nn.ReLU]
     if not names:
         raise ConversionError("finetune: the model has no nn.ReLU modules to replace")
-    stats = {name: ActivationStats() for name in names}
-    kept: list[Tensor] = []
-    with _recording(model, names, stats) as passes, torch.no_grad():
-        for index in range(1 if percentile is None else 2):
-            passes[0] = index
-            for x in iterate_inputs(calibration, "finetune"):
-                if index == 0 and sum(len(k) for k in kept) < SEARCH_SAMPLES:
-                    kept.append(x)
-                model(x)
-            collective.merge_stats(stats.values(), "max" if index == 0 else "histogram")
+    found: dict[str, list[Tensor]] = {}
+    searched, output = _searched_scales(model, rule, calibration, how, distributed)
+    for name, scale in searched:
+        found.setdefault(name, []).append(scale)
     levels, shift, upper = rule.twin_parameters()
-    sample = _input_grid(spec)(torch.cat(kept)[:SEARCH_SAMPLES])
-    reference = _outputs(model, names, sample)
     for name in names:
+        if name not in found:
+            continue  # never called: it has no scale and changes nothing
         parent_name, _, attribute = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        candidates = (
-            list(dict.fromkeys((*PERCENTILE_CANDIDATES, rule.calibration_percentile())))
-            if percentile == "auto"
-            else [percentile]
+        twin = ClipQuant(scale=_merged(found[name]), levels=levels, shift=shift, upper=upper)
+        setattr(parent, attribute, twin.to(next(model.parameters()).device))
+    return model, output
+
+
+def _searched_scales(
+    model: nn.Module,
+    rule: Any,
+    calibration: Iterable[Any],
+    how: tuple[Any, Any],
+    distributed: Distributed,
+) -> tuple[list[tuple[str, Tensor]], _OutputTwin]:
+    """``(name, scale)`` of every activation node of ``model`` without a fixed clip, with the
+    scale :func:`convert` calibrates for it (0-d, or ``(C,)`` per channel), on the CPU; and
+    the output layer as :func:`convert` calibrates it."""
+    percentile, per_channel = how
+    if percentile == "default":
+        percentile = rule.calibration_percentile()
+    if per_channel != "auto" and not isinstance(per_channel, bool):
+        raise ConversionError(
+            f"finetune: per_channel must be True, False or 'auto', got {per_channel!r}"
         )
-        errors, modules = [], []
-        for candidate in candidates:
-            scale = float(stats[name].scale(candidate))
-            modules.append(ClipQuant(scale=scale, levels=levels, shift=shift, upper=upper))
-            setattr(parent, attribute, modules[-1])
-            out = _outputs(model, [name], sample)[name]
-            errors.append(float(((out - reference[name]) ** 2).mean()))
-        best = int(collective.sum(torch.tensor(errors, dtype=torch.float64)).argmin())
-        setattr(parent, attribute, modules[best])
-    return model
-
-
-@contextmanager
-def _recording(
-    model: nn.Module, names: list[str], stats: dict[str, ActivationStats]
-) -> Iterator[list[int]]:
-    """Feed the named modules' outputs to their statistics (maxima in pass 0, then histograms)."""
-    passes = [0]
-
-    def record(name: str, out: Tensor) -> None:
-        if passes[0] == 0:
-            stats[name].update_max(out)
-        else:
-            stats[name].update_histogram(out)
-
-    hooks = [
-        model.get_submodule(name).register_forward_hook(
-            lambda m, i, out, name=name: record(name, out)
-        )
-        for name in names
+    collective = Collective.resolve(distributed, "finetune")
+    device = next(model.parameters()).device
+    example = collective.agree(
+        lambda: next(iter(iterate_inputs(calibration, "finetune"))), "finetune"
+    ).to(device)
+    nodes = trace(model, example[:2])
+    shapes, raw = _value_shapes(nodes, example[:1])
+    output = OutputCalibration(output_range(rule))
+    scales, _ = _calibrate(
+        nodes, (shapes, raw, output), calibration, (device, collective),
+        (rule, percentile, per_channel),
+    )
+    found = [
+        (node.name, scales[i].detach().cpu())
+        for i, node in enumerate(nodes)
+        if node.kind == "neuron" and node.clip is None
     ]
-    try:
-        yield passes
-    finally:
-        for hook in hooks:
-            hook.remove()
+    return found, _OutputTwin(rule, scales[len(nodes) - 1], output.offset)
 
 
-def _outputs(model: nn.Module, names: list[str], x: Tensor) -> dict[str, Tensor]:
-    """The named modules' outputs when ``model`` runs on ``x`` (no gradient)."""
-    found: dict[str, Tensor] = {}
-    hooks = [
-        model.get_submodule(name).register_forward_hook(
-            lambda m, i, out, name=name: found.__setitem__(name, out.detach().clone())
-        )
-        for name in names
-    ]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return found
+class _OutputTwin:
+    r"""The converted network's output layer as its twin decodes it, on the ANN's logits.
 
+    :math:`y = \lambda\, o((z + c)/\lambda) - c` with :math:`o` the rule's
+    :meth:`~snn_encodings.conversion.Rule.twin_output` (e.g. Quartz's rounding to :math:`1/K`
+    and clip to :math:`[-1, 1]`), :math:`\lambda` the output scale and :math:`c` the offset
+    :func:`convert` calibrated; straight-through gradient (1). Identity where :math:`o` is.
+    """
+
+    def __init__(self, rule: Any, scale: Tensor, offset: Tensor) -> None:
+        self.rule = rule
+        self.scale = scale.detach().cpu()
+        self.offset = offset.detach().cpu()
+
+    def follow(self, network: nn.Module) -> None:
+        """Take the output scale and offset of ``network``, the model's latest conversion."""
+        self.scale = network.output_scale.detach().to("cpu", torch.float32)
+        self.offset = network.output_offset.detach().to("cpu", torch.float32)
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        scale = channel_view(self.scale.to(logits), logits.dim() - 1)
+        offset = self.offset.to(logits)
+        z = (logits + offset) / scale
+        decoded = self.rule.twin_output(z.detach()).to(z.dtype)
+        return (z + (decoded - z.detach())) * scale - offset
+
+
+
+
+def _merged(scales: list[Tensor]) -> Tensor:
+    """One bound for a ReLU module called at several places: the largest of their scales."""
+    if all(scale.shape == scales[0].shape for scale in scales):
+        return torch.stack(scales).amax(0)
+    return torch.stack([scale.max() for scale in scales]).amax()
+
+
+CALIBRATION_SAMPLES = 4096
+"""Without a calibration loader, the first 4096 training samples calibrate the scales."""
 
 VALIDATION_EVERY = 10
 """Without a validation loader, every 10th sample (or batch) of the data is held out (10 %)."""
@@ -168,9 +192,11 @@ def finetune(
     loader: Iterable[Any],
     *,
     validation: Iterable[Any] | None = None,
+    calibration: Iterable[Any] | None = None,
     epochs: int = 3,
     lr: float = 5e-4,
     percentile: float | None | str = "auto",
+    per_channel: bool | str = "auto",
     freeze_batchnorm: bool = True,
     keep_best: bool = True,
     seed: int = 0,
@@ -179,27 +205,37 @@ def finetune(
 ) -> nn.Module:
     """Quantisation-aware fine-tuning of a copy of ``ann`` with ``spec``'s twin activations.
 
-    The ReLUs are replaced by :class:`ClipQuant` modules whose clip bounds are searched per layer
-    as :func:`convert`'s default does (:func:`with_twin_activations`; one bound per layer), and
-    training starts from there and trains them together with the weights (straight-through floor, in the spirit of QCFS,
-    Bu et al., 2022), with Adam and a cosine learning-rate decay to 0 over all steps.
+    The ReLUs are replaced by :class:`ClipQuant` modules whose clip bounds are the scales
+    :func:`convert` chooses for them (:func:`with_twin_activations`; by default searched per
+    layer, one bound per layer or per channel), so training starts from the network
+    :func:`convert` gives for ``ann``. It trains the bounds together with the weights
+    (straight-through floor, in the spirit of QCFS, Bu et al., 2022), with Adam and a cosine
+    learning-rate decay to 0 over all steps. The loss is taken on the logits as the converted
+    network's output layer decodes them (e.g. Quartz's rounding to :math:`1/t_{max}` of the
+    output scale, straight-through), at the output scale of the latest conversion (the start,
+    then each epoch's).
     BatchNorm layers stay in eval mode by default: their running statistics, which conversion
     folds into the weights, are frozen while their affine parameters train. After every epoch
-    the twin is measured on validation data; the best epoch is returned, and the calibrated
-    start counts as epoch 0, so the result is never worse on validation than plain conversion.
-    For radix and Quartz the twin equals the converted network, so this is the SNN's accuracy.
+    the model is converted (``convert(model, spec, calibration)``) and the converted network's
+    twin is measured on validation data; the best epoch is returned, and the calibrated start
+    counts as epoch 0, so the result is never worse on validation than its start. For radix and
+    Quartz the twin equals the converted network, so this is the SNN's accuracy.
 
     Args:
         ann: a trained ANN (not modified).
         spec: the target encoding.
-        loader: ``(input, target)`` training batches; also used for calibration.
+        loader: ``(input, target)`` training batches.
         validation: ``(input, target)`` batches to select the epoch on. By default every 10th
             sample of ``loader.dataset`` (a ``DataLoader``), or every 10th batch of any other
             iterable, is held out and never trained on.
+        calibration: input batches (or ``(input, target)`` pairs) for the scales, read again
+            at every epoch; by default the first :data:`CALIBRATION_SAMPLES` samples the
+            training part yields, kept in memory. Converting the result with the same batches
+            gives the network whose accuracy ``finetune_result`` reports.
         epochs: passes over the training data (0 returns the calibrated twin).
         lr: initial Adam learning rate.
-        percentile: initial clip bounds, as for :func:`with_twin_activations` (by default
-            searched per layer, like :func:`convert`'s default).
+        percentile, per_channel: how the initial clip bounds are calibrated, as for
+            :func:`convert` (by default searched per layer).
         freeze_batchnorm: keep BatchNorm running statistics fixed (``False``: update them).
         keep_best: return the best validation epoch (default); ``False`` returns the last
             epoch's weights (``finetune_result.best_epoch`` then is ``epochs``).
@@ -221,10 +257,19 @@ def finetune(
     collective = Collective.resolve(distributed, "finetune")
     if validation is None:
         loader, validation = _hold_out(loader, seed, collective)
-    model = with_twin_activations(ann, spec, loader, percentile=percentile, distributed=distributed)
+    if calibration is None:
+        calibration = _first_samples(loader, CALIBRATION_SAMPLES)
+    model, output = _twin_model(ann, spec, calibration, (percentile, per_channel), distributed)
     grid = _input_grid(spec)
-    validation = [(grid(x), y) for x, y in map(_pair, validation)]
-    result = FinetuneResult(start=_accuracy(model, validation, collective))
+    validation = [_pair(batch) for batch in validation]
+
+    def measure() -> float:
+        network = convert(model, spec, calibration, distributed=distributed)
+        output.follow(network)
+        device = next(model.parameters()).device
+        return _accuracy(lambda x: network.twin(x.to(device)).cpu(), validation, collective)
+
+    result = FinetuneResult(start=measure())
     best = copy.deepcopy(model.state_dict())
     trained = wrap_ddp(model, process_group=collective.group) if collective.enabled else model
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
@@ -235,8 +280,10 @@ def finetune(
     bar = tqdm(range(1, epochs + 1), desc="finetune", disable=not progress or collective.rank != 0)
     bar.set_postfix(val=f"{100 * result.start:.2f}%")
     for epoch in bar:
-        _train_epoch(trained, model, (loader, grid), optimiser, schedule, epoch, freeze_batchnorm)
-        result.epochs.append(_accuracy(model, validation, collective))
+        _train_epoch(
+            (trained, model), (loader, grid, output), optimiser, schedule, epoch, freeze_batchnorm
+        )
+        result.epochs.append(measure())
         if result.epochs[-1] > result.best or not keep_best:
             result.best_epoch = epoch
             best = copy.deepcopy(model.state_dict())
@@ -248,15 +295,15 @@ def finetune(
 
 
 def _train_epoch(
-    trained: nn.Module,
-    model: nn.Module,
-    data: tuple[Iterable[Any], Callable[[Tensor], Tensor]],
+    models: tuple[nn.Module, nn.Module],
+    data: tuple[Iterable[Any], Callable[[Tensor], Tensor], _OutputTwin],
     optimiser: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     epoch: int,
     freeze_batchnorm: bool,
 ) -> None:
-    loader, grid = data
+    trained, model = models
+    loader, grid, output = data
     if hasattr(getattr(loader, "sampler", None), "set_epoch"):
         loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
     model.train()
@@ -267,7 +314,7 @@ def _train_epoch(
     for batch in loader:
         x, target = _pair(batch)
         optimiser.zero_grad()
-        logits = trained(grid(x))
+        logits = output(trained(grid(x)))
         nn.functional.cross_entropy(logits, _checked_targets(target, logits)).backward()
         optimiser.step()
         schedule.step()
@@ -303,10 +350,11 @@ def _input_grid(spec: Spec) -> Callable[[Tensor], Tensor]:
 
 
 def _accuracy(
-    model: nn.Module, validation: list[tuple[Tensor, Tensor]], collective: Collective
+    model: Callable[[Tensor], Tensor],
+    validation: list[tuple[Tensor, Tensor]],
+    collective: Collective,
 ) -> float:
-    """Top-1 accuracy of ``model`` in eval mode, summed over the processes."""
-    model.eval()
+    """Top-1 accuracy of ``model`` (a converted network's twin), summed over the processes."""
     counts = torch.zeros(2, dtype=torch.float64)
     with torch.no_grad():
         for x, y in validation:
@@ -317,6 +365,18 @@ def _accuracy(
     if counts[1] == 0:
         raise ConversionError("finetune: the validation data is empty")
     return float(counts[0] / counts[1])
+
+
+def _first_samples(loader: Iterable[Any], samples: int) -> list[Any]:
+    """The first batches ``loader`` yields, up to ``samples`` samples in all."""
+    kept: list[Any] = []
+    seen = 0
+    for batch in loader:
+        kept.append(batch)
+        seen += len(batch_input(batch))
+        if seen >= samples:
+            break
+    return kept
 
 
 def _length(loader: Iterable[Any]) -> int:

@@ -20,8 +20,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from snn_encodings.conversion.twin import ClipQuant
 from snn_encodings.errors import ConversionError
+from snn_encodings.functional.channels import channel_view
 
-__all__ = ["Branch", "GraphNode", "trace"]
+__all__ = ["Branch", "GraphNode", "clip_activation", "clip_scale", "trace"]
 
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
 LINEAR_MODULES = WEIGHTED + (
@@ -53,7 +54,9 @@ class GraphNode:
         name: the ANN's name for it (module path or fx node name), used in messages.
         branches: the pre-activation's linear branches (neuron and output nodes).
         bias: the pre-activation's bias map, shape of one sample's features.
-        clip: upper bound of a clipping activation (ReLU6, Hardtanh, ClipQuant), else ``None``.
+        clip: upper bound of a clipping activation (ReLU6, Hardtanh, ClipQuant), else ``None``;
+            a :class:`ClipQuant`'s is a tensor, 0-d or ``(C,)`` per channel (see
+            :func:`clip_scale`).
         pool: the max-pooling module (pool nodes), whose input is ``branches[0].source``.
         levels, shift: quantisation of a :class:`ClipQuant` activation, else ``None``/0.
     """
@@ -62,7 +65,7 @@ class GraphNode:
     name: str
     branches: list[Branch] = field(default_factory=list)
     bias: Tensor | None = None
-    clip: float | None = None
+    clip: float | Tensor | None = None
     pool: nn.Module | None = None
     levels: int | None = None
     shift: float = 0.0
@@ -75,7 +78,22 @@ def _without_bias(module: nn.Module) -> nn.Module:
     return clone
 
 
-def _activation_clip(module: nn.Module) -> tuple[float | None, int | None, float] | None:
+def clip_scale(clip: float | Tensor) -> Tensor:
+    """The layer scale a clipping activation fixes: its bound as a float32 tensor, 0-d or
+    ``(C,)`` per channel (a per-channel :class:`ClipQuant`)."""
+    return torch.as_tensor(clip, dtype=torch.float32).detach().clone()
+
+
+def clip_activation(value: Tensor, clip: float | Tensor | None) -> Tensor:
+    """A batch ``(B, C, *)`` through a node's float activation: ReLU, or clamped to
+    ``[0, clip]`` with a per-channel ``(C,)`` bound broadcast over dim 1."""
+    if clip is None:
+        return value.clamp(min=0)
+    bound = torch.as_tensor(clip, dtype=value.dtype, device=value.device)
+    return torch.minimum(value.clamp(min=0), channel_view(bound, value.dim() - 1))
+
+
+def _activation_clip(module: nn.Module) -> tuple[float | Tensor | None, int | None, float] | None:
     """``(clip, levels, shift)`` if ``module`` is a ReLU-like activation, else ``None``."""
     if type(module) is nn.ReLU:
         return None, None, 0.0
@@ -84,7 +102,7 @@ def _activation_clip(module: nn.Module) -> tuple[float | None, int | None, float
     if isinstance(module, nn.Hardtanh) and module.min_val == 0.0:
         return float(module.max_val), None, 0.0
     if isinstance(module, ClipQuant):
-        return float(module.scale.detach()), module.levels, module.shift
+        return module.bound, module.levels, module.shift
     return None
 
 
@@ -189,7 +207,9 @@ for _name in ("max_pool1d", "max_pool2d", "avg_pool1d", "adaptive_avg_pool1d"):
         ]
 
 
-def _function_activation(node: fx.Node) -> tuple[float | None, int | None, float] | None:
+def _function_activation(
+    node: fx.Node,
+) -> tuple[float | Tensor | None, int | None, float] | None:
     """``(clip, levels, shift)`` for F.relu / F.relu6 / x.relu() forms (in place too), else None."""
     if node.op == "call_function" and node.target in _RELU_FUNCTIONS:
         return None, None, 0.0
@@ -363,6 +383,7 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
                         name, "activation of an activation", "remove the repeated activation"
                     )
                 clip, levels, shift = activation
+                _check_channels(name, clip, values[pre])
                 nodes.append(
                     GraphNode(
                         kind="neuron",
@@ -375,7 +396,7 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
                     )
                 )
                 pre_value = values[pre]
-                activated = pre_value.clamp(min=0) if clip is None else pre_value.clamp(0, clip)
+                activated = clip_activation(pre_value, clip)
                 if pool_node is not None:
                     value_index[pre] = len(nodes) - 1
                     pool = copy.deepcopy(pool_modules[pool_node])
@@ -445,6 +466,18 @@ def trace(ann: nn.Module, example: Tensor) -> list[GraphNode]:
             suggestion = _SUGGESTIONS.get(type(module), "") if module is not None else ""
             raise _unsupported(name, _written(node, module), suggestion, op=node.op)
     raise ConversionError("convert: the traced model has no output")
+
+
+def _check_channels(name: str, clip: float | Tensor | None, value: Tensor) -> None:
+    """Refuse a per-channel clip bound whose length is not the channel count of ``value``."""
+    if isinstance(clip, Tensor) and clip.dim() == 1 and (
+        value.dim() < 2 or clip.numel() != value.shape[1]
+    ):
+        channels = value.shape[1] if value.dim() >= 2 else "no"
+        raise ConversionError(
+            f"convert: layer {name!r} has {clip.numel()} per-channel clip bounds but its input "
+            f"has {channels} channels (dim 1); give ClipQuant one scale per channel of its input"
+        )
 
 
 def _activation_user(node: fx.Node, modules: dict[str, nn.Module]) -> bool:

@@ -8,12 +8,14 @@ import torch
 from torch import Tensor, nn
 
 from snn_encodings.errors import ConversionError
+from snn_encodings.functional.channels import channel_view
 from snn_encodings.functional.grid import grid_quantise
 
 __all__ = ["ClipQuant", "clip_quant"]
 
 
 _SPAN = 2**49  # indices beyond this saturate; the clip below removes them anyway
+_TINY = 1e-12  # smallest clip bound: a bound trained to 0 keeps its channel silent
 
 
 class _GridSTE(torch.autograd.Function):
@@ -66,34 +68,45 @@ class ClipQuant(nn.Module):
 
     with :math:`h` = :func:`clip_quant`. Put it where the ANN has a ReLU and fine-tune: the
     converter then takes :math:`\lambda` as the layer's scale (no calibration needed) and the SNN
-    reproduces the quantised activation (exactly for radix; within the rate bound for IC-rate).
+    reproduces the quantised activation (exactly for radix and Quartz; within the rate bound for
+    IC-rate). :math:`\lambda` is one bound for the layer, or one per channel: a ``(C,)`` scale
+    broadcasts over dim 1 of inputs ``(B, C, *)``, as :func:`convert`'s per-channel scales do.
 
     Args:
-        scale: initial clip bound :math:`\lambda > 0`.
+        scale: initial clip bound :math:`\lambda > 0`, in the input's units: a number, a 0-d
+            tensor or a ``(C,)`` tensor (per channel).
         levels: grid steps per unit (``None``: plain clip).
         shift: offset added before the floor, in grid steps.
         upper: upper clip in units of :math:`\lambda` (e.g. ``1 - 2**-T`` for radix).
         trainable: learn :math:`\lambda` (PACT/QCFS style).
+    Raises:
+        ConversionError: for a scale that is not positive and finite, or not a number or a
+            vector, or bad ``levels``.
     """
 
     def __init__(
         self,
-        scale: float = 1.0,
+        scale: float | Tensor = 1.0,
         levels: int | None = None,
         shift: float = 0.0,
         upper: float = 1.0,
         trainable: bool = True,
     ) -> None:
         super().__init__()
-        if not scale > 0:
-            raise ConversionError(f"ClipQuant.scale must be > 0, got {scale!r}")
+        value = torch.as_tensor(scale, dtype=torch.float32).detach().clone()
+        if value.dim() > 1 or value.numel() == 0 or not bool((value > 0).all()):
+            raise ConversionError(
+                "ClipQuant.scale must be a positive number or a vector (C,) of positive "
+                f"numbers, got {scale!r}"
+            )
+        if not bool(torch.isfinite(value).all()):
+            raise ConversionError(f"ClipQuant.scale must be finite, got {scale!r}")
         if levels is not None and (
             isinstance(levels, bool) or not isinstance(levels, int) or levels < 1
         ):
             raise ConversionError(
                 f"ClipQuant.levels must be an integer >= 1 or None, got {levels!r}"
             )
-        value = torch.tensor(float(scale))
         if trainable:
             self.scale = nn.Parameter(value)
         else:
@@ -102,9 +115,24 @@ class ClipQuant(nn.Module):
         self.shift = float(shift)
         self.upper = float(upper)
 
+    @property
+    def bound(self) -> Tensor:
+        r"""The clip bound :math:`\lambda` in effect (0-d, or ``(C,)`` per channel), detached:
+        what :func:`convert` takes as the layer's scale."""
+        return self._bound().detach().clone()
+
+    def _bound(self) -> Tensor:
+        return self.scale.abs().clamp(min=_TINY)
+
     def forward(self, x: Tensor) -> Tensor:
-        scale = self.scale.abs() + 1e-12
+        scale = channel_view(self._bound(), x.dim() - 1)
         return clip_quant(x / scale, self.levels, self.shift, self.upper) * scale
 
     def extra_repr(self) -> str:
-        return f"scale={float(self.scale):.4g}, levels={self.levels}, shift={self.shift}, upper={self.upper}"
+        bound = self.bound
+        scale = (
+            f"{float(bound):.4g}"
+            if bound.dim() == 0
+            else f"({bound.numel()} channels, {float(bound.min()):.4g} to {float(bound.max()):.4g})"
+        )
+        return f"scale={scale}, levels={self.levels}, shift={self.shift}, upper={self.upper}"
