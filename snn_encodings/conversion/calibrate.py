@@ -333,7 +333,7 @@ class ScaleSearch:
         holder = Synapse([], node.bias, scales, scale, shapes).to(self.rule.dtype)
         if not (self.float_first and i == 1):
             if node.kind == "neuron":
-                holder.bias.add_(self.rule.hidden_bias_shift())
+                holder.bias.add_(self.rule.hidden_bias_shift(node.levels, node.shift))
             self.rule.quantise_synapse(holder)
         return holder.bias.float()
 

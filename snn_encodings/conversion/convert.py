@@ -188,7 +188,7 @@ def convert(
             synapse.to(rule.dtype)  # computed in float on the raw input: no parameter grid
         else:
             if node.kind == "neuron":
-                synapse.bias.add_(rule.hidden_bias_shift())
+                synapse.bias.add_(rule.hidden_bias_shift(node.levels, node.shift))
             rule.quantise_synapse(synapse)
         scales.append(scale)
         stages.append(

@@ -123,9 +123,11 @@ class Rule:
         """
         return None, 0.0, 1.0
 
-    def hidden_bias_shift(self) -> float:
-        """Added to every hidden layer's normalised bias before :meth:`quantise_synapse` (in
-        threshold units): how a rule turns its neurons' floor into rounding. Default 0."""
+    def hidden_bias_shift(self, levels: int | None = None, shift: float = 0.0) -> float:
+        """Added to a hidden layer's normalised bias before :meth:`quantise_synapse` (threshold
+        units): how a rule turns its neurons' floor into rounding. ``levels`` and ``shift`` are
+        the layer's :class:`~snn_encodings.conversion.twin.ClipQuant` grid where the ANN has
+        one (``levels=None`` for a plain ReLU). Default 0."""
         return 0.0
 
     def twin(self, z: Tensor) -> Tensor:

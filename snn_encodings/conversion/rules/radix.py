@@ -191,14 +191,19 @@ class RadixRule(Rule):
         shift += self.hidden_bias_shift() * levels
         return levels, shift, 1.0 - 1.0 / levels
 
-    def hidden_bias_shift(self) -> float:
+    def hidden_bias_shift(self, levels: int | None = None, shift: float = 0.0) -> float:
         r"""Half an output step, :math:`r^{-T}/2`, in exact mode: the neuron emits the digits of
         :math:`\lfloor r^T z \rfloor`, and with the shifted bias that is :math:`r^T z` rounded
         to the nearest level (halves up) instead of floored, which removes the floor's
         systematic half-step loss per layer (as IC-SNN's :math:`v_0 = \theta/2` does for rate
-        coding). The shift is on the bias grid for ``steps * log2(base) < weight_bits``.
-        Paper mode keeps the paper's floor (0)."""
-        return 0.5 / self.spec.levels if self.spec.mode == "exact" else 0.0
+        coding). A layer whose ANN activation is a :class:`~snn_encodings.conversion.twin.ClipQuant`
+        on this encoding's grid keeps that activation's own shift (a floor stays a floor). The
+        shift is on the bias grid for ``steps * log2(base) < weight_bits``. Paper mode keeps the
+        paper's floor (0)."""
+        if self.spec.mode != "exact":
+            return 0.0
+        own = shift if levels == self.spec.levels else 0.5
+        return own / self.spec.levels
 
     def twin(self, z: Tensor) -> Tensor:
         return radix_twin(z, self.spec, snap_bits=_snap_bits(self.spec))
