@@ -329,6 +329,12 @@ class SpikingNetwork(nn.Module):
             counts.append(torch.zeros_like(x))  # the raw input sends no spikes
             self._count_totals(0, counts, None)
         self._count(spikes, None, counts)
+        # the last stage reading each node: its spike trains are dropped after it
+        last_use = {
+            source: index
+            for index, stage in enumerate(self.stages, start=1)
+            for source in stage.inputs
+        }
         output = None
         for index, stage in enumerate(self.stages, start=1):
             if index < len(start):
@@ -342,6 +348,7 @@ class SpikingNetwork(nn.Module):
                     rule.bias_currents(synapse.bias, steps).unsqueeze(1),
                 )
                 spikes = neurons(currents)
+                del currents
                 if stage.kind == "output":
                     output = (
                         rule.decode_output(spikes, neurons)
@@ -350,6 +357,9 @@ class SpikingNetwork(nn.Module):
                     )
             self._count(spikes, stage, counts)
             sequences.append(spikes)
+            for source in stage.inputs:
+                if last_use[source] == index:
+                    sequences[source] = None
         assert output is not None
         return output
 
