@@ -276,8 +276,10 @@ def merge_branch_gains(synapse: nn.Module) -> None:
     A branch without a Conv/Linear (e.g. a residual shortcut) keeps its source's scale as the
     input gain and this layer's inverse scale as the output gain; rounded separately to a grid
     :math:`2^{-q}` their product lies on :math:`2^{-2q}`. Multiplied first (one gain of 1 left
-    where the other is a scalar), a single rounding keeps the branch on :math:`2^{-q}`. Both
-    per-channel gains are left as they are.
+    where the other is a scalar), a single rounding keeps the branch on :math:`2^{-q}`. Two
+    per-channel gains are multiplied too where the branch keeps every channel where it is (an
+    identity shortcut or average pooling, which commute with a per-channel gain); across any
+    other op they are left as they are.
     """
     with torch.no_grad():
         for i, ops in enumerate(synapse.ops):
@@ -290,3 +292,8 @@ def merge_branch_gains(synapse: nn.Module) -> None:
             elif g_out.dim() == 0:
                 g_in.mul_(g_out)
                 g_out.fill_(1.0)
+            elif g_in.numel() == g_out.numel() and all(
+                isinstance(op, (*_AVERAGE_POOLS, nn.Identity)) for op in ops
+            ):
+                g_out.mul_(g_in.reshape(g_out.shape))
+                g_in.fill_(1.0)

@@ -77,12 +77,13 @@ def test_chained_convolutions_sums_on_a_product_grid_stay_exact() -> None:
         assert torch.equal(_simulated(network, x), network.twin(x))
 
 
-def test_residual_shortcut_gains_are_merged_onto_the_weight_grid() -> None:
-    """A weightless shortcut's input and output scales (one per layer here: two per-channel
-    gains cannot merge) are multiplied before one rounding, so the block's sum stays on the
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_residual_shortcut_gains_are_merged_onto_the_weight_grid(per_channel: bool) -> None:
+    """A weightless shortcut's input and output scales (per layer, or both per channel on an
+    identity shortcut) are multiplied before one rounding, so the block's sum stays on the
     weights' 2**-16 grid."""
     model, x = _model("resnet18", 0.125)
-    network = se.convert(model, Quartz(t_max=16), [x], per_channel=False)
+    network = se.convert(model, Quartz(t_max=16), [x], per_channel=per_channel)
     residual = [
         bound.grid_bits
         for stage, bound in zip(network.stages, network.layer_bounds())
