@@ -248,8 +248,9 @@ def narrow_synapse(
 
 
 def split_parts(synapse: nn.Module) -> tuple[nn.Module, nn.Module] | None:
-    """Float64 copies ``(high, low)`` of ``synapse`` whose weights add up to its weights;
-    ``None`` where a branch chains several weighted ops (the product would not split)."""
+    """Float64 copies ``(high, low)`` of ``synapse`` whose weights add up to its weights (and
+    whose gains do on a branch without weights, :func:`_split_gain`); ``None`` where a branch
+    chains several weighted ops (the product would not split)."""
     if any(sum(isinstance(op, WEIGHTED) for op in ops) > 1 for ops in synapse.ops):
         return None
     high, low = copy.deepcopy(synapse), copy.deepcopy(synapse)
@@ -259,8 +260,8 @@ def split_parts(synapse: nn.Module) -> tuple[nn.Module, nn.Module] | None:
             weighted = [(a, b) for a, b in zip(ops_high, ops_low) if isinstance(a, WEIGHTED)]
             if len(weighted) > 1:
                 return None
-            if not weighted:  # a branch of gains only is counted once, in the high part
-                getattr(low, f"out_gain_{i}").zero_()
+            if not weighted:  # a branch of gains only: the gain carrying its scale is split
+                _split_gain(high.gains(i), low.gains(i), scale)
                 continue
             op_high, op_low = weighted[0]
             rounded = torch.round(op_high.weight * scale) / scale
@@ -268,6 +269,20 @@ def split_parts(synapse: nn.Module) -> tuple[nn.Module, nn.Module] | None:
             op_high.weight.copy_(rounded)
         low.bias.zero_()
     return high, low
+
+
+def _split_gain(high: tuple[Tensor, Tensor], low: tuple[Tensor, Tensor], scale: float) -> None:
+    """Split a weightless branch between the high and low copies, in place: where one of its
+    ``(input, output)`` gains is all ones (:func:`merge_branch_gains` folded the other into
+    it), the other is rounded to ``1/scale`` in the high copy and the rest goes to the low
+    copy; otherwise the branch stays whole in the high copy (the low copy's output gain 0)."""
+    for carrier in (1, 0):
+        if bool((high[1 - carrier] == 1).all()):
+            rounded = torch.round(high[carrier] * scale) / scale
+            low[carrier].sub_(rounded)
+            high[carrier].copy_(rounded)
+            return
+    low[1].zero_()
 
 
 def merge_branch_gains(synapse: nn.Module) -> None:

@@ -79,3 +79,23 @@ def test_average_pool_over_nine_elements_warns_at_convert() -> None:
     with pytest.warns(SnnEncodingsWarning, match=r"layer 'output'.*not a power of two"):
         network = se.convert(ann, Quartz(t_max=16), [torch.rand(4, 1, 8, 8)])
     assert network.exact_dtypes()[-1] is None
+
+
+def test_per_channel_residual_shortcuts_split_into_two_exact_float32_parts() -> None:
+    """An identity shortcut whose two per-channel gains are merged splits its gain between the
+    two float32 parts like a weight, so no layer of a per-channel ResNet-18 needs float64 for
+    radix, and each split layer's two float32 sums add up to its float64 sum exactly."""
+    torch.manual_seed(0)
+    model = zoo.set_batch_norm_stats(zoo.build("resnet18", width=0.25), zoo.input_shape("resnet18"))
+    x = torch.rand((16, *zoo.input_shape("resnet18")), generator=torch.Generator().manual_seed(1))
+    network = se.convert(model, Radix(steps=6), [x], per_channel=True)
+    stages = [stage for stage in network.stages if stage.synapse is not None]
+    assert all(stage.exact_dtype == torch.float32 or stage.split for stage in stages)
+    assert sum(len(stage.synapse.sources) == 2 and stage.split for stage in stages) >= 5
+    with torch.no_grad():
+        values = network.activations(x)
+        for index, stage in enumerate(network.stages):
+            if stage.split:
+                wide = stage.synapse.value(values)
+                assert torch.equal(network.narrow_synapse(index).value(values), wide)
+        assert torch.equal(network(x), network.twin(x))
