@@ -332,9 +332,9 @@ class ScaleSearch:
 
         holder = Synapse([], node.bias, scales, scale, shapes).to(self.rule.dtype)
         if not (self.float_first and i == 1):
-            if node.kind == "neuron":
-                holder.bias.add_(self.rule.hidden_bias_shift(node.levels, node.shift))
-            self.rule.quantise_synapse(holder)
+            self.rule.quantise_layer(
+                holder, hidden=node.kind == "neuron", levels=node.levels, shift=node.shift
+            )
         return holder.bias.float()
 
     def _twin(self, node: Any, unit: Tensor, scale: Tensor, bias: Tensor) -> Tensor:

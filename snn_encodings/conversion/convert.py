@@ -187,9 +187,9 @@ def convert(
         if float_first and not stages:
             synapse.to(rule.dtype)  # computed in float on the raw input: no parameter grid
         else:
-            if node.kind == "neuron":
-                synapse.bias.add_(rule.hidden_bias_shift(node.levels, node.shift))
-            rule.quantise_synapse(synapse)
+            rule.quantise_layer(
+                synapse, hidden=node.kind == "neuron", levels=node.levels, shift=node.shift
+            )
         scales.append(scale)
         stages.append(
             Stage(

@@ -130,6 +130,16 @@ class Rule:
         one (``levels=None`` for a plain ReLU). Default 0."""
         return 0.0
 
+    def quantise_layer(
+        self, synapse: nn.Module, *, hidden: bool, levels: int | None = None, shift: float = 0.0
+    ) -> None:
+        """Put a layer's built synapse on the encoding's grids, in place: a hidden layer's bias
+        first takes :meth:`hidden_bias_shift` (``levels``/``shift`` as there), then
+        :meth:`quantise_synapse` rounds everything."""
+        if hidden:
+            synapse.bias.add_(self.hidden_bias_shift(levels, shift))
+        self.quantise_synapse(synapse)
+
     def twin(self, z: Tensor) -> Tensor:
         """The activation the SNN reproduces, on normalised pre-activations ``z`` (any shape)."""
         levels, shift, upper = self.twin_parameters()
