@@ -6,6 +6,8 @@
 - :func:`refuse`: the error for a framework keyword that has no meaning for an encoding;
 - :func:`warn_short_window`: the warning for runs shorter than an encoding's window;
 - :func:`warn_rate_loss`: the warning for a rate loss on an encoding whose rate is constant;
+- :class:`RateLossWatch`: that warning for neurons that cannot tell whether they are the output
+  layer, from the shape of the gradient a rate loss sends back;
 - :func:`class_scores`: the decoder from an output layer's spikes to class scores;
 - :func:`scaled`: a surrogate whose gradient is multiplied by a gain.
 
@@ -19,6 +21,7 @@ import dataclasses
 import warnings
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor
 
 from snn_encodings.encoding import encoding_for, encoding_notes
@@ -28,6 +31,7 @@ from snn_encodings.specs import Spec
 
 __all__ = [
     "NOT_RATE_TRAINABLE",
+    "RateLossWatch",
     "WINDOWED",
     "class_scores",
     "decoded",
@@ -122,6 +126,53 @@ def warn_rate_loss(where: str, spec: Spec) -> None:
             SnnEncodingsWarning,
             stacklevel=2,
         )
+
+
+class RateLossWatch:
+    """Warns (once per message) when a rate loss reaches the spikes of a radix or Quartz neuron.
+
+    A rate loss reads the spikes through a sum or mean over time (SpikingJelly's
+    ``out.mean(0)``, a spike count), so the gradient it sends back is the same at every step.
+    Behind a hidden layer the gradient passes through the next layer's time-dependent neurons
+    and differs from step to step. So without knowing which layer is the output:
+    a whole sequence whose nonzero gradient is equal at every step, or
+    :attr:`STEPS` consecutive single steps with the same nonzero gradient, is a rate loss.
+    Gradients that went through :func:`class_scores` are not (it reads the encoding's code).
+    """
+
+    STEPS = 3
+    """Consecutive equal step gradients that identify a rate loss in step-by-step mode."""
+
+    def __init__(self) -> None:
+        self._last: Tensor | None = None
+        self._same = 0
+
+    def sequence(self, spikes: Tensor, where: str, spec: Spec) -> None:
+        """Watch a time-first ``(T, B, *)`` spike block's gradient."""
+        if self._watched(spikes, spec) and spikes.shape[0] > 1:
+
+            def check(grad: Tensor) -> None:
+                if not decoded(spec) and bool(grad.any()) and bool((grad == grad[:1]).all()):
+                    warn_rate_loss(where, spec)
+
+            spikes.register_hook(check)
+
+    def step(self, spikes: Tensor, where: str, spec: Spec) -> None:
+        """Watch one step's ``(B, *)`` spikes; backward visits the steps last to first."""
+        if self._watched(spikes, spec):
+
+            def check(grad: Tensor) -> None:
+                last, self._last = self._last, grad.detach()
+                same = last is not None and last.shape == grad.shape and torch.equal(last, grad)
+                self._same = self._same + 1 if same and bool(grad.any()) else 0
+                if self._same + 1 >= self.STEPS and not decoded(spec):
+                    warn_rate_loss(where, spec)
+
+            spikes.register_hook(check)
+
+    @staticmethod
+    def _watched(spikes: Tensor, spec: Spec) -> bool:
+        return spikes.requires_grad and type(spec) in NOT_RATE_TRAINABLE
 
 
 _DECODED: set[Spec] = set()

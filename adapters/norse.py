@@ -46,7 +46,14 @@ from snn_encodings.functional.channels import channel_view
 from snn_encodings.functional.surrogate import Surrogate
 from snn_encodings.specs import ICRate, Quartz, Radix, Spec
 
-from ._swap import class_scores, refuse, scaled, spec_or_default, warn_short_window
+from ._swap import (
+    RateLossWatch,
+    class_scores,
+    refuse,
+    scaled,
+    spec_or_default,
+    warn_short_window,
+)
 
 try:
     from norse.torch import SequentialState
@@ -70,11 +77,20 @@ __all__ = [
     "QuartzNeurons",
     "RadixCell",
     "RadixNeurons",
+    "SURROGATE_GAIN",
     "class_scores",
     "convert",
     "from_spiking_network",
     "to_nir",
 ]
+
+SURROGATE_GAIN = 0.25
+r"""Default factor on the surrogate gradient. On Norse's ``LIFConvNet`` at 32 steps, with the
+swap ``LIFCell(p=LIFParameters(v_th=v))`` -> ``ICRateCell(ICRate(steps=32, threshold=5 * v))``,
+the full surrogate gave weight gradients 13-106x ``LIFCell``'s (larger the more cells they
+cross: the LIF takes in only ``dt * tau_mem_inv`` of its filtered current per step); a quarter
+puts every layer within 10x (``tests/adapters/test_norse_tutorial.py``). Adam normalises the
+factor away; it matters under plain SGD and for gradient clipping."""
 
 
 class EncodingParameters(NamedTuple):
@@ -90,7 +106,7 @@ class EncodingParameters(NamedTuple):
         alpha: the surrogate's sharpness, as in Norse's ``LIFParameters.alpha``.
         step_options: further keyword overrides of the core step, e.g. ``{"rectify": False}``
             for a Quartz output layer.
-        gain: factor on the surrogate's gradient.
+        gain: factor on the surrogate's gradient (default :data:`SURROGATE_GAIN`).
     """
 
     spec: Spec
@@ -99,7 +115,7 @@ class EncodingParameters(NamedTuple):
     method: str | None = "super"
     alpha: float = 100.0
     step_options: Mapping[str, Any] = MappingProxyType({})
-    gain: float = 1.0
+    gain: float = SURROGATE_GAIN
 
     @property
     def surrogate(self) -> Surrogate | None:
@@ -314,9 +330,10 @@ _ARGS_DOC = """
         alpha: the surrogate's sharpness.
         step_options: other keyword overrides of the core step, e.g. ``{"rectify": False}``
             for Quartz neurons without the rectifier.
-        surrogate_gain: factor on the surrogate's gradient (spikes unchanged), e.g. to bring
-            gradient norms near those of Norse's ``LIFCell`` under plain SGD; Adam normalises
-            any such factor away.
+        surrogate_gain: factor on the surrogate's gradient (spikes unchanged); the default
+            :data:`SURROGATE_GAIN` keeps gradient norms at initialisation within 10x of
+            Norse's ``LIFCell`` on its MNIST task network. Adam normalises any such factor
+            away.
 """
 
 
@@ -351,7 +368,7 @@ class Cell(_EncodingModule, SNNCell):
         method: str | None = "super",
         alpha: float = 100.0,
         step_options: Mapping[str, Any] | None = None,
-        surrogate_gain: float = 1.0,
+        surrogate_gain: float = SURROGATE_GAIN,
     ) -> None:
         p = self._parameters(
             spec,
@@ -367,10 +384,19 @@ class Cell(_EncodingModule, SNNCell):
             surrogate_gain=surrogate_gain,
         )
         super().__init__(activation=_norse_step, state_fallback=self.initial_state, p=p, dt=dt)
+        self._run_steps = 0
+        self._rate_watch = RateLossWatch()
 
     def forward(self, input_tensor: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         self._check(input_tensor, state)
-        return super().forward(input_tensor, state)
+        if state is None:
+            if self._run_steps:
+                warn_short_window(type(self).__name__, self.spec, self._run_steps)
+            self._run_steps = 0
+        self._run_steps += 1
+        spikes, state = super().forward(input_tensor, state)
+        self._rate_watch.step(spikes, type(self).__name__, self.spec)
+        return spikes, state
 
 
 class Neurons(_EncodingModule, SNN):
@@ -400,7 +426,7 @@ class Neurons(_EncodingModule, SNN):
         method: str | None = "super",
         alpha: float = 100.0,
         step_options: Mapping[str, Any] | None = None,
-        surrogate_gain: float = 1.0,
+        surrogate_gain: float = SURROGATE_GAIN,
         record_states: bool = False,
     ) -> None:
         p = self._parameters(
@@ -423,12 +449,15 @@ class Neurons(_EncodingModule, SNN):
             dt=dt,
             record_states=record_states,
         )
+        self._rate_watch = RateLossWatch()
 
     def forward(self, input_tensor: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         self._check(input_tensor, state)
         if state is None:
             warn_short_window(type(self).__name__, self.spec, input_tensor.shape[0])
-        return super().forward(input_tensor, state)
+        spikes, state = super().forward(input_tensor, state)
+        self._rate_watch.sequence(spikes, type(self).__name__, self.spec)
+        return spikes, state
 
 
 Cell.__doc__ = (Cell.__doc__ or "").replace("{args}", _ARGS_DOC)

@@ -153,6 +153,7 @@ class Node(neuron.BaseNode):
         self.run_steps = run_steps
         self.surrogate_gain = float(surrogate_gain)
         self._steps = 0
+        self._rate_watch = _swap.RateLossWatch()
         self._functions = functions
         self._state_type = type(functions.initial_state(spec, torch.zeros(1)))
         for field in self._state_type._fields[1:]:
@@ -238,6 +239,7 @@ class Node(neuron.BaseNode):
         """One core step: ``neuron_functions(spec).step(current, state, spec)``."""
         state = self._state_type(*states)
         spikes, state = self._functions.step(inputs[0], state, self.spec, surrogate=self._surrogate)
+        self._rate_watch.step(spikes, type(self).__name__, self.spec)
         return (spikes,), tuple(state)
 
     def multi_step_functional_forward(
@@ -254,6 +256,7 @@ class Node(neuron.BaseNode):
         if fresh:
             warn_short_window(type(self).__name__, self.spec, x_seq.shape[0])
         spikes, state, v_seq = self._sequence(x_seq, states, record=self.store_v_seq)
+        self._rate_watch.sequence(spikes, type(self).__name__, self.spec)
         for name, value in zip(self._memories, state, strict=True):
             self._memories[name] = value
         if self.store_v_seq:

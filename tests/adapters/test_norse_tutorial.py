@@ -130,6 +130,31 @@ def test_norse_lifconvnet_learns_with_icrate_cell_at_the_task_learning_rate(adap
     assert accuracy > 0.25, accuracy
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_norse_gradients_on_the_order_of_lifcell(adapter, seed):
+    """LIFConvNet at 32 steps, at initialisation: with the documented swap (threshold
+    ``5 * v_th``) and the default surrogate gain, every layer's weight gradient is within 10x of
+    ``LIFCell``'s (at 16 steps the LIF has not fired yet and its gradients are about 1e-5, so
+    there is nothing to be on a par with)."""
+    from norse.torch import LIFCell, LIFParameters
+
+    steps = 32
+    x, y = _mnist("train", 64)
+
+    def norms(cell: Callable[[float], nn.Module]) -> list[float]:
+        torch.manual_seed(seed)
+        model = LIFConvNet(cell, steps)
+        F.nll_loss(model(x), y).backward()
+        net = model.rsnn
+        weights = (net.conv1.weight, net.conv2.weight, net.fc1.weight, net.out.input_weights)
+        return [float(w.grad.norm()) for w in weights]  # type: ignore[union-attr]
+
+    theirs = norms(lambda v_th: LIFCell(p=LIFParameters(method="super", alpha=100.0, v_th=v_th)))
+    ours = norms(lambda v_th: adapter.ICRateCell(ICRate(steps=steps, threshold=5 * v_th)))
+    for mine, lif in zip(ours, theirs):
+        assert lif > 0 and 0.1 < mine / lif < 10, (ours, theirs)
+
+
 def test_norse_cells_take_norse_keywords(adapter):
     from norse.torch import LIFParameters
 
@@ -150,6 +175,57 @@ def test_norse_short_quartz_run_warns(adapter):
     spec = Quartz(t_max=4)
     with pytest.warns(SnnEncodingsWarning, match="window of 16 steps"):
         adapter.QuartzNeurons(spec)(torch.zeros(8, 1, 2))
+
+
+def test_norse_short_cell_run_warns_when_the_next_run_starts(adapter):
+    """A cell cannot know a run has ended until the next one starts with ``state=None``."""
+    cell = adapter.RadixCell(Radix(steps=4))
+    state = None
+    for _ in range(3):
+        _, state = cell(torch.zeros(1, 2), state)
+    with pytest.warns(SnnEncodingsWarning, match="the run lasted 3 steps"):
+        cell(torch.zeros(1, 2))
+
+
+def _rate(adapter, hidden, output, x_seq: torch.Tensor, cells: bool) -> tuple[nn.Module, torch.Tensor]:
+    """Linear -> ``hidden`` neurons -> Linear -> ``output`` neurons; the output's spike rate."""
+    torch.manual_seed(0)
+    first, second = nn.Linear(6, 5), nn.Linear(5, 3)
+    if cells:
+        a, b = adapter.Cell(hidden), adapter.Cell(output)
+        s1 = s2 = None
+        spikes = []
+        for x in x_seq:
+            z, s1 = a(first(x), s1)
+            z, s2 = b(second(z), s2)
+            spikes.append(z)
+        return first, torch.stack(spikes).mean(0)
+    z, _ = adapter.Neurons(hidden)(first(x_seq))
+    z, _ = adapter.Neurons(output)(second(z))
+    return first, z.mean(0)
+
+
+@pytest.mark.parametrize("cells", [True, False], ids=["Cell", "Neurons"])
+@pytest.mark.parametrize("spec", [Radix(steps=4), Quartz(t_max=2)], ids=repr)
+def test_norse_rate_loss_on_radix_or_quartz_spikes_warns(adapter, spec, cells):
+    x_seq = torch.rand(spec.steps_per_layer, 2, 6) * 4
+    _, rate = _rate(adapter, spec, spec, x_seq, cells)
+    with pytest.warns(SnnEncodingsWarning, match="rate loss reached the output spikes"):
+        F.mse_loss(rate, torch.eye(3)[:2]).backward()
+
+
+@pytest.mark.parametrize("cells", [True, False], ids=["Cell", "Neurons"])
+def test_norse_rate_loss_through_rate_trainable_outputs_is_quiet(adapter, cells):
+    import warnings
+
+    spec = Radix(steps=4)
+    steps = 2 * spec.steps_per_layer  # the radix layer emits one window after it integrates
+    x_seq = torch.rand(steps, 2, 6) * 4
+    first, rate = _rate(adapter, spec, ICRate(steps=steps), x_seq, cells)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SnnEncodingsWarning)
+        F.mse_loss(rate, torch.eye(3)[:2]).backward()
+    assert first.weight.grad is not None and bool(first.weight.grad.any())
 
 
 def test_norse_class_scores_decode_quartz_outputs(adapter):

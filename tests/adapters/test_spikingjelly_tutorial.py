@@ -172,3 +172,52 @@ def test_spikingjelly_short_window_warns(adapter):
     with pytest.warns(SnnEncodingsWarning, match="the run lasted 3 steps"):
         functional.reset_net(node)
         node(torch.zeros(1, 2))
+
+
+def _rate_loss_net(adapter, hidden, output, step_mode: str) -> nn.Sequential:
+    torch.manual_seed(0)
+    layers = [nn.Linear(6, 5), adapter.Node(hidden, step_mode=step_mode)]
+    layers += [nn.Linear(5, 3), adapter.Node(output, step_mode=step_mode)]
+    if step_mode == "m":
+        from spikingjelly.activation_based import layer
+
+        layers = [layer.SeqToANNContainer(m) if isinstance(m, nn.Linear) else m for m in layers]
+    return nn.Sequential(*layers)
+
+
+def _rate_of(net: nn.Sequential, x_seq: torch.Tensor, step_mode: str) -> torch.Tensor:
+    """The example's readout, ``out += net(x)`` over the T loop (or one multi-step call)."""
+    if step_mode == "m":
+        return net(x_seq).mean(0)
+    out = sum(net(x) for x in x_seq)
+    return out / x_seq.shape[0]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+@pytest.mark.parametrize("spec", [Radix(steps=4), Quartz(t_max=2)], ids=repr)
+def test_spikingjelly_rate_loss_on_radix_or_quartz_spikes_warns(adapter, spec, step_mode):
+    """SpikingJelly's loss, MSE between the firing rate and one-hot labels, cannot train radix or
+    Quartz outputs (their rate is fixed by the code): a warning names the encoding."""
+    net = _rate_loss_net(adapter, spec, spec, step_mode)
+    x_seq = torch.rand(spec.steps_per_layer, 2, 6) * 4
+    rate = _rate_of(net, x_seq, step_mode)
+    with pytest.warns(SnnEncodingsWarning, match="rate loss reached the output spikes"):
+        nn.functional.mse_loss(rate, torch.eye(3)[:2]).backward()
+
+
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_spikingjelly_rate_loss_through_rate_trainable_outputs_is_quiet(adapter, step_mode):
+    """A radix hidden layer behind IC-rate outputs: the rate loss is right for the outputs, and
+    the hidden layer's gradient differs from step to step, so nothing warns."""
+    import warnings
+
+    spec = Radix(steps=4)
+    steps = 2 * spec.steps_per_layer  # the radix layer emits one window after it integrates
+    net = _rate_loss_net(adapter, spec, ICRate(steps=steps), step_mode)
+    x_seq = torch.rand(steps, 2, 6) * 4
+    rate = _rate_of(net, x_seq, step_mode)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SnnEncodingsWarning)
+        nn.functional.mse_loss(rate, torch.eye(3)[:2]).backward()
+    first = next(net.parameters()).grad
+    assert first is not None and bool(first.any())  # the hidden radix layer was trained
