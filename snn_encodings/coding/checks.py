@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from snn_encodings.errors import SpecError
+from snn_encodings.functional.finite import all_finite
 
 __all__ = ["check_finite", "check_unit_interval"]
 
@@ -14,7 +14,7 @@ def check_finite(x: Tensor, where: str) -> None:
     """Raise :class:`SpecError` if ``x`` is not a floating tensor of finite values."""
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise SpecError(f"{where}: expected a floating-point tensor, got {type(x).__name__}")
-    if not torch.isfinite(x).all():
+    if not all_finite(x):
         raise SpecError(f"{where}: input contains NaN or inf")
 
 

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from snn_encodings.errors import ConversionError, SpecError
 from snn_encodings.functional.channels import channel_view
+from snn_encodings.functional.finite import all_finite
 
 __all__ = [
     "PERCENTILE_CANDIDATES",
@@ -50,7 +51,7 @@ def iterate_inputs(loader: Iterable[Any], where: str) -> Iterable[Tensor]:
         x = batch_input(batch)
         if x.numel() == 0:
             continue
-        if not torch.isfinite(x).all():
+        if not all_finite(x):
             raise ConversionError(f"{where}: a calibration batch contains NaN or inf")
         seen = True
         yield x

@@ -20,6 +20,7 @@ from snn_encodings.conversion.rules.base import Rule, rule_for
 from snn_encodings.conversion.synapse import Synapse
 from snn_encodings.errors import ConversionError, SnnEncodingsWarning
 from snn_encodings.functional.channels import channel_view
+from snn_encodings.functional.finite import all_finite
 from snn_encodings.specs.base import Spec
 
 __all__ = ["LayerCounts", "SpikingNetwork", "Stage"]
@@ -301,7 +302,7 @@ class SpikingNetwork(nn.Module):
                 f"{', '.join(map(str, self.input_shape))}), "
                 f"got {tuple(x.shape)}"
             )
-        if not torch.isfinite(x).all():
+        if not all_finite(x):
             raise ConversionError("SpikingNetwork: the input contains NaN or inf")
         return x.to(self.output_scale.dtype)
 

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from snn_encodings.errors import SpecError
+from snn_encodings.functional.finite import all_finite
 from snn_encodings.functional.registry import neuron_functions
 from snn_encodings.functional.surrogate import Surrogate
 from snn_encodings.specs.base import Spec
@@ -67,7 +68,7 @@ def simulate(
         raise SpecError(
             f"simulate: currents must be time-first (T, B, *), got shape {tuple(currents.shape)}"
         )
-    if check and not torch.isfinite(currents).all():
+    if check and not all_finite(currents):
         raise SpecError("simulate: currents contain NaN or inf")
     functions = neuron_functions(spec)
     if state is None:
