@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from snn_encodings.errors import SpecError
@@ -21,9 +22,11 @@ def check_finite(x: Tensor, where: str) -> None:
 def check_unit_interval(x: Tensor, where: str, *, upper_open: bool = False) -> None:
     """Raise :class:`SpecError` unless every value of ``x`` is finite and in [0, 1] (or [0, 1))."""
     check_finite(x, where)
-    if (x < 0).any():
-        raise SpecError(f"{where}: values must be >= 0, got a minimum of {x.min().item():.6g}")
-    too_big = (x >= 1).any() if upper_open else (x > 1).any()
-    if too_big:
+    if x.numel() == 0:
+        return
+    low, high = (float(v) for v in torch.aminmax(x))
+    if low < 0:
+        raise SpecError(f"{where}: values must be >= 0, got a minimum of {low:.6g}")
+    if high >= 1 if upper_open else high > 1:
         bound = "< 1" if upper_open else "<= 1"
-        raise SpecError(f"{where}: values must be {bound}, got a maximum of {x.max().item():.6g}")
+        raise SpecError(f"{where}: values must be {bound}, got a maximum of {high:.6g}")

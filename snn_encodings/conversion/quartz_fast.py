@@ -29,7 +29,6 @@ from snn_encodings.conversion.graph import WEIGHTED
 from snn_encodings.conversion.rules.base import FastPass
 from snn_encodings.conversion.synapse import Synapse, apply_in_chunks
 from snn_encodings.functional.channels import channel_view
-from snn_encodings.functional.quartz import QuartzState
 from snn_encodings.specs.quartz import Quartz
 
 if TYPE_CHECKING:
@@ -259,19 +258,12 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
         neurons.spikes += kz.numel() if every else int(spiked.sum().item())
         neurons.early_spikes += int(early.sum().item()) if spec.mode == "paper" else 0
         neurons.last_early = early
-        # a silent neuron (output layer only) ends the window ramping: v = Kz + 2K, i = 1
-        silent = ~spiked
-        neurons.last_state = QuartzState(
-            v=kz.add_(k2).masked_fill_(spiked, 0.0).to(x.dtype),
-            i=silent.to(x.dtype),
-            t=torch.full((), k4, dtype=torch.int64, device=kz.device).expand(kz.shape),
-            fired=spiked,
-        )
+        neurons.defer_state(kz, spiked, x.dtype)
         step = fire.sub_(k).clamp_(min=0)  # the output's step, K earlier (layer_latency)
         if stage.kind == "output":
             output = (k2 - step.to(x.dtype).clamp(max=k3)) / k
         level = step.neg_().add_(k2).float()
-        levels.append(level if every else level.masked_fill_(silent, 0.0))
+        levels.append(level if every else level.masked_fill_(~spiked, 0.0))
         fired.append(spiked)
     assert output is not None
     return FastPass(output=output, spikes=fired)

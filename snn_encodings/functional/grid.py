@@ -109,17 +109,21 @@ def _direct_index(x: Tensor, levels: int, low: int, high: int, shift: float) -> 
     exactly:
 
     - shift 0 in float32/float64: the boundaries are :math:`n/K` themselves;
-    - shift 1/2 for float32 ``x``: the boundaries :math:`(2n - 1)/2K` are exact in float32,
-      and :math:`Kx + 1/2` in float64 can only round where it is no integer boundary's
-      neighbour (``x`` has 24 significant bits, float64 53).
+    - shift 1/2 in float32/float64: the boundaries :math:`(2n - 1)/2K` are exact in the dtype,
+      and :math:`\lfloor v + 1/2 \rfloor` of :math:`v = Kx` is taken as
+      :math:`\lfloor v \rfloor + [v - \lfloor v \rfloor \ge 1/2]`: the fractional part of
+      a float is exact, where :math:`v + 1/2` could round up onto the next integer.
     """
-    if levels & (levels - 1) or levels > 2**60:
+    if levels & (levels - 1) or levels > 2**60 or x.dtype not in _SIGNIFICAND_BITS:
         return None
     reach = max(abs(low), abs(high)) + 1
-    if shift == 0 and x.dtype in _SIGNIFICAND_BITS and reach <= 2 ** _SIGNIFICAND_BITS[x.dtype]:
+    bits = _SIGNIFICAND_BITS[x.dtype]
+    if shift == 0 and reach <= 2**bits:
         return torch.floor(x * levels)
-    if shift == 0.5 and x.dtype == torch.float32 and reach <= 2**22:
-        return torch.floor(x.to(torch.float64) * levels + 0.5)
+    if shift == 0.5 and reach <= 2 ** (bits - 2):
+        scaled = x * levels
+        whole = torch.floor(scaled)
+        return whole.add_(scaled.sub_(whole).ge_(0.5))
     return None
 
 

@@ -207,3 +207,26 @@ def test_power_of_two_grids_match_the_exact_rational_floor(
         for value in x.tolist()
     ]
     assert grid_index(x, levels, low=low, high=high, shift=shift).tolist() == expected
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("exponent", [1, 8, 20, 40, 49])
+def test_rounding_on_large_power_of_two_grids_next_to_the_half_boundaries(
+    dtype: torch.dtype, exponent: int
+) -> None:
+    """Shift 1/2 on K = 2**e: the floats on, just below and just above (2n - 1)/2K map to the
+    exact floor(Kx + 1/2) (computed with fractions), where Kx + 1/2 in floats could round up."""
+    bits = 24 if dtype == torch.float32 else 53
+    if exponent + 2 > bits - 2:
+        pytest.skip("the grid's half boundaries are not exact in this dtype")
+    levels = 2**exponent
+    generator = torch.Generator().manual_seed(exponent)
+    n = torch.randint(0, levels, (64,), generator=generator, dtype=torch.int64)
+    boundaries = ((n.to(torch.float64) - 0.5) / levels).to(dtype)
+    x = _neighbours(boundaries)
+    got = grid_index(x, levels, low=0, high=levels, shift=0.5)
+    expected = [
+        min(max(math.floor(Fraction(float(v)) * levels + Fraction(1, 2)), 0), levels)
+        for v in x.tolist()
+    ]
+    assert got.tolist() == expected

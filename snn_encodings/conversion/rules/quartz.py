@@ -75,9 +75,39 @@ class QuartzLayer(NeuronLayer):
         super().__init__(spec, output=not rectify)
         self.spec: Quartz = spec
         self.rectify = rectify
-        self.last_state: QuartzState | None = None
+        self.last_state = None
         self.last_early: Tensor | None = None
         self.reset_counters()
+
+    @property
+    def last_state(self) -> QuartzState | None:
+        """The state after the last call; after a closed-form pass it is built here, on first
+        read (it costs more than the pass's own work and is rarely read)."""
+        pending = self.__dict__.get("_pending_state")
+        if pending is not None:
+            kz, fired, dtype = pending
+            steps = self.spec.steps_per_layer
+            # a neuron that did not fire (output layer only) ends the window ramping:
+            # v = Kz + 2K, i = 1
+            self.__dict__["_last_state"] = QuartzState(
+                v=(kz + self.spec.read_step).masked_fill_(fired, 0.0).to(dtype),
+                i=(~fired).to(dtype),
+                t=torch.full((), steps, dtype=torch.int64, device=kz.device).expand(kz.shape),
+                fired=fired,
+            )
+            self.__dict__["_pending_state"] = None
+        return self.__dict__.get("_last_state")
+
+    @last_state.setter
+    def last_state(self, state: QuartzState | None) -> None:
+        self.__dict__["_last_state"] = state
+        self.__dict__["_pending_state"] = None
+
+    def defer_state(self, kz: Tensor, fired: Tensor, dtype: torch.dtype) -> None:
+        """Set ``last_state`` to the end of a window whose readout membrane (minus one) was
+        ``kz`` = :math:`Kz` and whose neurons in ``fired`` spiked, in ``dtype``; built on first
+        read. ``kz`` must not change afterwards."""
+        self.__dict__["_pending_state"] = (kz, fired, dtype)
 
     def reset_counters(self) -> None:
         """Zero ``neurons``, ``spikes`` and ``early_spikes``."""

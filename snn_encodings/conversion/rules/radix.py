@@ -27,11 +27,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from snn_encodings.coding.radix import decode_radix, encode_radix, quantise_radix
+from snn_encodings.coding.radix import decode_radix, encode_radix
 from snn_encodings.conversion.exactness import merge_branch_gains
 from snn_encodings.conversion.graph import WEIGHTED
 from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule
 from snn_encodings.errors import SpecError
+from snn_encodings.functional.grid import grid_quantise
 from snn_encodings.functional.radix import (
     RadixState,
     radix_twin,
@@ -266,11 +267,10 @@ class RadixRule(Rule):
         :func:`~snn_encodings.coding.radix.quantise_radix` over :math:`r^T` (what ``decode_radix``
         computes from its digits); inputs ``encode_radix`` refuses still go through it, so they
         raise its error."""
-        if bool((x < 0).any()):
+        if x.numel() and bool(x.amin() < 0):
             return decode_radix(self.encode_input(x), self.spec).to(x.dtype)
-        wide = x.to(self.dtype)
-        code = quantise_radix(wide, self.spec).to(torch.float64)
-        return (code / self.spec.levels).to(wide.dtype).to(x.dtype)
+        levels = self.spec.levels
+        return grid_quantise(x.to(self.dtype), levels, low=0, high=levels - 1).to(x.dtype)
 
     def bias_currents(self, bias: Tensor, steps: int) -> Tensor:
         spec = self.spec
