@@ -246,7 +246,7 @@ class ScaleSearch:
     encoding rounds it and runs the twin on ``SEARCH_ELEMENTS`` evenly spread entries (all
     channels at each picked position), all in float32. The best candidate's twin activation
     on every search sample feeds the next layer. Only the weights' rounding to their grid
-    (:math:`2^{-16}` by default) is left out, so the search costs one float32 forward of each
+    (:math:`2^{-12}` by default) is left out, so the search costs one float32 forward of each
     layer on :func:`search_samples` inputs plus elementwise work, and no pass over the
     calibration data beyond the statistics' two. The converted network itself is built
     afterwards from the chosen scales, with every weight on its grid.

@@ -56,7 +56,9 @@ class Radix(Spec):
         mode: ``"exact"`` or ``"paper"``.
         weight_bits: fractional bits :math:`k` of the normalised weights and biases after
             conversion in exact mode (the dyadic grid :math:`2^{-k}\mathbb{Z}` that makes every
-            float64 sum exact). Paper mode uses :math:`T` fractional digits instead.
+            float64 sum exact). The default 12 keeps most layers' sums exact in float32 too
+            (about twice as fast on CPU, see ``docs/conversion.md``); Wang et al. quantise
+            weights to 2-8 bits. Paper mode uses :math:`T` fractional digits instead.
 
     Raises:
         SpecError: for a field out of range, naming the field.
@@ -74,7 +76,7 @@ class Radix(Spec):
     leak: float | None = None
     threshold: float | None = None
     mode: RadixMode = "exact"
-    weight_bits: int = 16
+    weight_bits: int = 12
 
     def __post_init__(self) -> None:
         check_int(self, "steps", minimum=1)

@@ -61,7 +61,7 @@ def test_chained_convolutions_sums_on_a_product_grid_stay_exact() -> None:
     torch.manual_seed(0)
     model = zoo.set_batch_norm_stats(zoo.build("mobilenetv2", width=0.25), _CIFAR)
     calibration = torch.rand((8, *_CIFAR), generator=torch.Generator().manual_seed(0))
-    spec = Quartz(t_max=16, analytic=False, bias_coding="time")
+    spec = Quartz(t_max=16, analytic=False, bias_coding="time", weight_frac_bits=16)
     network = se.convert(model, spec, [calibration])
     x = calibration[3:4]
     assert any(bound is not None and bound.grid_bits == 32 for bound in network.layer_bounds())
@@ -81,15 +81,16 @@ def test_chained_convolutions_sums_on_a_product_grid_stay_exact() -> None:
 def test_residual_shortcut_gains_are_merged_onto_the_weight_grid(per_channel: bool) -> None:
     """A weightless shortcut's input and output scales (per layer, or both per channel on an
     identity shortcut) are multiplied before one rounding, so the block's sum stays on the
-    weights' 2**-16 grid."""
+    weights' grid (2**-12 by default)."""
     model, x = _model("resnet18", 0.125)
-    network = se.convert(model, Quartz(t_max=16), [x], per_channel=per_channel)
+    spec = Quartz(t_max=16)
+    network = se.convert(model, spec, [x], per_channel=per_channel)
     residual = [
         bound.grid_bits
         for stage, bound in zip(network.stages, network.layer_bounds())
         if stage.synapse is not None and len(stage.synapse.sources) == 2
     ]
-    assert len(residual) == 8 and set(residual) == {16}
+    assert len(residual) == 8 and set(residual) == {spec.weight_frac_bits}
     with torch.no_grad():
         assert torch.equal(_simulated(network, x), network.twin(x))
 

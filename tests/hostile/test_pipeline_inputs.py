@@ -14,11 +14,13 @@ from snn_encodings.export import netx
 
 def test_radix_steps_beyond_float64_exactness_are_refused_with_the_reason() -> None:
     with pytest.raises(SpecError, match=r"base\*\*steps \* 2\*\*weight_bits <= 2\*\*52"):
-        se.Radix(steps=40)
+        se.Radix(steps=37, weight_bits=16)
+    with pytest.raises(SpecError, match=r"base\*\*steps must be <= 2\*\*40"):
+        se.Radix(steps=41)
 
 
 def test_radix_steps_at_the_bound_stay_exact() -> None:
-    network = se.convert(tiny_ann(), se.Radix(steps=36), [images(128)])
+    network = se.convert(tiny_ann(), se.Radix(steps=40), [images(128)])
     x = images(64, seed=3)
     with torch.no_grad():
         assert torch.equal(network(x), network.twin(x))

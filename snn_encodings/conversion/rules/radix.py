@@ -5,8 +5,8 @@ normalised weights, branch gains and biases on a dyadic grid (integers times :ma
 ``k = spec.weight_bits``) in exact mode. For bases that are powers of two the inputs and
 activations are dyadic too, so every product and sum the SNN and its twin form is exact in
 float64 whatever the summation order, as long as it needs at most 53 significant bits
-(:math:`k` + :math:`T \log_2 r` + the integer bits of :math:`\sum |w|`; about 45 for
-``weight_bits=16``, ``T=8`` and a fan-in of a few thousand). The SNN's decoded outputs then
+(:math:`k` + :math:`T \log_2 r` + the integer bits of :math:`\sum |w|`; about 41 for the
+default ``weight_bits=12``, ``T=8`` and a fan-in of a few thousand). The SNN's decoded outputs then
 equal the twin's bit for bit. For other bases (3, 5, ...) the grid :math:`r^{-T}` is not a
 float grid; the twin snaps :math:`r^T z` to :math:`2^{-(k+8)}` before its floor
 (:func:`~snn_encodings.functional.radix.snap_to_grid`), which repairs the ANN's rounding when
