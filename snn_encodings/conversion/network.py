@@ -348,6 +348,8 @@ class SpikingNetwork(nn.Module):
                     synapse.drive(sequences, event_driven=rule.sparse_in_time),
                     rule.bias_currents(synapse.bias, steps).unsqueeze(1),
                 )
+                _drop_read(sequences, stage.inputs, last_use, index)
+                del spikes  # the previous node's trains: released here if nothing reads them
                 spikes = neurons(currents)
                 del currents
                 if stage.kind == "output":
@@ -358,9 +360,7 @@ class SpikingNetwork(nn.Module):
                     )
             self._count(spikes, stage, counts)
             sequences.append(spikes)
-            for source in stage.inputs:
-                if last_use[source] == index:
-                    sequences[source] = None
+            _drop_read(sequences, stage.inputs, last_use, index)
         assert output is not None
         return output
 
@@ -420,6 +420,16 @@ class SpikingNetwork(nn.Module):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}, latency={self.latency} steps"
+
+
+def _drop_read(
+    sequences: list[Tensor | None], inputs: list[int], last_use: dict[int, int], index: int
+) -> None:
+    """Release the spike trains that stage ``index`` is the last to read (before its neurons
+    run, so that a layer's input trains and output trains are not held at once)."""
+    for source in inputs:
+        if last_use[source] == index:
+            sequences[source] = None
 
 
 def _with_bias(drive: Tensor, bias: Tensor) -> Tensor:

@@ -27,7 +27,14 @@ def apply_in_chunks(ops: nn.Module, x: Tensor) -> Tensor:
     rows = max(1, CHUNK_ELEMENTS // per_sample)
     if len(x) <= rows:
         return ops(x)
-    return torch.cat([ops(part) for part in x.split(rows)])
+    parts = x.split(rows)
+    first = ops(parts[0])
+    out = first.new_empty((len(x), *first.shape[1:]))  # filled slice by slice: no second copy
+    out[:rows] = first
+    del first
+    for start, part in zip(range(rows, len(x), rows), parts[1:]):
+        out[start : start + len(part)] = ops(part)
+    return out
 
 
 class Synapse(nn.Module):
