@@ -348,6 +348,10 @@ class Cell(_EncodingModule, SNNCell):
     Inputs: ``input_tensor`` ``(B, *)`` currents in threshold units; ``state`` from a previous
     call or ``None``. Outputs: ``(spikes, state)``, spikes ``(B, *)`` in the input's dtype.
 
+    Warnings (once each): a run, from one ``state=None`` call to the next, shorter than a radix
+    or Quartz window (reported when the next run starts); a rate loss reaching radix or Quartz
+    spikes (:class:`~snn_encodings.adapters._swap.RateLossWatch`).
+
     Raises:
         TypeError: for a spec of the wrong type, a state of another encoding, or an unknown
             step option.
@@ -405,7 +409,8 @@ class Neurons(_EncodingModule, SNN):
     Equivalent to looping the matching :class:`Cell` over dim 0; the swap of Norse's ``LIF()``.
     Arguments as for :class:`Cell`, plus ``record_states`` (as in Norse's ``LIF``): return the
     state after every step, each field stacked to ``(T, B, *)``, instead of the final state.
-    A fresh run (``state=None``) shorter than a radix or Quartz window warns once.
+    A fresh run (``state=None``) shorter than a radix or Quartz window warns once, and so does
+    a rate loss reaching radix or Quartz spikes.
 
     Inputs: ``input_tensor`` ``(T, B, *)``; ``state`` ``(B, *)`` fields or ``None``.
     Outputs: ``(spikes, state)``, spikes ``(T, B, *)``.

@@ -67,7 +67,9 @@ class Node(neuron.BaseNode):
     :math:`v_0 = \theta/2` for IC-rate, not zero), rebuilt for the next input's shape. Radix and
     Quartz nodes need a whole window (``spec.steps_per_layer`` steps) per run: a shorter run
     warns once (:class:`~snn_encodings.errors.SnnEncodingsWarning`), in ``'m'`` mode when
-    called, in ``'s'`` mode at the next reset.
+    called, in ``'s'`` mode at the next reset. So does a rate loss (``out_fr = out.mean(0)``
+    and an MSE) that reaches their spikes: their rate is fixed by the code, so decode with
+    :func:`class_scores` instead (:class:`~snn_encodings.adapters._swap.RateLossWatch`).
 
     Args:
         spec: the encoding's neuron spec; ``None`` gives the class's default (per-encoding
