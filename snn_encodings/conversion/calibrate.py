@@ -91,15 +91,19 @@ class ActivationStats:
         self.maximum = batch_max if self.maximum is None else torch.maximum(self.maximum, batch_max)
 
     def update_histogram(self, values: Tensor) -> None:
-        """Second pass: add a batch to the histogram over ``[0, maximum]`` (bins computed in
-        float64)."""
+        """Second pass: add a batch to the histogram over ``[0, maximum]``. The bin of ``x`` is
+        ``floor(x * (bins / maximum))`` in float32, which may put a value within float32
+        rounding of a bin edge into the neighbouring bin: less than the bins' own resolution."""
         if self.maximum is None:
             raise ConversionError("calibration: the histogram pass needs the maximum pass first")
         rows_view = self._rows(values)
         rows = rows_view.shape[1]
-        top = self.maximum.clamp(min=torch.finfo(torch.float64).tiny).view(1, rows, 1)
-        wide = rows_view.to(torch.float64, copy=True).clamp_(min=0)
-        index = wide.div_(top).mul_(self.bins).floor_().clamp_(0, self.bins - 1).long()
+        narrow = torch.finfo(torch.float32)
+        per_unit = (self.bins / self.maximum.clamp(min=torch.finfo(torch.float64).tiny)).clamp(
+            max=narrow.max
+        )
+        scaled = rows_view.float() * per_unit.to(torch.float32).view(1, rows, 1)
+        index = scaled.clamp_(0, self.bins - 1).long()  # truncation: the floor, as x >= 0
         index += (torch.arange(rows, device=index.device) * self.bins).view(1, rows, 1)
         counts = torch.bincount(index.flatten().cpu(), minlength=rows * self.bins)
         if self.histogram is None:
@@ -248,7 +252,8 @@ class ScaleSearch:
     on every search sample feeds the next layer. Only the weights' rounding to their grid
     (:math:`2^{-12}` by default) is left out, so the search costs one float32 forward of each
     layer on :func:`search_samples` inputs plus elementwise work, and no pass over the
-    calibration data beyond the statistics' two. The converted network itself is built
+    calibration data beyond the statistics' (one, or two when the calibration values are too
+    many to keep: ``convert.KEEP_ELEMENTS``). The converted network itself is built
     afterwards from the chosen scales, with every weight on its grid.
 
     Args:

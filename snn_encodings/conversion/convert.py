@@ -210,6 +210,12 @@ def convert(
     return network
 
 
+KEEP_ELEMENTS = 2**26
+"""Calibration values (all batches, all neuron and output nodes) that ``convert`` keeps from
+its first pass to fill the histograms without running the ANN again: 256 MiB of float32. A
+larger calibration set streams the data a second time."""
+
+
 def _calibrate(
     nodes: list[GraphNode],
     measured: tuple[list[torch.Size], list[Synapse | None], OutputCalibration],
@@ -219,8 +225,10 @@ def _calibrate(
 ) -> tuple[dict[int, Tensor], dict[int, ScaleChoice]]:
     """Scale of every neuron/output node, and the choice made for it (the calibration step).
 
-    Streams the calibration data once for the maxima and once more for the histograms (when a
-    percentile is used or searched); with ``percentile="auto"`` the first pass keeps every
+    Streams the calibration data once for the maxima; the histograms (when a percentile is
+    used or searched) need the maxima first, so they take a second pass, over the values the
+    first pass kept when they fit :data:`KEEP_ELEMENTS`, else over the data again. With
+    ``percentile="auto"`` the first pass also keeps every
     node's float value on the first :func:`search_samples` inputs, on which
     :class:`ScaleSearch` then picks each layer's candidate.
     ``measured`` holds the feature shapes, the unnormalised synapses (``_value_shapes``) and
@@ -248,32 +256,48 @@ def _calibrate(
     limit = search_samples(shapes)
     kept: list[list[Tensor]] = []
     passes = 1 if levels == [None] else 2
-    with torch.no_grad():
-        for index in range(passes):
-            for x in iterate_inputs(calibration, "convert"):
-                x = x.to(device)
-                values = _raw_values(nodes, raw, x)
-                missing = limit - sum(len(k[0]) for k in kept)
-                if search and index == 0 and missing > 0:
-                    kept.append([value[:missing] for value in values])
-                for i, collectors in stats.items():
-                    observed = (
-                        output.observed(values[i], first_pass=index == 0)
-                        if i == last
-                        else values[i].clamp(min=0)
-                    )
-                    for collector in collectors.values():
-                        if index == 0:
-                            collector.update_max(observed)
-                        else:
-                            collector.update_histogram(observed)
-            collective.merge_stats(
-                [c for collectors in stats.values() for c in collectors.values()],
-                "max" if index == 0 else "histogram",
+
+    def observe(values: dict[int, Tensor], first_pass: bool) -> None:
+        for i, collectors in stats.items():
+            observed = (
+                output.observed(values[i], first_pass=first_pass)
+                if i == last
+                else values[i].clamp(min=0)
             )
-            if index == 0:
-                for collector in stats[last].values():
-                    collector.maximum = output.finish_first_pass(collective.max, collector.maximum)
+            for collector in collectors.values():
+                if first_pass:
+                    collector.update_max(observed)
+                else:
+                    collector.update_histogram(observed)
+
+    collectors = [c for node_stats in stats.values() for c in node_stats.values()]
+    stored: list[dict[int, Tensor]] | None = [] if passes == 2 else None
+    held = 0
+    with torch.no_grad():
+        for x in iterate_inputs(calibration, "convert"):
+            values = _raw_values(nodes, raw, x.to(device))
+            missing = limit - sum(len(k[0]) for k in kept)
+            if search and missing > 0:
+                kept.append([value[:missing] for value in values])
+            observed = {i: values[i] for i in stats}
+            observe(observed, first_pass=True)
+            held += sum(value.numel() for value in observed.values())
+            stored = stored + [observed] if stored is not None and held <= KEEP_ELEMENTS else None
+        collective.merge_stats(collectors, "max")
+        for collector in stats[last].values():
+            collector.maximum = output.finish_first_pass(collective.max, collector.maximum)
+        if passes == 2:
+            again = (
+                stored
+                if stored is not None
+                else (
+                    {i: value for i, value in enumerate(_raw_values(nodes, raw, x.to(device)))}
+                    for x in iterate_inputs(calibration, "convert")
+                )
+            )
+            for observed in again:
+                observe(observed, first_pass=False)
+            collective.merge_stats(collectors, "histogram")
         if not search:
             return _fixed_scales(nodes, stats, percentile, grains[0]), {}
         reference = [torch.cat(parts) for parts in zip(*kept)]

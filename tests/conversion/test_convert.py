@@ -187,3 +187,41 @@ def test_finetune_returns_clipped_twin_and_leaves_ann(trained_ann, mnist_calibra
         assert torch.equal(value, before[key])
     network = se.convert(tuned, se.ICRate(steps=4), loader)
     assert network.stages[0].kind == "neuron"
+
+
+class _CountedBatches:
+    """Batches that count how often they are iterated."""
+
+    def __init__(self, batches: list[torch.Tensor]) -> None:
+        self.batches = batches
+        self.iterations = 0
+
+    def __iter__(self):
+        self.iterations += 1
+        return iter(self.batches)
+
+
+@pytest.mark.parametrize(
+    "spec", [se.Radix(steps=4), se.Quartz(t_max=8), se.ICRate(steps=8)], ids=repr
+)
+def test_histograms_from_kept_values_equal_a_second_pass(
+    trained_ann, mnist_eval, spec, monkeypatch
+) -> None:
+    """Small calibration sets are read once for the statistics: the histograms come from the
+    values the first pass kept, and the converted network equals the one a second pass over the
+    data gives."""
+    import importlib
+
+    convert_module = importlib.import_module("snn_encodings.conversion.convert")
+    x = mnist_eval.tensors[0][:192]
+    once = _CountedBatches(list(x.split(64)))
+    kept = se.convert(trained_ann, spec, once)
+    monkeypatch.setattr(convert_module, "KEEP_ELEMENTS", 0)
+    twice = _CountedBatches(list(x.split(64)))
+    streamed = se.convert(trained_ann, spec, twice)
+    assert twice.iterations == once.iterations + 1  # (the first batch also gives the shapes)
+    assert repr(kept) == repr(streamed)
+    for a, b in zip(kept.state_dict().values(), streamed.state_dict().values()):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        assert torch.equal(kept(x[:64]), streamed(x[:64]))
