@@ -281,8 +281,12 @@ def _calibrate(
                 kept.append([value[:missing] for value in values])
             observed = {i: values[i] for i in stats}
             observe(observed, first_pass=True)
-            held += sum(value.numel() for value in observed.values())
-            stored = stored + [observed] if stored is not None and held <= KEEP_ELEMENTS else None
+            if stored is not None:
+                held += sum(value.numel() for value in observed.values())
+                if held <= KEEP_ELEMENTS:
+                    stored.append(observed)
+                else:
+                    stored = None  # too many to keep: the histograms stream the data again
         collective.merge_stats(collectors, "max")
         for collector in stats[last].values():
             collector.maximum = output.finish_first_pass(collective.max, collector.maximum)
@@ -291,7 +295,7 @@ def _calibrate(
                 stored
                 if stored is not None
                 else (
-                    {i: value for i, value in enumerate(_raw_values(nodes, raw, x.to(device)))}
+                    dict(enumerate(_raw_values(nodes, raw, x.to(device))))
                     for x in iterate_inputs(calibration, "convert")
                 )
             )
