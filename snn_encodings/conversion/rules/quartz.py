@@ -75,7 +75,6 @@ class QuartzLayer(NeuronLayer):
         super().__init__(spec, output=not rectify)
         self.spec: Quartz = spec
         self.rectify = rectify
-        self.last_state = None
         self.last_early: Tensor | None = None
         self.reset_counters()
 
