@@ -121,22 +121,49 @@ def _branch_bits(ops: nn.Module, gains: tuple[Tensor, Tensor], shape: torch.Size
     return sum(part for part in parts if part is not None)
 
 
-def _absolute(op: nn.Module, x: Tensor) -> Tensor:
-    """``op`` with absolute weights applied to ``x``; ops without weights as they are."""
+def _absolute(op: nn.Module, x: Tensor, part: Callable[[Tensor], Tensor] = torch.abs) -> Tensor:
+    """``op`` with its weights replaced by ``part(weight)`` (default: absolute) applied to
+    ``x``; ops without weights as they are."""
     if isinstance(op, nn.Linear):
-        return nn.functional.linear(x, op.weight.abs())
+        return nn.functional.linear(x, part(op.weight))
     if isinstance(op, (nn.Conv1d, nn.Conv2d)):
-        return op._conv_forward(x, op.weight.abs(), None)
+        return op._conv_forward(x, part(op.weight), None)
     return op(x)
 
 
-def _absolute_sum(ops: nn.Module, gains: tuple[Tensor, Tensor], source: Tensor) -> Tensor:
-    """The branch with absolute weights and gains applied to ``source`` ``(1, *)``."""
+def _absolute_sum(
+    ops: nn.Module,
+    gains: tuple[Tensor, Tensor],
+    source: Tensor,
+    part: Callable[[Tensor], Tensor] = torch.abs,
+) -> Tensor:
+    """The branch with weights ``part(weight)`` (default: absolute) and absolute gains applied
+    to ``source`` ``(1, *)``."""
     g_in, g_out = (gain.detach().abs() for gain in gains)
     x = source * (g_in if g_in.dim() == 0 else g_in.unsqueeze(0))
     for op in ops:
-        x = _absolute(op, x.to(op.weight.dtype) if isinstance(op, WEIGHTED) else x)
+        x = _absolute(op, x.to(op.weight.dtype) if isinstance(op, WEIGHTED) else x, part)
     return x * (g_out if g_out.dim() == 0 else g_out.view(1, -1, *([1] * (x.dim() - 2))))
+
+
+def _signed_sums(
+    ops: nn.Module, gains: tuple[Tensor, Tensor], source: Tensor
+) -> tuple[Tensor, Tensor]:
+    r"""The branch's largest positive and negative sums :math:`(P, N)` per output over
+    non-negative inputs up to ``source``: :math:`P = \sum w^+ x`, :math:`N = \sum w^- x`.
+
+    With one weighted op between non-negative maps (gains, pools, flatten), every partial sum
+    of the branch's products is a sum over a subset of them, so it lies in :math:`[-N, P]`.
+    A branch that chains weighted ops (the second reads signed values) or has a negative gain
+    gets the triangle bound :math:`\sum |w| x` for both.
+    """
+    weighted = sum(isinstance(op, WEIGHTED) for op in ops)
+    if weighted != 1 or any(bool((gain < 0).any()) for gain in gains):
+        both = _absolute_sum(ops, gains, source)
+        return both, both
+    positive = _absolute_sum(ops, gains, source, lambda w: w.clamp(min=0))
+    negative = _absolute_sum(ops, gains, source, lambda w: (-w).clamp(min=0))
+    return positive, negative
 
 
 def layer_bound(
@@ -151,12 +178,15 @@ def layer_bound(
             Quartz levels, ``r^T`` for radix digits scaled to integers).
         bias_max: the largest magnitude of the bias term, same units.
     Returns:
-        The :class:`LayerBound`: every partial sum of the layer over inputs within the bounds is
-        at most ``magnitude`` in absolute value (triangle inequality) and, when inputs are
-        integers, a multiple of ``2**-grid_bits``.
+        The :class:`LayerBound`: every partial sum of the layer over non-negative inputs within
+        the bounds (spike values, levels and digit codes are) is at most ``magnitude`` in
+        absolute value and, when inputs are integers, a multiple of ``2**-grid_bits``. Per
+        output, the partial sums lie between minus the sum of its negative products and the
+        sum of its positive ones (:func:`_signed_sums`), the bias on top.
     """
     bits: list[int | None] = []
-    total: Tensor | None = None
+    positive: Tensor | None = None
+    negative: Tensor | None = None
     with torch.no_grad():
         for i, (source, ops) in enumerate(zip(synapse.sources, synapse.ops)):
             gains = synapse.gains(i)
@@ -168,11 +198,12 @@ def layer_bound(
                 dtype=gain.dtype,
                 device=gain.device,
             )
-            part = _absolute_sum(ops, gains, full)
-            total = part if total is None else total + part
-    assert total is not None
+            up, down = _signed_sums(ops, gains, full)
+            positive = up if positive is None else positive + up
+            negative = down if negative is None else negative + down
+    assert positive is not None and negative is not None
     grid = None if any(b is None for b in bits) else max(b for b in bits if b is not None)
-    return LayerBound(grid, float(total.max()) + bias_max)
+    return LayerBound(grid, max(float(positive.max()), float(negative.max())) + bias_max)
 
 
 def exact_dtype(bound: LayerBound) -> torch.dtype | None:

@@ -47,14 +47,26 @@ def _edge_network(weights: list[float]) -> se.SpikingNetwork:
         # exactly 2**24 grid steps
         ([1.0, 1.0, 1 - 2.0**-7 - 2.0**-16, 1 + 2.0**-16], torch.float32),
         ([1.0, 1.0, 1 - 2.0**-7, 1 + 2.0**-16], torch.float64),
+        # with inputs >= 0 every partial sum lies between minus the negative weights' sum and
+        # the positive weights' sum: the larger side decides, not sum |w| (here 2**8 + 3)
+        ([1.0, 1.0, 1 - 2.0**-7 - 2.0**-16, 1 + 2.0**-16, -3.0], torch.float32),
+        ([-1.0, -1.0, -(1 - 2.0**-7 - 2.0**-16), -(1 + 2.0**-16), 3.0], torch.float32),
+        ([-1.0, -1.0, -(1 - 2.0**-7), -(1 + 2.0**-16), 3.0], torch.float64),
     ],
-    ids=["at-the-bound", "one-step-over"],
+    ids=[
+        "at-the-bound",
+        "one-step-over",
+        "positive-side-at-the-bound",
+        "negative-side-at-the-bound",
+        "negative-side-one-step-over",
+    ],
 )
 def test_radix_layer_runs_in_float32_up_to_the_bound(weights: list[float], dtype) -> None:
     network = _edge_network(weights)
     assert network.exact_dtypes()[0] == dtype
     assert f"exact_dtype={dtype}" in repr(network.stages[0])
-    x = torch.cat([torch.ones(1, 4), torch.rand(31, 4, generator=torch.Generator().manual_seed(0))])
+    n = len(weights)
+    x = torch.cat([torch.ones(1, n), torch.rand(31, n, generator=torch.Generator().manual_seed(0))])
     with torch.no_grad():
         fast, twin = network(x), network.twin(x)
         network.use_fast_path = False
