@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from snn_encodings.conversion.exactness import SplitSynapse
 from snn_encodings.conversion.graph import WEIGHTED
 from snn_encodings.conversion.rules.base import FastPass
-from snn_encodings.conversion.synapse import Synapse, apply_in_chunks
+from snn_encodings.conversion.synapse import Synapse, apply_gain, apply_in_chunks
 from snn_encodings.functional.channels import channel_view
 from snn_encodings.specs.quartz import Quartz
 
@@ -111,8 +111,8 @@ def _apply(
         g_in, g_out = synapse.gains(i)
         if absolute:
             g_in, g_out = g_in.abs(), g_out.abs()
-        out = apply_in_chunks(ops, levels[source] * g_in)
-        out = out * channel_view(g_out, out.dim() - 1)
+        out = apply_in_chunks(ops, apply_gain(levels[source], g_in))
+        out = apply_gain(out, channel_view(g_out, out.dim() - 1))
         total = out if total is None else total + out
     assert total is not None
     return total

@@ -11,7 +11,7 @@ from snn_encodings.conversion.graph import WEIGHTED, Branch
 from snn_encodings.errors import ConversionError
 from snn_encodings.functional.channels import channel_view
 
-__all__ = ["CHUNK_ELEMENTS", "Synapse", "apply_in_chunks"]
+__all__ = ["CHUNK_ELEMENTS", "Synapse", "apply_gain", "apply_in_chunks"]
 
 CHUNK_ELEMENTS = 2**19
 """Input entries per call of a synapse's ops: a batch of samples (or time steps times samples)
@@ -129,8 +129,8 @@ class Synapse(nn.Module):
         total = self.bias.unsqueeze(0)
         for i, (source, ops) in enumerate(zip(self.sources, self.ops)):
             g_in, g_out = self.gains(i)
-            out = apply_in_chunks(ops, _times(values[source], g_in))
-            total = total + _times(out, channel_view(g_out, out.dim() - 1))
+            out = apply_in_chunks(ops, apply_gain(values[source], g_in))
+            total = total + apply_gain(out, channel_view(g_out, out.dim() - 1))
         return total
 
     def drive(self, sequences: list[Tensor], *, event_driven: bool = True) -> Tensor:
@@ -146,8 +146,8 @@ class Synapse(nn.Module):
             seq = sequences[source]
             steps, batch = seq.shape[:2]
             if seq.stride(0) == 0:
-                out = apply_in_chunks(ops, _times(seq[0], g_in))
-                out = _times(out, channel_view(g_out, out.dim() - 1)).expand(steps, *out.shape)
+                out = apply_in_chunks(ops, apply_gain(seq[0], g_in))
+                out = apply_gain(out, channel_view(g_out, out.dim() - 1)).expand(steps, *out.shape)
                 total = out if total is None else total + out
                 continue
             active = (
@@ -156,13 +156,13 @@ class Synapse(nn.Module):
                 else torch.arange(steps, device=seq.device)
             )
             if len(active) == steps:
-                out = apply_in_chunks(ops, _times(seq, g_in).flatten(0, 1))
+                out = apply_in_chunks(ops, apply_gain(seq, g_in).flatten(0, 1))
                 out = out.unflatten(0, (steps, batch))
             else:
-                picked = apply_in_chunks(ops, _times(seq[active], g_in).flatten(0, 1))
+                picked = apply_in_chunks(ops, apply_gain(seq[active], g_in).flatten(0, 1))
                 picked = picked.unflatten(0, (len(active), batch))
                 out = picked.new_zeros((steps, *picked.shape[1:])).index_copy(0, active, picked)
-            out = _times(out, channel_view(g_out, out[0].dim() - 1))
+            out = apply_gain(out, channel_view(g_out, out[0].dim() - 1))
             total = out if total is None else total + out
         assert total is not None
         return total
@@ -197,7 +197,7 @@ class Synapse(nn.Module):
         return total
 
 
-def _times(x: Tensor, gain: Tensor) -> Tensor:
+def apply_gain(x: Tensor, gain: Tensor) -> Tensor:
     """``x * gain``, skipped for a scalar gain of exactly 1 (the product would equal ``x``)."""
     if gain.dim() == 0 and bool(gain == 1):
         return x
