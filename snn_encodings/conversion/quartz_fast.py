@@ -197,6 +197,11 @@ def _early_times(
     return fire < k2, fire
 
 
+def _constant(value: bool, like: Tensor) -> Tensor:
+    """A read-only bool mask shaped like ``like``, all ``value``, without allocating it."""
+    return torch.full((), value, dtype=torch.bool, device=like.device).expand(like.shape)
+
+
 def _narrow_drive(
     network: SpikingNetwork, index: int, levels: list[Tensor], wide: torch.dtype
 ) -> Tensor:
@@ -244,6 +249,19 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
                 synapse, wide, bias_levels.to(x.dtype), drive.to(x.dtype), spec
             )
         kz = drive.add_(bias_levels)
+        if spec.mode == "exact" and neurons.rectify:
+            # a hidden exact layer: nobody fires early and everybody by the rectifier step, so
+            # each neuron waits clip(ceil(theta - 1 - Kz), 0, K) steps after the readout and
+            # its level is K minus that wait (the general path below, in five passes)
+            wait = torch.ceil_(spec.threshold - 1 - kz).clamp_(0, k)
+            everyone = _constant(True, kz)
+            neurons.neurons += kz.numel()
+            neurons.spikes += kz.numel()
+            neurons.last_early = _constant(False, kz)
+            neurons.defer_state(kz, everyone, x.dtype)
+            levels.append(wait.neg_().add_(k).float())
+            fired.append(everyone)
+            continue
         # fire step: 2K plus the steps until the ramp Kz + 1 + s reaches theta
         fire = torch.ceil_(spec.threshold - 1 - kz).clamp_(min=0).add_(k2)
         if neurons.rectify:
@@ -251,7 +269,7 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
         if spec.mode == "paper":
             fire = torch.where(early, times.to(fire.dtype), fire)
         else:
-            early = torch.zeros(kz.shape, dtype=torch.bool, device=kz.device)
+            early = _constant(False, kz)
         spiked = fire < k4
         every = neurons.rectify or bool(spiked.all())
         neurons.neurons += kz.numel()
