@@ -553,7 +553,7 @@ class _Synapse(nn.Module):
         source = self.synapse.sources[0]
         bias = self.rule.bias_currents(cast(Tensor, self.synapse.bias), spikes.shape[0])
         bias = bias.unsqueeze(1)
-        return self.synapse.drive({source: spikes}) + bias  # type: ignore[arg-type]
+        return self.synapse.drive({source: spikes}) + bias
 
 
 class _MaxPool(nn.Module):

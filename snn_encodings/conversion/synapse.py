@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -133,8 +134,14 @@ class Synapse(nn.Module):
             total = total + apply_gain(out, channel_view(g_out, out.dim() - 1))
         return total
 
-    def drive(self, sequences: list[Tensor], *, event_driven: bool = True) -> Tensor:
-        """Bias-free input currents ``(T, B, *)`` from the value nodes' spike trains.
+    def drive(
+        self,
+        sequences: Sequence[Tensor | None] | Mapping[int, Tensor],
+        *,
+        event_driven: bool = True,
+    ) -> Tensor:
+        """Bias-free input currents ``(T, B, *)`` from the value nodes' spike trains
+        (``sequences[node]``: a list by node, ``None`` where no longer needed, or a mapping).
 
         A train that repeats one step (an expanded tensor, stride 0 in time, e.g. an analog
         input current) is pushed through the ops once. With ``event_driven`` only the time
@@ -144,11 +151,12 @@ class Synapse(nn.Module):
         for i, (source, ops) in enumerate(zip(self.sources, self.ops)):
             g_in, g_out = self.gains(i)
             seq = sequences[source]
+            assert seq is not None, f"node {source}'s trains were released before a reader"
             steps, batch = seq.shape[:2]
             if seq.stride(0) == 0:
                 out = apply_in_chunks(ops, apply_gain(seq[0], g_in))
                 out = apply_gain(out, channel_view(g_out, out.dim() - 1)).expand(steps, *out.shape)
-                total = out if total is None else total + out
+                total = _accumulate(total, out, sequences)
                 continue
             active = (
                 seq.reshape(steps, -1).any(1).nonzero().flatten()
@@ -162,8 +170,9 @@ class Synapse(nn.Module):
                 picked = apply_in_chunks(ops, apply_gain(seq[active], g_in).flatten(0, 1))
                 picked = picked.unflatten(0, (len(active), batch))
                 out = picked.new_zeros((steps, *picked.shape[1:])).index_copy(0, active, picked)
-            out = apply_gain(out, channel_view(g_out, out[0].dim() - 1))
-            total = out if total is None else total + out
+            gain = channel_view(g_out, out[0].dim() - 1)
+            out = out.mul_(gain) if _owned(out, sequences) else apply_gain(out, gain)
+            total = _accumulate(total, out, sequences)
         assert total is not None
         return total
 
@@ -195,6 +204,27 @@ class Synapse(nn.Module):
                     x = op(x)
             total += x.flatten(1).sum(1)
         return total
+
+
+def _owned(x: Tensor, sources: Sequence[Tensor | None] | Mapping[int, Tensor]) -> bool:
+    """Whether ``x`` may be written in place: a dense tensor (no repeated step) that shares no
+    memory with the spike trains it was computed from (an identity branch returns its source).
+    ``sources`` as ``drive`` takes them: a list by node, or a mapping node -> train."""
+    if 0 in x.stride():
+        return False
+    storage = x.untyped_storage().data_ptr()
+    trains = sources.values() if isinstance(sources, Mapping) else sources
+    return all(s is None or s.untyped_storage().data_ptr() != storage for s in trains)
+
+
+def _accumulate(
+    total: Tensor | None, out: Tensor, sources: Sequence[Tensor | None] | Mapping[int, Tensor]
+) -> Tensor:
+    """``total + out`` (``out`` if there is no total yet), added into ``total`` where it may
+    be written: the same sums, without a new ``(T, B, *)`` tensor per branch."""
+    if total is None:
+        return out
+    return total.add_(out) if _owned(total, sources) else total + out
 
 
 def apply_gain(x: Tensor, gain: Tensor) -> Tensor:
