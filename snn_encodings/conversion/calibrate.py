@@ -148,15 +148,6 @@ def search_samples(shapes: list[torch.Size]) -> int:
     return max(SEARCH_MIN_SAMPLES, min(SEARCH_SAMPLES, SEARCH_BUDGET // per_sample))
 
 
-def run_passes(
-    loader: Iterable[Any], where: str, passes: int, visit: Callable[[int, Tensor], None]
-) -> None:
-    """Call ``visit(pass_index, x)`` for every batch, ``passes`` times over the loader."""
-    for index in range(passes):
-        for x in iterate_inputs(loader, where):
-            visit(index, x)
-
-
 PERCENTILE_CANDIDATES: tuple[float | None, ...] = (
     None,
     99.999,

@@ -27,7 +27,6 @@ __all__ = [
     "exact_dtype",
     "fraction_bits",
     "layer_bound",
-    "narrow_synapse",
     "split_parts",
 ]
 
@@ -223,7 +222,7 @@ class SplitSynapse(nn.Module):
 
     The high part holds each weight rounded to :math:`2^{-8}` (and the bias, and the branches
     without weights), the low part the rest (:math:`|w_{lo}| \le 2^{-9}`), so each part's sums
-    need fewer significand bits than the whole; :func:`split_synapse` keeps a split only where
+    need fewer significand bits than the whole; ``SpikingNetwork`` keeps a split only where
     both parts are exact in float32. Their float32 sums, added in float64, are the original's
     exact sum.
     """
@@ -240,42 +239,6 @@ class SplitSynapse(nn.Module):
         narrow = [v.to(torch.float32) if i in sources else v for i, v in enumerate(values)]
         wide = values[self.sources[0]].dtype
         return self.high.value(narrow).to(wide) + self.low.value(narrow).to(wide)
-
-
-class NarrowSynapse(nn.Module):
-    """A float32 copy of a synapse whose sums are exact in float32: ``value`` takes and returns
-    the original's dtype."""
-
-    def __init__(self, synapse: nn.Module, *, in_place: bool = False) -> None:
-        super().__init__()
-        self.narrow = (synapse if in_place else copy.deepcopy(synapse)).to(torch.float32)
-        self.sources = list(synapse.sources)
-
-    def value(self, values: list[Tensor]) -> Tensor:
-        """``Synapse.value`` of the original from one float32 pass."""
-        sources = set(self.sources)
-        narrow = [v.to(torch.float32) if i in sources else v for i, v in enumerate(values)]
-        return self.narrow.value(narrow).to(values[self.sources[0]].dtype)
-
-
-def narrow_synapse(
-    synapse: nn.Module, bound: Callable[[nn.Module], LayerBound], *, in_place: bool = False
-) -> nn.Module | None:
-    """``synapse`` as float32 passes that give its exact sums: a :class:`NarrowSynapse` where
-    ``bound(synapse)`` fits float32, a :class:`SplitSynapse` where both split parts do, else
-    ``None`` (evaluate the synapse itself). ``bound`` gives a synapse's :class:`LayerBound` in
-    the units where its inputs are integers. With ``in_place`` a synapse exact in float32
-    becomes the float32 copy itself (lossless where the bound holds; a throwaway synapse
-    saves the copy); the split and ``None`` leave it unchanged."""
-    dtype = exact_dtype(bound(synapse))
-    if dtype == torch.float32:
-        return NarrowSynapse(synapse, in_place=in_place)
-    if dtype != torch.float64:
-        return None
-    parts = split_parts(synapse)
-    if parts and all(exact_dtype(bound(part)) == torch.float32 for part in parts):
-        return SplitSynapse(*parts)
-    return None
 
 
 def split_parts(synapse: nn.Module) -> tuple[nn.Module, nn.Module] | None:
