@@ -150,8 +150,6 @@ class _OutputTwin:
         return (z + (decoded - z.detach())) * scale - offset
 
 
-
-
 def _merged(scales: list[Tensor]) -> Tensor:
     """One bound for a ReLU module called at several places: the largest of their scales."""
     if all(scale.shape == scales[0].shape for scale in scales):

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from snn_encodings.conversion.exactness import SplitSynapse
 from snn_encodings.conversion.graph import WEIGHTED
-from snn_encodings.conversion.rules.base import FastPass
+from snn_encodings.conversion.rules.base import FastPass, constant_like
 from snn_encodings.conversion.synapse import Synapse, apply_gain, apply_in_chunks
 from snn_encodings.functional.channels import channel_view
 from snn_encodings.specs.quartz import Quartz
@@ -197,11 +197,6 @@ def _early_times(
     return fire < k2, fire
 
 
-def _constant(value: bool, like: Tensor) -> Tensor:
-    """A read-only bool mask shaped like ``like``, all ``value``, without allocating it."""
-    return torch.full((), value, dtype=torch.bool, device=like.device).expand(like.shape)
-
-
 def _narrow_drive(
     network: SpikingNetwork, index: int, levels: list[Tensor], wide: torch.dtype
 ) -> Tensor:
@@ -254,10 +249,10 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
             # each neuron waits clip(ceil(theta - 1 - Kz), 0, K) steps after the readout and
             # its level is K minus that wait (the general path below, in five passes)
             wait = torch.ceil_(spec.threshold - 1 - kz).clamp_(0, k)
-            everyone = _constant(True, kz)
+            everyone = constant_like(kz, True, torch.bool)
             neurons.neurons += kz.numel()
             neurons.spikes += kz.numel()
-            neurons.last_early = _constant(False, kz)
+            neurons.last_early = constant_like(kz, False, torch.bool)
             neurons.defer_state(kz, everyone, x.dtype)
             levels.append(wait.neg_().add_(k).float())
             fired.append(everyone)
@@ -269,7 +264,7 @@ def quartz_fast_forward(network: SpikingNetwork, x: Tensor) -> FastPass:
         if spec.mode == "paper":
             fire = torch.where(early, times.to(fire.dtype), fire)
         else:
-            early = _constant(False, kz)
+            early = constant_like(kz, False, torch.bool)
         spiked = fire < k4
         every = neurons.rectify or bool(spiked.all())
         neurons.neurons += kz.numel()

@@ -23,7 +23,7 @@ from snn_encodings.functional.loop import simulate
 from snn_encodings.functional.surrogate import Surrogate
 from snn_encodings.specs.base import Spec
 
-__all__ = ["FastPass", "NeuronLayer", "Rule", "register_rule", "rule_for"]
+__all__ = ["FastPass", "NeuronLayer", "Rule", "constant_like", "register_rule", "rule_for"]
 
 
 class NeuronLayer(nn.Module):
@@ -237,6 +237,12 @@ class FastPass(NamedTuple):
 
     output: Tensor
     spikes: list[Tensor]
+
+
+def constant_like(like: Tensor, fill: bool | int, dtype: torch.dtype) -> Tensor:
+    """``fill`` in the shape of ``like`` as an expanded scalar: a read-only tensor without
+    memory per element, for the constant fields the closed forms report (states, masks)."""
+    return torch.full((), fill, dtype=dtype, device=like.device).expand(like.shape)
 
 
 def register_rule(spec_type: type[Spec], rule: type[Rule]) -> None:

@@ -16,7 +16,7 @@ from snn_encodings.conversion.quartz_fast import (
     quartz_layer_levels,
     quartz_quantise_bias,
 )
-from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule
+from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, constant_like
 from snn_encodings.errors import ConversionError
 from snn_encodings.functional.quartz import QuartzState, quartz_first_spikes
 from snn_encodings.specs.quartz import Quartz
@@ -91,7 +91,7 @@ class QuartzLayer(NeuronLayer):
             self.__dict__["_last_state"] = QuartzState(
                 v=(kz + self.spec.read_step).masked_fill_(fired, 0.0).to(dtype),
                 i=(~fired).to(dtype),
-                t=torch.full((), steps, dtype=torch.int64, device=kz.device).expand(kz.shape),
+                t=constant_like(kz, steps, torch.int64),
                 fired=fired,
             )
             self.__dict__["_pending_state"] = None

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from snn_encodings.coding.radix import decode_radix, encode_radix
 from snn_encodings.conversion.exactness import merge_branch_gains
 from snn_encodings.conversion.graph import WEIGHTED
-from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule
+from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, constant_like
 from snn_encodings.errors import SpecError
 from snn_encodings.functional.grid import grid_quantise
 from snn_encodings.functional.radix import (
@@ -329,15 +329,15 @@ class RadixRule(Rule):
         """The state (and output readout) the step simulation leaves after its window, in
         ``dtype`` (constant fields as expanded, read-only views)."""
         spec = self.spec
-        zeros = _constant(value, 0, dtype)
+        zeros = constant_like(value, 0, dtype)
         if layer.output:
             layer.readout = value
             v = value * float(spec.levels)
             layer.last_state = RadixState(
-                v=v, acc=zeros, k=_constant(value, spec.steps_per_layer, torch.int64)
+                v=v, acc=zeros, k=constant_like(value, spec.steps_per_layer, torch.int64)
             )
         else:
-            ticks = _constant(value, 2 * spec.steps_per_layer, torch.int64)
+            ticks = constant_like(value, 2 * spec.steps_per_layer, torch.int64)
             layer.last_state = RadixState(v=zeros, acc=zeros, k=ticks)
 
     def digit_sums(self, value: Tensor) -> Tensor:
@@ -354,8 +354,3 @@ class RadixRule(Rule):
     def max_pool(self, spikes: Tensor, pool: nn.Module) -> Tensor:
         values = decode_radix(spikes, self.spec)
         return encode_radix(pool(values), self.spec)
-
-
-def _constant(like: Tensor, fill: int, dtype: torch.dtype) -> Tensor:
-    """``fill`` in the shape of ``like`` as an expanded scalar (no memory per element)."""
-    return torch.full((), fill, dtype=dtype, device=like.device).expand(like.shape)
