@@ -117,27 +117,43 @@ class ActivationStats:
         Returns a 0-d tensor, or ``(C,)`` per channel; non-positive results become 1 (a dead
         layer or channel stays silent whatever its scale).
         """
+        return self.scales([percentile])[0]
+
+    def scales(self, percentiles: list[float | None]) -> list[Tensor]:
+        """:meth:`scale` of several percentiles, reading the histogram once."""
         if self.maximum is None:
             raise ConversionError("calibration: no data was seen")
-        if percentile is None:
-            result = self.maximum.clone()
-        else:
-            if self.histogram is None:
-                raise ConversionError("calibration: the percentile needs the histogram pass")
-            result = percentile_from_histogram(self.histogram, self.maximum, percentile)
-        result = torch.where(result > 0, result, torch.ones_like(result))
-        return result.to(torch.float32) if self.per_channel else result.to(torch.float32)[0]
+        asked = [p for p in percentiles if p is not None]
+        if asked and self.histogram is None:
+            raise ConversionError("calibration: the percentile needs the histogram pass")
+        found = iter(
+            percentile_from_histogram(self.histogram, self.maximum, asked).unbind(1)
+            if asked
+            else ()
+        )
+        results = []
+        for percentile in percentiles:
+            result = self.maximum.clone() if percentile is None else next(found)
+            result = torch.where(result > 0, result, torch.ones_like(result)).to(torch.float32)
+            results.append(result if self.per_channel else result[0])
+        return results
 
 
-def percentile_from_histogram(histogram: Tensor, maximum: Tensor, percentile: float) -> Tensor:
-    """Upper edge of the bin where the cumulative count first reaches ``percentile`` % (per row)."""
-    if not 0 < percentile <= 100:
-        raise ConversionError(f"calibration: percentile must be in (0, 100], got {percentile!r}")
+def percentile_from_histogram(
+    histogram: Tensor, maximum: Tensor, percentile: float | list[float]
+) -> Tensor:
+    """Upper edge of the bin where the cumulative count first reaches ``percentile`` % (per row):
+    ``(rows,)``, or ``(rows, P)`` for a list of ``P`` percentiles."""
+    asked = [percentile] if isinstance(percentile, (int, float)) else list(percentile)
+    for value in asked:
+        if not 0 < value <= 100:
+            raise ConversionError(f"calibration: percentile must be in (0, 100], got {value!r}")
     cumulative = histogram.cumsum(1)
-    target = cumulative[:, -1:] * (percentile / 100.0)
-    first = (cumulative >= target - 1e-9).float().argmax(1)
-    bins = histogram.shape[1]
-    return (first.to(torch.float64) + 1) / bins * maximum
+    fractions = torch.tensor(asked, dtype=cumulative.dtype) / 100.0
+    target = cumulative[:, -1:] * fractions.view(1, -1) - 1e-9
+    first = torch.searchsorted(cumulative, target)
+    result = (first.to(torch.float64) + 1) / histogram.shape[1] * maximum.view(-1, 1)
+    return result[:, 0] if isinstance(percentile, (int, float)) else result
 
 
 def search_samples(shapes: list[torch.Size]) -> int:
@@ -205,8 +221,13 @@ class _Scored:
         return flat[self.samples, :, self.positions]
 
     def pick_map(self, feature_map: Tensor) -> Tensor:
-        """The picked entries ``(k, C)`` of one sample's map ``(C, *)`` (e.g. a bias)."""
-        return feature_map.reshape(feature_map.shape[0], self.spatial)[:, self.positions].T
+        """The picked entries ``(k, C)`` of one sample's map ``(C, *)`` (e.g. a bias); ``(1, C)``
+        where every position of a channel holds the same value (a convolution's bias without
+        padding effects), which broadcasts the same."""
+        flat = feature_map.reshape(feature_map.shape[0], self.spatial)
+        if self.spatial == 1 or bool((flat == flat[:, :1]).all()):
+            return flat[:, 0].unsqueeze(0)
+        return flat[:, self.positions].T
 
 
 @dataclass(frozen=True)
@@ -368,13 +389,18 @@ class ScaleSearch:
 
             scale = clip_scale(node.clip)
             return {(None, scale.dim() == 1): scale}
+        # the output, and nodes feeding grouped convolutions, keep one scale per layer
+        keys = dict.fromkeys(
+            (percentile, per_channel and node.kind == "neuron" and not layer_only)
+            for percentile, per_channel in self.candidates
+        )
         trials = {}
-        for percentile, per_channel in self.candidates:
-            # the output, and nodes feeding grouped convolutions, keep one scale per layer
-            key = (percentile, per_channel and node.kind == "neuron" and not layer_only)
-            if key not in trials:
-                trials[key] = stats[key[1]].scale(percentile)
-        return trials
+        for per_channel in (False, True):
+            asked = [key for key in keys if key[1] == per_channel]
+            if asked:
+                found = stats[per_channel].scales([percentile for percentile, _ in asked])
+                trials.update(zip(asked, found))
+        return {key: trials[key] for key in keys}
 
 
 def _unit_sum(
