@@ -12,7 +12,9 @@ from snn_encodings.conversion.calibrate import (
     PERCENTILE_CANDIDATES,
     ActivationStats,
     ScaleChoice,
+    percentile_from_histogram,
 )
+from snn_encodings.errors import ConversionError
 from snn_encodings.functional.channels import channel_view
 
 
@@ -106,3 +108,17 @@ def test_search_picks_the_first_layer_scale_an_exact_comparison_picks(
     best = min(exact.values())
     assert exact[(chosen.percentile, chosen.per_channel)] <= best * 1.02
     assert chosen.error == pytest.approx(exact[(chosen.percentile, chosen.per_channel)], rel=0.05)
+
+
+def test_percentiles_from_a_hand_counted_histogram() -> None:
+    # row 0: one value in each of four bins over [0, 4]; row 1: everything in bin 2 of [0, 8]
+    histogram = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 5.0, 0.0]], dtype=torch.float64)
+    maximum = torch.tensor([4.0, 8.0], dtype=torch.float64)
+    edges = percentile_from_histogram(histogram, maximum, [25.0, 50.0, 50.1, 100.0])
+    assert edges.tolist() == [[1.0, 2.0, 3.0, 4.0], [6.0, 6.0, 6.0, 6.0]]
+    assert percentile_from_histogram(histogram, maximum, 75.0).tolist() == [3.0, 6.0]
+    stats = ActivationStats(per_channel=True, bins=4)
+    stats.maximum, stats.histogram = maximum, histogram
+    assert [s.tolist() for s in stats.scales([None, 50.0])] == [[4.0, 8.0], [2.0, 6.0]]
+    with pytest.raises(ConversionError, match="percentile must be in"):
+        percentile_from_histogram(histogram, maximum, [50.0, 0.0])
