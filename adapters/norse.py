@@ -544,16 +544,22 @@ class _Synapse(nn.Module):
 
     synapse: Synapse
 
-    def __init__(self, synapse: Synapse, rule: Rule) -> None:
+    def __init__(self, synapse: Synapse, rule: Rule, widest: int) -> None:
         super().__init__()
         self.synapse = synapse
         self.rule = rule
+        self.widest = widest
 
     def forward(self, spikes: Tensor) -> Tensor:
         source = self.synapse.sources[0]
         bias = self.rule.bias_currents(cast(Tensor, self.synapse.bias), spikes.shape[0])
         bias = bias.unsqueeze(1)
-        return self.synapse.drive({source: spikes}) + bias
+        drive = self.synapse.drive(
+            {source: spikes},
+            event_driven=self.rule.sparse_in_time,
+            steps_per_call=self.rule.steps_per_call(spikes.shape[1], self.widest),
+        )
+        return drive + bias
 
 
 class _MaxPool(nn.Module):
@@ -678,7 +684,7 @@ def from_spiking_network(
         if stage.kind == "pool":
             modules.append(_MaxPool(stage.pool, rule))
             continue
-        modules.append(_Synapse(stage.synapse, rule))
+        modules.append(_Synapse(stage.synapse, rule, network.widest))
         layer, core = _norse_layer(stage, options)
         if stage.kind == "output":
             offset = cast(Tensor, network.output_offset)

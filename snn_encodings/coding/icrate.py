@@ -12,7 +12,7 @@ from snn_encodings.errors import SpecError
 from snn_encodings.functional.grid import grid_index
 from snn_encodings.specs.icrate import ICRate
 
-__all__ = ["decode_icrate", "encode_icrate", "icrate_scores", "sigma_delta"]
+__all__ = ["decode_icrate", "decode_icrate_count", "encode_icrate", "icrate_scores", "sigma_delta"]
 
 
 def sigma_delta(x: Tensor, steps: int, *, offset: float = 0.5) -> Tensor:
@@ -103,14 +103,26 @@ def decode_icrate(
     Raises:
         SpecError: if ``v_final`` is missing under compensation.
     """
-    steps = spikes.shape[0]
-    count = spikes.sum(0) * spec.threshold
+    return decode_icrate_count(spikes.sum(0), spikes.shape[0], spec, v_final=v_final, v0=v0)
+
+
+def decode_icrate_count(
+    count: Tensor,
+    steps: int,
+    spec: ICRate,
+    *,
+    v_final: Tensor | None = None,
+    v0: float | Tensor | None = None,
+) -> Tensor:
+    """:func:`decode_icrate` from each neuron's spike count ``(B, *)`` over ``steps`` steps
+    (for a window run in parts, whose spike records are not kept)."""
+    total = count * spec.threshold
     if not spec.compensate:
-        return count / steps
+        return total / steps
     if v_final is None:
         raise SpecError("decode_icrate: compensation needs v_final, the last membrane")
     start = spec.default_v0 if v0 is None else v0
-    return (count + v_final - start) / steps
+    return (total + v_final - start) / steps
 
 
 def icrate_scores(

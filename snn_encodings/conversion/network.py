@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from snn_encodings.conversion.exactness import (
 )
 from snn_encodings.conversion.rules.base import Rule, rule_for
 from snn_encodings.conversion.synapse import Synapse
+from snn_encodings.conversion.trains import drop_read, with_bias
 from snn_encodings.errors import ConversionError, SnnEncodingsWarning
 from snn_encodings.functional.channels import channel_view
 from snn_encodings.functional.finite import all_finite
@@ -330,12 +332,7 @@ class SpikingNetwork(nn.Module):
             counts.append(torch.zeros_like(x))  # the raw input sends no spikes
             self._count_totals(0, counts, None)
         self._count(spikes, None, counts)
-        # the last stage reading each node: its spike trains are dropped after it
-        last_use = {
-            source: index
-            for index, stage in enumerate(self.stages, start=1)
-            for source in stage.inputs
-        }
+        last_use = self.last_use()
         output = None
         for index, stage in enumerate(self.stages, start=1):
             if index < len(start):
@@ -344,11 +341,15 @@ class SpikingNetwork(nn.Module):
                 spikes = rule.max_pool(sequences[stage.source], stage.pool)
             else:
                 synapse, neurons = stage.synapse, stage.neurons
-                currents = _with_bias(
-                    synapse.drive(sequences, event_driven=rule.sparse_in_time),
+                currents = with_bias(
+                    synapse.drive(
+                        sequences,
+                        event_driven=rule.sparse_in_time,
+                        steps_per_call=rule.steps_per_call(x.shape[0], self.widest),
+                    ),
                     rule.bias_currents(synapse.bias, steps).unsqueeze(1),
                 )
-                _drop_read(sequences, stage.inputs, last_use, index)
+                drop_read(sequences, stage.inputs, last_use, index)
                 del spikes  # the previous node's trains: released here if nothing reads them
                 spikes = neurons(currents)
                 del currents
@@ -360,9 +361,22 @@ class SpikingNetwork(nn.Module):
                     )
             self._count(spikes, stage, counts)
             sequences.append(spikes)
-            _drop_read(sequences, stage.inputs, last_use, index)
+            drop_read(sequences, stage.inputs, last_use, index)
         assert output is not None
         return output
+
+    @property
+    def widest(self) -> int:
+        """Neurons per sample of the widest stage."""
+        return max(math.prod(stage.shape) for stage in self.stages)
+
+    def last_use(self) -> dict[int, int]:
+        """The last stage (1-based node index) reading each node: its trains are dropped after it."""
+        return {
+            source: index
+            for index, stage in enumerate(self.stages, start=1)
+            for source in stage.inputs
+        }
 
     def _count(self, spikes: Tensor, stage: Stage | None, counts: list[Tensor | None]) -> None:
         """Append the next node's per-neuron spike counts to ``counts`` and add its totals."""
@@ -420,24 +434,3 @@ class SpikingNetwork(nn.Module):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}, latency={self.latency} steps"
-
-
-def _drop_read(
-    sequences: list[Tensor | None], inputs: list[int], last_use: dict[int, int], index: int
-) -> None:
-    """Release the spike trains that stage ``index`` is the last to read (before its neurons
-    run, so that a layer's input trains and output trains are not held at once)."""
-    for source in inputs:
-        if last_use[source] == index:
-            sequences[source] = None
-
-
-def _with_bias(drive: Tensor, bias: Tensor) -> Tensor:
-    """Currents ``(T, B, *)``: the synapse's fresh ``drive`` plus the bias currents ``(T, 1, *)``,
-    added in place; where both repeat one step (stride 0 in time) the sum is formed once and
-    repeated too."""
-    if drive.stride(0) == 0 and bias.stride(0) == 0:
-        return (drive[0] + bias[0]).expand_as(drive)
-    if drive.stride(0) == 0:
-        return drive + bias
-    return drive.add_(bias)

@@ -139,6 +139,7 @@ class Synapse(nn.Module):
         sequences: Sequence[Tensor | None] | Mapping[int, Tensor],
         *,
         event_driven: bool = True,
+        steps_per_call: int | None = None,
     ) -> Tensor:
         """Bias-free input currents ``(T, B, *)`` from the value nodes' spike trains
         (``sequences[node]``: a list by node, ``None`` where no longer needed, or a mapping).
@@ -146,6 +147,10 @@ class Synapse(nn.Module):
         A train that repeats one step (an expanded tensor, stride 0 in time, e.g. an analog
         input current) is pushed through the ops once. With ``event_driven`` only the time
         steps that carry input are pushed through the ops (worth its scan for sparse trains).
+        Otherwise the ops take ``steps_per_call`` steps at a time (all at once for ``None``):
+        a window driven whole and the same window driven in blocks of that many steps then
+        make the same calls, so their rounding is the same too (a matrix product need not
+        round a row alike in batches of different sizes).
         """
         total: Tensor | None = None
         for i, (source, ops) in enumerate(zip(self.sources, self.ops)):
@@ -164,8 +169,7 @@ class Synapse(nn.Module):
                 else torch.arange(steps, device=seq.device)
             )
             if len(active) == steps:
-                out = apply_in_chunks(ops, apply_gain(seq, g_in).flatten(0, 1))
-                out = out.unflatten(0, (steps, batch))
+                out = _every_step(ops, apply_gain(seq, g_in), steps_per_call)
             else:
                 picked = apply_in_chunks(ops, apply_gain(seq[active], g_in).flatten(0, 1))
                 picked = picked.unflatten(0, (len(active), batch))
@@ -204,6 +208,26 @@ class Synapse(nn.Module):
                     x = op(x)
             total += x.flatten(1).sum(1)
         return total
+
+
+def _every_step(ops: nn.Module, trains: Tensor, steps_per_call: int | None) -> Tensor:
+    """``ops`` over every step of ``trains`` ``(T, B, *)`` -> ``(T, B, *)``, in calls of
+    ``steps_per_call`` steps (each call in :func:`apply_in_chunks` slices)."""
+    steps, batch = trains.shape[:2]
+    parts = trains.split(steps if steps_per_call is None else steps_per_call)
+    first = apply_in_chunks(ops, parts[0].flatten(0, 1)).unflatten(0, (len(parts[0]), batch))
+    if len(parts) == 1:
+        return first
+    out = first.new_empty((steps, *first.shape[1:]))  # filled part by part: no second copy
+    out[: len(first)] = first
+    start = len(first)
+    del first
+    for part in parts[1:]:
+        out[start : start + len(part)] = apply_in_chunks(ops, part.flatten(0, 1)).unflatten(
+            0, (len(part), batch)
+        )
+        start += len(part)
+    return out
 
 
 def _owned(x: Tensor, sources: Sequence[Tensor | None] | Mapping[int, Tensor]) -> bool:

@@ -9,6 +9,7 @@ import torch
 import snn_encodings as se
 from snn_encodings import zoo
 from snn_encodings.coding.radix import encode_radix
+from snn_encodings.conversion import icrate_fast
 from snn_encodings.conversion.rules.icrate import ICRateLayer, mean_residual
 from snn_encodings.conversion.rules.radix import RadixLayer
 from snn_encodings.functional import simulate
@@ -89,6 +90,60 @@ def test_icrate_scan_equals_the_step_function(v0) -> None:
     assert torch.equal(state.v, want.state.v)
 
 
+ICRATE_CASES = [(name, width, ICRate(steps=8)) for name, width in CASES] + [
+    ("vgg11_bn", 0.125, ICRate(steps=7, init="data", compensate=False)),
+    ("convnet", 1.0, ICRate(steps=5, input_coding="sigma_delta")),
+]
+
+
+@pytest.mark.parametrize(
+    "block_elements", [1, icrate_fast.BLOCK_ELEMENTS], ids=["1-step", "default"]
+)
+@pytest.mark.parametrize(
+    ("name", "width", "spec"), ICRATE_CASES, ids=[f"{n}-T{s.steps}" for n, _, s in ICRATE_CASES]
+)
+def test_icrate_in_time_blocks_equals_the_whole_window(
+    name: str, width: float, spec: ICRate, block_elements: int, monkeypatch
+) -> None:
+    monkeypatch.setattr(icrate_fast, "BLOCK_ELEMENTS", block_elements)
+    network, x = _network(name, width, spec)
+    results = []
+    for fast in (True, False):
+        network.use_fast_path = fast
+        network.reset_counts()
+        network.counting = True
+        with torch.no_grad():
+            out = network(x)
+        counts = [(c.spikes, c.synaptic_events, c.samples) for c in network.counts]
+        states = [m.last_state.v for m in network.modules() if isinstance(m, ICRateLayer)]
+        results.append((out, counts, states))
+    (out, counts, states), (want_out, want_counts, want_states) = results
+    assert torch.equal(out, want_out)
+    assert counts == want_counts
+    assert all(torch.equal(got, want) for got, want in zip(states, want_states, strict=True))
+
+
+def test_icrate_layers_with_hooks_run_their_whole_window() -> None:
+    network, x = _network("convnet", 1.0, ICRate(steps=8))
+    output = network.stages[-1].neurons
+    seen: list[torch.Tensor] = []
+    handle = output.register_forward_hook(lambda module, args, spikes: seen.append(spikes))
+    with torch.no_grad():
+        hooked = network(x)
+    handle.remove()
+    with torch.no_grad():
+        assert torch.equal(network(x), hooked)
+    assert len(seen) == 1 and seen[0].shape == (8, 3, 10)
+
+
+def test_time_blocks_split_the_window_evenly(monkeypatch) -> None:
+    monkeypatch.setattr(icrate_fast, "BLOCK_ELEMENTS", 100)
+    assert icrate_fast.time_block(8, 2, 10) == 4  # 160 entries: two blocks of 4 steps
+    assert icrate_fast.time_block(8, 1, 10) == 8  # 80 entries fit one block
+    assert icrate_fast.time_block(9, 2, 10) == 5  # 180: two blocks, 5 + 4 steps
+    assert icrate_fast.time_block(8, 2, 1000) == 1  # one step is over the budget: 1-step blocks
+
+
 def test_icrate_data_init_in_one_pass_equals_layer_by_layer_passes() -> None:
     network, x = _network("vgg11_bn", 0.125, ICRate(steps=8, init="data"))
     measured = [stage.neurons.v0.clone() for stage in network.stages if stage.kind == "neuron"]
@@ -104,7 +159,9 @@ def test_icrate_data_init_in_one_pass_equals_layer_by_layer_passes() -> None:
 
 
 @pytest.mark.parametrize(("name", "width"), CASES, ids=[n for n, _ in CASES])
-def test_quartz_closed_form_in_narrow_floats_equals_the_float64_twin(name: str, width: float) -> None:
+def test_quartz_closed_form_in_narrow_floats_equals_the_float64_twin(
+    name: str, width: float
+) -> None:
     network, x = _network(name, width, Quartz(t_max=16))
     narrow = [s.split or s.exact_dtype == torch.float32 for s in network.stages if s.synapse]
     assert any(narrow)

@@ -211,6 +211,13 @@ class Rule:
         """Apply max-pooling ``pool`` to spike trains ``(T, B, C, *)`` under this encoding."""
         raise ConversionError(f"{type(self.spec).__name__} does not support max-pooling")
 
+    def steps_per_call(self, batch: int, widest: int) -> int | None:
+        """Time steps a dense synapse takes per call (``Synapse.drive``'s ``steps_per_call``)
+        for ``batch`` samples in a network whose widest layer has ``widest`` neurons per
+        sample: a rule that evaluates its window in blocks of time steps drives the whole
+        window in calls of the same size, so both round alike. Default ``None``: one call."""
+        return None
+
     def fast_forward(self, network: nn.Module, x: Tensor) -> FastPass | None:
         """A loop-free forward pass of ``network`` on checked inputs ``x``, or ``None``.
 

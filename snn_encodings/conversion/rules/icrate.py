@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from snn_encodings.coding.icrate import decode_icrate, encode_icrate
 from snn_encodings.collective import active_collective
 from snn_encodings.conversion.calibrate import iterate_inputs
-from snn_encodings.conversion.rules.base import NeuronLayer, Rule
+from snn_encodings.conversion.icrate_fast import icrate_forward_in_blocks, time_block
+from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule
 from snn_encodings.functional.channels import channel_view
 from snn_encodings.functional.icrate import ICRateState
 from snn_encodings.specs.icrate import ICRate
@@ -50,14 +51,20 @@ class ICRateLayer(NeuronLayer):
         :math:`v \leftarrow v - \theta s_t`, so spikes and state are bit for bit equal)."""
         if self.surrogate is not None or (torch.is_grad_enabled() and currents.requires_grad):
             return super().run(currents)
+        spikes, v = self.scan(currents, self.initial_v(currents[0]))
+        return spikes, ICRateState(v=v)
+
+    def scan(self, currents: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """The in-place scan of :meth:`run` over currents ``(T, B, *)`` from the membrane ``v``
+        ``(B, *)`` (updated in place): ``(spikes, v)``. Without gradients; a window run in
+        consecutive parts, each continuing from the last ``v``, gives the same spikes."""
         theta = self.spec.threshold
-        v = self.initial_v(currents[0])
         spikes = torch.empty_like(currents)
         for current, out in zip(currents, spikes):
             v.add_(current)
             torch.ge(v, theta, out=out)  # written as 0/1 in the spikes' dtype
             v.sub_(out, alpha=theta)
-        return spikes, ICRateState(v=v)
+        return spikes, v
 
 
 class ICRateRule(Rule):
@@ -112,11 +119,34 @@ class ICRateRule(Rule):
         state = layer.last_state
         return decode_icrate(spikes, self.spec, v_final=state.v, v0=layer.initial_v(spikes[0]))
 
-    def max_pool(self, spikes: Tensor, pool: nn.Module) -> Tensor:
+    def max_pool(
+        self, spikes: Tensor, pool: nn.Module, counts_before: Tensor | None = None
+    ) -> Tensor:
+        """Max-pooling of spike trains ``(T, B, C, *)``; ``counts_before`` ``(B, C, *)``: the
+        inputs' spike counts before the first of these steps (a window run in parts)."""
         steps, batch = spikes.shape[:2]
-        key = 2 * (spikes.cumsum(0) - spikes) + spikes
+        before = spikes.cumsum(0) - spikes
+        if counts_before is not None:
+            before += counts_before
+        key = 2 * before + spikes
         pooled = pool(key.flatten(0, 1)).unflatten(0, (steps, batch))
         return torch.remainder(pooled, 2)
+
+    def steps_per_call(self, batch: int, widest: int) -> int | None:
+        return time_block(self.spec.steps, batch, widest)
+
+    def fast_forward(self, network: nn.Module, x: Tensor) -> FastPass | None:
+        """The window in blocks of time steps (:mod:`~snn_encodings.conversion.icrate_fast`):
+        the simulation's spikes with a block of every layer's trains in memory. Without
+        gradients only (no surrogate, no parameter asking for one), and while no neuron layer
+        has forward hooks (which expect its call on the whole window); otherwise ``None``."""
+        layers = [m for m in network.modules() if isinstance(m, ICRateLayer)]
+        wants_grad = torch.is_grad_enabled() and any(p.requires_grad for p in network.parameters())
+        hooked = any(layer._forward_hooks or layer._forward_pre_hooks for layer in layers)
+        if wants_grad or hooked or any(layer.surrogate is not None for layer in layers):
+            return None
+        output, spikes = icrate_forward_in_blocks(network, x)  # type: ignore[arg-type]
+        return FastPass(output=output, spikes=spikes)
 
     def finalize(self, network: nn.Module, calibration: Any) -> None:
         if self.spec.init != "data":
@@ -145,10 +175,12 @@ class ICRateRule(Rule):
             return layer(inputs[0])
 
         handles = {layer: layer.register_forward_hook(measure) for layer in layers}
+        fast, network.use_fast_path = network.use_fast_path, False  # the layers' own calls
         try:
             with torch.no_grad():
                 network(x)  # one pass measures every layer in order
         finally:
+            network.use_fast_path = fast
             for handle in handles.values():
                 handle.remove()
 
