@@ -58,6 +58,8 @@ def spec_or_default(spec: Spec | None, spec_type: type[Spec] | None, where: str)
     Raises:
         TypeError: if ``spec`` is not an instance of ``spec_type``, or if it is ``None`` for a
             class that accepts every spec (``spec_type`` is ``Spec`` or ``None``).
+        SpecError: for signed IC-rate neurons, whose net spike count the framework neurons do
+            not keep.
     """
     generic = spec_type is None or spec_type is Spec
     if spec is None:
@@ -73,6 +75,13 @@ def spec_or_default(spec: Spec | None, spec_type: type[Spec] | None, where: str)
         raise TypeError(
             f"{where} expects {expected}, got {type(spec).__name__}; the first argument is the "
             "encoding's spec (framework parameters such as beta or threshold go by keyword)"
+        )
+    if getattr(spec, "signed", False):
+        raise SpecError(
+            f"{where}: ICRate(signed=True) neurons keep a net spike count besides the membrane, "
+            "which the framework neurons do not; run a converted network "
+            "(snn_encodings.convert, or this framework's conversion view of it), or use "
+            "ICRate(signed=False)"
         )
     return spec
 

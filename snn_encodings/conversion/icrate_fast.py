@@ -20,7 +20,7 @@ from torch import Tensor
 
 from snn_encodings.coding.icrate import decode_icrate_count
 from snn_encodings.conversion.trains import drop_read, with_bias
-from snn_encodings.functional.icrate import ICRateState
+from snn_encodings.functional.icrate import ICRateState, SignedICRateState
 
 if TYPE_CHECKING:
     from snn_encodings.conversion.network import SpikingNetwork
@@ -60,8 +60,10 @@ def icrate_forward_in_blocks(network: SpikingNetwork, x: Tensor) -> tuple[Tensor
     pooled = {stage.source for stage in stages if stage.kind == "pool"}
     output = len(stages)
     kept = {*pooled, output, *(range(1, output) if network.counting else ())}
-    counts: dict[int, Tensor] = {}
-    membranes: dict[int, Tensor] = {}
+    signed = spec.signed
+    counts: dict[int, Tensor] = {}  # spikes of either sign, what counting reports
+    net: Tensor | None = None  # the output layer's net count (signed neurons)
+    states: dict[int, ICRateState | SignedICRateState] = {}
     for start in range(0, steps, block):
         length = min(block, steps - start)
         sequences: list[Tensor | None] = [trains[start : start + length]]
@@ -80,24 +82,25 @@ def icrate_forward_in_blocks(network: SpikingNetwork, x: Tensor) -> tuple[Tensor
                     rule.bias_currents(synapse.bias, length).unsqueeze(1),
                 )
                 drop_read(sequences, stage.inputs, last_use, index)
-                v = membranes.get(index)
-                spikes, membranes[index] = neurons.scan(
-                    currents, neurons.initial_v(currents[0]) if v is None else v
-                )
+                state = states.get(index) or neurons.initial_state(currents[0])
+                spikes, states[index] = neurons.scan(currents, state)
                 del currents
             if index in kept:
-                fresh[index] = spikes.sum(0)
+                fresh[index] = spikes.abs().sum(0) if signed else spikes.sum(0)
+            if signed and index == output:
+                net = spikes.sum(0) if net is None else net + spikes.sum(0)
             sequences.append(spikes)
             drop_read(sequences, stage.inputs, last_use, index)
             del spikes
         del sequences
         for node, count in fresh.items():  # after the block: max-pools read counts before it
             counts[node] = counts[node] + count if node in counts else count
-    for index, v in membranes.items():
-        stages[index - 1].neurons.last_state = ICRateState(v=v)
+    for index, state in states.items():
+        stages[index - 1].neurons.last_state = state
     last = stages[-1].neurons
+    final = counts[output] if net is None else net
     result = decode_icrate_count(
-        counts[output], steps, spec, v_final=membranes[output], v0=last.initial_v(counts[output])
+        final, steps, spec, v_final=states[output].v, v0=last.initial_v(final)
     )
     spikes = []
     if network.counting:  # the input's over the whole window: analog currents, whose block

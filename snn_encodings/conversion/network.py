@@ -141,6 +141,12 @@ class SpikingNetwork(nn.Module):
         self.float_first = bool(getattr(spec, "float_first_layer", False))
         if self.float_first:
             self._check_float_first()
+        pools = [stage.name for stage in stages if stage.kind == "pool"]
+        if pools and not self.rule.supports_max_pool:
+            raise ConversionError(
+                f"SpikingNetwork: {spec!r} does not support max-pooling (layer {pools[0]!r}); "
+                "replace it by average pooling or use another encoding"
+            )
         self.counting = False
         #: Let the rule evaluate in closed form when it can (same outputs); views that record
         #: every layer's spike trains (e.g. the snnTorch adapter) turn it off.

@@ -49,9 +49,16 @@ def lower_icrate(network: FloatNetwork, reset: str) -> Lowered:
     Returns:
         ``(int_network, layer_reports, notes)``.
     Raises:
-        ExportError: for analog input coding, or a layer the chosen reset cannot express.
+        ExportError: for analog input coding, signed neurons, or a layer the chosen reset
+            cannot express.
     """
     spec = network.spec
+    if spec.signed:  # type: ignore[attr-defined]
+        raise ExportError(
+            "export.netx: ICRate(signed=True) neurons send negative spikes and keep a net spike "
+            "count, which netx's binary-spike CUBA neurons do not have; convert with "
+            "ICRate(signed=False) to export"
+        )
     if spec.input_coding != "sigma_delta":  # type: ignore[attr-defined]
         raise ExportError(
             "export.netx: ICRate(input_coding='analog') feeds the first layer real values, but "

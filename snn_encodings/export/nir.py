@@ -107,6 +107,12 @@ def _check_model(model: object) -> None:
         raise ExportError(
             f"export.nir: expected a converted network (FloatNetwork), got {type(model).__name__}"
         )
+    if getattr(model.spec, "signed", False):
+        raise ExportError(
+            "export.nir: ICRate(signed=True) neurons send negative spikes and keep a net spike "
+            "count, which NIR's integrate-and-fire nodes do not have; convert with "
+            "ICRate(signed=False) to export"
+        )
     record = encoding_for(model.spec)
     if not record.nir_export:
         exported = ", ".join(r.spec_type.__name__ for r in registered_encodings() if r.nir_export)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from snn_encodings.functional.icrate import ICRateState, icrate_initial_state, icrate_step
+from snn_encodings.functional.icrate import (
+    ICRateState,
+    SignedICRateState,
+    icrate_initial_state,
+    icrate_step,
+)
 from snn_encodings.functional.loop import Simulation, simulate
 from snn_encodings.functional.quartz import (
     QuartzState,
@@ -18,6 +23,7 @@ __all__ = [
     "NeuronFunctions",
     "QuartzState",
     "RadixState",
+    "SignedICRateState",
     "Simulation",
     "icrate_initial_state",
     "icrate_step",

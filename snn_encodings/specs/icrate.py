@@ -38,6 +38,14 @@ class ICRate(Spec):
         compensate: read outputs as count + residual and centre the sigma-delta input coder.
         input_coding: ``"analog"`` (the first layer receives the pixel value every step) or
             ``"sigma_delta"`` (deterministic error-feedback spikes, for spike-only hardware).
+        signed: neurons that also emit a negative spike, taking one back, when the membrane
+            falls below zero after they have fired (spikes in ``{-1, 0, 1}``). A neuron's net
+            count then follows its total input whatever the order in which the input arrives,
+            which plain rate neurons cannot (an early burst of positive current fires spikes a
+            later negative current cannot undo): converted BatchNorm and residual networks
+            need it to track their twin. Our extension, not in IC-SNN; the core network, its
+            snnTorch and SpikingJelly conversion views run it, while the framework neurons,
+            the CuPy kernels, max-pooling and the Loihi export refuse it.
 
     Raises:
         SpecError: for a field out of range, naming the field.
@@ -52,6 +60,7 @@ class ICRate(Spec):
     init: ICRateInit = "ann"
     compensate: bool = True
     input_coding: ICRateInput = "analog"
+    signed: bool = False
 
     def __post_init__(self) -> None:
         check_int(self, "steps", minimum=1)
@@ -60,6 +69,8 @@ class ICRate(Spec):
         if not isinstance(self.compensate, bool):
             raise SpecError(f"ICRate.compensate must be a bool, got {self.compensate!r}")
         check_choice(self, "input_coding", ("analog", "sigma_delta"))
+        if not isinstance(self.signed, bool):
+            raise SpecError(f"ICRate.signed must be a bool, got {self.signed!r}")
 
     @property
     def steps_per_layer(self) -> int:

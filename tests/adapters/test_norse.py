@@ -380,3 +380,10 @@ def test_norse_view_subtracts_the_output_offset_of_negative_logits(adapter, spec
         want = network(x)
         got, _ = adapter.from_spiking_network(network)(x)
     assert torch.equal(got, want)
+
+
+def test_norse_refuses_signed_icrate_neurons(adapter):
+    spec = ICRate(steps=8, signed=True)
+    for make in (adapter.ICRateCell, adapter.ICRateNeurons):
+        with pytest.raises(SpecError, match="net spike count"):
+            make(spec)

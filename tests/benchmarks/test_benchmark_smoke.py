@@ -29,3 +29,16 @@ def test_benchmark_quick_run_writes_results(tmp_path: Path, mnist_cache: str) ->
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "accuracy.png").stat().st_size > 0
     assert all(entry["same_predictions"] for entry in data["adapter_overhead"])
+
+
+def test_residual_icrate_quick_run() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "bench_residual", ROOT / "benchmarks" / "residual_icrate.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = module.run(100, [8])
+    (row,) = report["rows"]
+    assert 0 <= row["plain"] <= 100 and row["signed"] >= row["twin"] - 5
+    assert "| 8 |" in module._markdown(report)

@@ -12,6 +12,7 @@ from snn_encodings.coding.radix import encode_radix
 from snn_encodings.conversion import icrate_fast
 from snn_encodings.conversion.rules.icrate import ICRateLayer, mean_residual
 from snn_encodings.conversion.rules.radix import RadixLayer
+from snn_encodings.errors import ConversionError
 from snn_encodings.functional import simulate
 from snn_encodings.functional.radix import RadixState
 from snn_encodings.specs import ICRate, Quartz, Radix
@@ -77,9 +78,10 @@ def test_radix_closed_form_equals_the_step_simulation(name: str, width: float, s
         assert torch.equal(encode_radix(values[index], spec), train)
 
 
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
 @pytest.mark.parametrize("v0", [0.5, torch.tensor([0.0, 0.25, 0.7])], ids=["scalar", "per-channel"])
-def test_icrate_scan_equals_the_step_function(v0) -> None:
-    spec = ICRate(steps=16)
+def test_icrate_scan_equals_the_step_function(v0, signed: bool) -> None:
+    spec = ICRate(steps=16, signed=signed)
     layer = ICRateLayer(spec)
     layer.v0 = torch.as_tensor(v0)
     currents = torch.randn((16, 4, 3, 5, 5), generator=torch.Generator().manual_seed(0))
@@ -88,11 +90,21 @@ def test_icrate_scan_equals_the_step_function(v0) -> None:
     want = simulate(spec, currents, v0=layer.initial_v(currents[0]))
     assert torch.equal(spikes, want.spikes)
     assert torch.equal(state.v, want.state.v)
+    if signed:
+        assert torch.equal(state.count, want.state.count)
+        assert (spikes < 0).any()
+
+
+def test_signed_icrate_refuses_max_pooling() -> None:
+    with pytest.raises(ConversionError, match="does not support max-pooling"):
+        _network("vgg11_bn", 0.125, ICRate(steps=8, signed=True))
 
 
 ICRATE_CASES = [(name, width, ICRate(steps=8)) for name, width in CASES] + [
     ("vgg11_bn", 0.125, ICRate(steps=7, init="data", compensate=False)),
     ("convnet", 1.0, ICRate(steps=5, input_coding="sigma_delta")),
+    ("resnet18", 0.125, ICRate(steps=8, signed=True)),
+    ("mobilenetv2", 0.25, ICRate(steps=6, signed=True, init="data")),
 ]
 
 
@@ -100,7 +112,9 @@ ICRATE_CASES = [(name, width, ICRate(steps=8)) for name, width in CASES] + [
     "block_elements", [1, icrate_fast.BLOCK_ELEMENTS], ids=["1-step", "default"]
 )
 @pytest.mark.parametrize(
-    ("name", "width", "spec"), ICRATE_CASES, ids=[f"{n}-T{s.steps}" for n, _, s in ICRATE_CASES]
+    ("name", "width", "spec"),
+    ICRATE_CASES,
+    ids=[f"{n}-T{s.steps}{'-signed' if s.signed else ''}" for n, _, s in ICRATE_CASES],
 )
 def test_icrate_in_time_blocks_equals_the_whole_window(
     name: str, width: float, spec: ICRate, block_elements: int, monkeypatch

@@ -55,3 +55,16 @@ def test_icrate_on_a_trained_resnet_needs_a_long_window(trained_resnet, data) ->
         long = se.convert(trained_resnet, se.ICRate(steps=128), calibration)
         assert _accuracy(short(x), y) < _accuracy(short.twin(x), y) - 0.2
         assert _accuracy(long(x), y) >= _accuracy(long.twin(x), y) - 0.015
+
+
+@pytest.mark.parametrize("steps", [16, 32])
+def test_signed_icrate_on_a_trained_resnet_tracks_its_twin(trained_resnet, data, steps) -> None:
+    """Neurons that can take a spike back keep the SNN within a point of its twin (all 2 000
+    evaluation images: T = 32 SNN 96.45 %, twin 96.15 %; unsigned SNN 60.05 %)."""
+    x, y, calibration = data
+    with torch.no_grad():
+        network = se.convert(trained_resnet, se.ICRate(steps=steps, signed=True), calibration)
+        snn, twin = _accuracy(network(x), y), _accuracy(network.twin(x), y)
+        unsigned = se.convert(trained_resnet, se.ICRate(steps=steps), calibration)
+        assert snn >= twin - 0.01, (snn, twin)
+        assert _accuracy(unsigned(x), y) < snn - 0.1

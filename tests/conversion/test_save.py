@@ -48,6 +48,14 @@ def test_save_network_round_trip_gives_identical_outputs(tmp_path: Path) -> None
 
 
 def test_save_network_round_trip_for_every_spec(spec, tmp_path: Path) -> None:
+    _round_trip(spec, tmp_path)
+
+
+def test_save_network_round_trip_for_signed_icrate(tmp_path: Path) -> None:
+    _round_trip(ICRate(steps=8, signed=True), tmp_path)
+
+
+def _round_trip(spec, tmp_path: Path) -> None:
     torch.manual_seed(1)
     ann = nn.Sequential(
         nn.Conv2d(1, 3, 5, stride=3),
@@ -74,6 +82,7 @@ def test_save_network_file_loads_with_weights_only(tmp_path: Path) -> None:
             "init": "ann",
             "compensate": True,
             "input_coding": "analog",
+            "signed": False,
         },
     }
     assert [s["kind"] for s in payload["stages"]] == ["neuron", "pool", "neuron", "output"]

@@ -70,3 +70,50 @@ def test_icrate_trains_with_surrogate() -> None:
         optimiser.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_signed_icrate_takes_spikes_back_by_hand_trace() -> None:
+    spec = ICRate(steps=6, init="zero", signed=True)
+    currents = torch.tensor([[3.0], [0.0], [-2.5], [0.0], [0.2], [-0.9]])
+    out = simulate(spec, currents, record=True)
+    # v: 3 fire 2 | 2 fire 1 | -1.5 back -0.5 | -0.5 back 0.5 | 0.7 | -0.2 (count 0: no spike)
+    assert out.spikes.flatten().tolist() == [1.0, 1.0, -1.0, -1.0, 0.0, 0.0]
+    assert out.states.count.flatten().tolist() == [1.0, 2.0, 1.0, 0.0, 0.0, 0.0]
+    torch.testing.assert_close(
+        out.states.v.flatten(), torch.tensor([2.0, 1.0, -0.5, 0.5, 0.7, -0.2])
+    )
+    # the unsigned neuron keeps both spikes for a total input of -0.2
+    assert simulate(ICRate(steps=6, init="zero"), currents).spikes.sum().item() == 2.0
+
+
+def test_signed_icrate_count_follows_the_total_input_in_any_order() -> None:
+    generator = torch.Generator().manual_seed(0)
+    spec = ICRate(steps=64, signed=True)
+    # a constant value in [-0.2, 0.8) under bursts of up to several thresholds that cancel in
+    # pairs (one spike per step: a value near 1 has no steps left to catch up on a burst)
+    value = torch.rand(500, generator=generator, dtype=torch.float64) - 0.2
+    burst = torch.randn(28, 500, generator=generator, dtype=torch.float64) * 2
+    quiet = torch.zeros(8, 500, dtype=torch.float64)  # the last steps let a neuron catch up
+    currents = value + torch.cat([torch.stack([burst, -burst], 1).flatten(0, 1), quiet])
+    out = simulate(spec, currents)
+    count, v = out.spikes.sum(0), out.state.v
+    settled = ((v >= 0) & (v < 1)) | ((v < 0) & (count == 0))
+    assert settled.float().mean() > 0.95
+    want = torch.floor(currents.sum(0) + 0.5).clamp(min=0)
+    assert torch.equal(count[settled], want[settled])
+    assert torch.equal(out.state.count, count)
+    unsigned = simulate(ICRate(steps=64), currents).spikes.sum(0)
+    assert (unsigned[settled] != want[settled]).float().mean() > 0.25  # it keeps spikes
+
+
+def test_signed_icrate_needs_its_count_and_passes_gradients_to_take_backs() -> None:
+    spec = ICRate(steps=2, init="zero", signed=True)
+    with pytest.raises(SpecError, match="net spike count"):
+        icrate_step(torch.zeros(1), icrate_initial_state(ICRate(), torch.zeros(1)), spec)
+    v = torch.tensor([-0.4], requires_grad=True)
+    state = icrate_initial_state(spec, torch.zeros(1))
+    state = state._replace(v=v, count=torch.ones(1))
+    spikes, _ = icrate_step(torch.zeros(1), state, spec, surrogate=fast_sigmoid())
+    assert spikes.tolist() == [-1.0]
+    spikes.sum().backward()
+    assert v.grad is not None and v.grad.item() > 0  # a higher membrane takes less back

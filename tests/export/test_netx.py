@@ -175,6 +175,14 @@ def test_netx_icrate_analog_input_is_refused(tmp_path):
         netx(net, tmp_path / "x.net")
 
 
+def test_netx_signed_icrate_is_refused(tmp_path):
+    spec = ICRate(steps=8, input_coding="sigma_delta", signed=True)
+    net = icrate_net([FloatLayer(kind="dense", weight=np.ones((2, 6)))], spec=spec)
+    with pytest.raises(ExportError, match="signed=True.*negative spikes"):
+        netx(net, tmp_path / "x.net")
+    assert not list(tmp_path.iterdir())
+
+
 def test_netx_radix_is_refused_with_the_reason(tmp_path):
     net = icrate_net([FloatLayer(kind="dense", weight=np.ones((2, 6)))], spec=Radix())
     with pytest.raises(

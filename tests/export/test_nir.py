@@ -42,3 +42,13 @@ def test_nir_export_unwritable_path_raises(tmp_path):
     )
     with pytest.raises(ExportError, match="cannot write"):
         export_nir(net, tmp_path / "missing" / "net.nir")
+
+
+def test_nir_export_refuses_signed_icrate(tmp_path):
+    net = FloatNetwork(
+        spec=ICRate(input_coding="sigma_delta", signed=True),
+        input_shape=(2,),
+        layers=(FloatLayer(kind="dense", name="fc", weight=np.ones((2, 2)), bias=np.zeros(2)),),
+    )
+    with pytest.raises(ExportError, match="signed=True.*negative spikes"):
+        export_nir(net, tmp_path / "net.nir")

@@ -14,7 +14,11 @@ from snn_encodings.conversion.calibrate import iterate_inputs
 from snn_encodings.conversion.icrate_fast import icrate_forward_in_blocks, time_block
 from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule
 from snn_encodings.functional.channels import channel_view
-from snn_encodings.functional.icrate import ICRateState
+from snn_encodings.functional.icrate import (
+    ICRateState,
+    SignedICRateState,
+    icrate_initial_state,
+)
 from snn_encodings.specs.icrate import ICRate
 
 __all__ = ["ICRateLayer", "ICRateRule"]
@@ -37,34 +41,45 @@ class ICRateLayer(NeuronLayer):
     def __init__(self, spec: ICRate, output: bool = False) -> None:
         super().__init__(spec, output=output)
         self.register_buffer("v0", torch.tensor(spec.default_v0))
-        self.last_state: ICRateState | None = None
+        self.last_state: ICRateState | SignedICRateState | None = None
 
     def initial_v(self, like: Tensor) -> Tensor:
         """``v0`` broadcast to one step's shape ``(B, *)``."""
         v0 = channel_view(self.v0, like.dim() - 1)
         return torch.zeros_like(like) + v0.to(like.dtype)
 
-    def run(self, currents: Tensor) -> tuple[Tensor, ICRateState]:
+    def initial_state(self, like: Tensor) -> ICRateState | SignedICRateState:
+        """The state a window starts from, for one step's shape ``like`` ``(B, *)``."""
+        return icrate_initial_state(self.spec, like, v0=self.initial_v(like))
+
+    def run(self, currents: Tensor) -> tuple[Tensor, ICRateState | SignedICRateState]:
         r"""The step loop; without a gradient to carry, an in-place scan over the ``(T, B, *)``
         block (the same operations as :func:`~snn_encodings.functional.icrate.icrate_step`:
-        :math:`v \leftarrow v + I_t`, :math:`s_t = [v \ge \theta]`,
-        :math:`v \leftarrow v - \theta s_t`, so spikes and state are bit for bit equal)."""
+        :math:`v \leftarrow v + I_t`, :math:`s_t = [v \ge \theta]` (minus a take-back spike
+        for signed neurons), :math:`v \leftarrow v - \theta s_t`, so spikes and state are
+        bit for bit equal)."""
         if self.surrogate is not None or (torch.is_grad_enabled() and currents.requires_grad):
             return super().run(currents)
-        spikes, v = self.scan(currents, self.initial_v(currents[0]))
-        return spikes, ICRateState(v=v)
+        return self.scan(currents, self.initial_state(currents[0]))
 
-    def scan(self, currents: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """The in-place scan of :meth:`run` over currents ``(T, B, *)`` from the membrane ``v``
-        ``(B, *)`` (updated in place): ``(spikes, v)``. Without gradients; a window run in
-        consecutive parts, each continuing from the last ``v``, gives the same spikes."""
+    def scan(
+        self, currents: Tensor, state: ICRateState | SignedICRateState
+    ) -> tuple[Tensor, ICRateState | SignedICRateState]:
+        """The in-place scan of :meth:`run` over currents ``(T, B, *)`` from ``state`` (whose
+        tensors it updates in place): ``(spikes, state)``. Without gradients; a window run in
+        consecutive parts, each continuing from the last state, gives the same spikes."""
         theta = self.spec.threshold
+        v = state.v
+        count = state.count if isinstance(state, SignedICRateState) else None
         spikes = torch.empty_like(currents)
         for current, out in zip(currents, spikes):
             v.add_(current)
             torch.ge(v, theta, out=out)  # written as 0/1 in the spikes' dtype
+            if count is not None:  # signed: take a spike back below zero
+                out.sub_(((v < 0) & (count > 0)).to(out.dtype))
+                count.add_(out)
             v.sub_(out, alpha=theta)
-        return spikes, v
+        return spikes, state
 
 
 class ICRateRule(Rule):
@@ -89,6 +104,12 @@ class ICRateRule(Rule):
 
     spec: ICRate
     sparse_in_time = False
+
+    @property
+    def supports_max_pool(self) -> bool:  # type: ignore[override]
+        """Max-pooling gates spikes by their counts, which a take-back spike would undo for
+        one input but not for the window's output: unsigned neurons only."""
+        return not self.spec.signed
 
     def twin_parameters(self) -> tuple[int | None, float, float]:
         return self.spec.steps, self.spec.default_v0 / self.spec.threshold, 1.0
