@@ -108,6 +108,7 @@ ICRATE_CASES = [(name, width, ICRate(steps=8)) for name, width in CASES] + [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:convert .ICRate.*agree with its twin's")  # random weights
 @pytest.mark.parametrize(
     "block_elements", [1, icrate_fast.BLOCK_ELEMENTS], ids=["1-step", "default"]
 )
@@ -158,6 +159,7 @@ def test_time_blocks_split_the_window_evenly(monkeypatch) -> None:
     assert icrate_fast.time_block(8, 2, 1000) == 1  # one step is over the budget: 1-step blocks
 
 
+@pytest.mark.filterwarnings("ignore:convert .ICRate.*agree with its twin's")  # random weights
 def test_icrate_data_init_in_one_pass_equals_layer_by_layer_passes() -> None:
     network, x = _network("vgg11_bn", 0.125, ICRate(steps=8, init="data"))
     measured = [stage.neurons.v0.clone() for stage in network.stages if stage.kind == "neuron"]

@@ -225,3 +225,15 @@ def test_histograms_from_kept_values_equal_a_second_pass(
         assert torch.equal(a, b)
     with torch.no_grad():
         assert torch.equal(kept(x[:64]), streamed(x[:64]))
+
+
+@pytest.mark.parametrize("steps", [4, 8, 32])
+def test_icrate_convert_is_quiet_where_the_snn_agrees_with_its_twin(
+    trained_ann, mnist_calibration, steps
+) -> None:
+    import warnings
+
+    x = mnist_calibration.tensors[0][:256]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the twin check finds the convnet's SNN in agreement
+        se.convert(trained_ann, se.ICRate(steps=steps), [x])
