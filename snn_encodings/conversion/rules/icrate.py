@@ -83,11 +83,15 @@ class ICRateLayer(NeuronLayer):
         v = state.v
         count = state.count if isinstance(state, SignedICRateState) else None
         spikes = torch.empty_like(currents)
+        if count is not None:  # signed: take a spike back below zero (0/1 masks, no copies)
+            back, fired = torch.empty_like(v), torch.empty_like(v)
         for current, out in zip(currents, spikes):
             v.add_(current)
             torch.ge(v, theta, out=out)  # written as 0/1 in the spikes' dtype
-            if count is not None:  # signed: take a spike back below zero
-                out.sub_(((v < 0) & (count > 0)).to(out.dtype))
+            if count is not None:
+                torch.lt(v, 0, out=back)
+                torch.gt(count, 0, out=fired)
+                out.sub_(back.mul_(fired))
                 count.add_(out)
             v.sub_(out, alpha=theta)
         return spikes, state
