@@ -82,8 +82,9 @@ def icrate_forward_in_blocks(network: SpikingNetwork, x: Tensor) -> tuple[Tensor
                     rule.bias_currents(synapse.bias, length).unsqueeze(1),
                 )
                 drop_read(sequences, stage.inputs, last_use, index)
-                state = states.get(index) or neurons.initial_state(currents[0])
-                spikes, states[index] = neurons.scan(currents, state)
+                if index not in states:
+                    states[index] = neurons.initial_state(currents[0])
+                spikes, states[index] = neurons.scan(currents, states[index])
                 del currents
             if index in kept:
                 fresh[index] = spikes.abs().sum(0) if signed else spikes.sum(0)

@@ -29,7 +29,8 @@ __all__ = ["ICRateLayer", "ICRateRule"]
 DATA_INIT_SAMPLES = 512
 
 #: Calibration samples on which ``convert`` compares a plain IC-rate SNN's decisions with its
-#: twin's (one SNN run on them: T / 16 of an ANN pass per sample of a 256-sample set).
+#: twin's: the SNN's window on them costs 16 T samples' ANN passes (at T = 8, half an ANN pass
+#: over a 256-sample calibration set).
 CHECK_SAMPLES = 16
 
 #: Below this fraction of agreeing decisions ``convert`` warns. On the zoo's trained
@@ -61,7 +62,9 @@ class ICRateLayer(NeuronLayer):
 
     def initial_state(self, like: Tensor) -> ICRateState | SignedICRateState:
         """The state a window starts from, for one step's shape ``like`` ``(B, *)``."""
-        return icrate_initial_state(self.spec, like, v0=self.initial_v(like))
+        return icrate_initial_state(
+            self.spec, like, v0=channel_view(self.v0, like.dim() - 1).to(like.dtype)
+        )
 
     def run(self, currents: Tensor) -> tuple[Tensor, ICRateState | SignedICRateState]:
         r"""The step loop; without a gradient to carry, an in-place scan over the ``(T, B, *)``
@@ -190,6 +193,9 @@ class ICRateRule(Rule):
         readout is the output layer's exact mean input, so decisions that differ come from the
         hidden layers' spike timing (without it they also differ by the readout's rounding
         to T levels, which signed neurons do not change)."""
+        check = self.spec.compensate and not self.spec.signed
+        if self.spec.init != "data" and not check:
+            return
         collective = active_collective()
         limit = CHECK_SAMPLES
         if self.spec.init == "data":
@@ -205,7 +211,7 @@ class ICRateRule(Rule):
         with torch.no_grad():
             if self.spec.init == "data":
                 self._measure_initial_membranes(network, x, collective.sum)
-            if self.spec.compensate and not self.spec.signed:
+            if check:
                 self._check_against_twin(network, x[:CHECK_SAMPLES])
 
     def _measure_initial_membranes(
