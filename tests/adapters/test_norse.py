@@ -382,8 +382,29 @@ def test_norse_view_subtracts_the_output_offset_of_negative_logits(adapter, spec
     assert torch.equal(got, want)
 
 
-def test_norse_refuses_signed_icrate_neurons(adapter):
+def test_norse_runs_signed_icrate_neurons_as_the_core_does(adapter, make_currents):
+    spec = ICRate(steps=12, signed=True)
+    currents = make_currents((3, 5), steps=12) * 4  # bursts of several thresholds
+    want = simulate(spec, currents, record=True)
+    assert (want.spikes < 0).any()
+    spikes, states = _cell_trace(adapter.ICRateCell(spec), currents)
+    assert torch.equal(spikes, want.spikes)
+    _assert_same_state(states, want.states)
+    spikes, state = adapter.ICRateNeurons(spec)(currents)
+    assert torch.equal(spikes, want.spikes)
+    _assert_same_state(state, want.state)
+
+
+def test_norse_converted_signed_icrate_predicts_as_core_network(adapter, mnist_cnn):
+    import snn_encodings
+
+    ann, calibration, images = mnist_cnn
     spec = ICRate(steps=8, signed=True)
-    for make in (adapter.ICRateCell, adapter.ICRateNeurons):
-        with pytest.raises(SpecError, match="net spike count"):
-            make(spec)
+    with pytest.raises(ConversionError, match="does not support max-pooling"):
+        snn_encodings.convert(ann, spec, calibration)
+    pooled = [torch.nn.AvgPool2d(2) if isinstance(m, torch.nn.MaxPool2d) else m for m in ann]
+    network = snn_encodings.convert(torch.nn.Sequential(*pooled), spec, calibration)
+    model = adapter.from_spiking_network(network)
+    with torch.no_grad():
+        got, _ = model(images)
+        assert torch.equal(got, network(images))
