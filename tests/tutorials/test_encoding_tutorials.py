@@ -7,6 +7,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 from conftest import require
 
 TUTORIALS = Path(__file__).resolve().parents[2] / "tutorials"
@@ -43,6 +44,12 @@ def test_icrate_tutorial_half_threshold_start_rounds_instead_of_flooring(
     assert abs(float(half_error.mean())) < abs(float(zero_error.mean()))
     for trace in result["traces"].values():  # count + residual recovers the input exactly
         assert trace["compensated"].tolist() == pytest.approx(list(module.CURRENTS), abs=1e-12)
+    bursts = result["bursts"]  # signed neurons count what the total input asks for, any order
+    assert torch.equal(bursts["signed"], bursts["ideal"])
+    assert (
+        bursts["plain"][0] == bursts["ideal"][0]
+        and (bursts["plain"][1:] > bursts["ideal"][1:]).all()
+    )
     accuracy = result["accuracy"]
     assert all(0.0 <= a <= 1.0 for curve in accuracy.values() for a in curve.values())
     plain, fixed = accuracy["plain rate (v0 = 0)"], accuracy["v0 = θ/2 + compensation"]
