@@ -52,19 +52,12 @@ NOT_RATE_TRAINABLE: Mapping[type[Spec], str] = encoding_notes("not_rate_trainabl
 and what to use instead. The surrogate gradients are still defined; only the rate is constant."""
 
 
-def spec_or_default(
-    spec: Spec | None, spec_type: type[Spec] | None, where: str, *, states: bool = False
-) -> Spec:
+def spec_or_default(spec: Spec | None, spec_type: type[Spec] | None, where: str) -> Spec:
     """Return ``spec``, or ``spec_type()`` (the spec's defaults) when ``spec`` is ``None``.
-
-    ``states``: the caller keeps the core's state tuples whole (Norse), so neurons whose state
-    has more than a membrane (signed IC-rate) run there.
 
     Raises:
         TypeError: if ``spec`` is not an instance of ``spec_type``, or if it is ``None`` for a
             class that accepts every spec (``spec_type`` is ``Spec`` or ``None``).
-        SpecError: for signed IC-rate neurons without ``states``: the framework neuron keeps
-            only a membrane, not their net spike count.
     """
     generic = spec_type is None or spec_type is Spec
     if spec is None:
@@ -80,13 +73,6 @@ def spec_or_default(
         raise TypeError(
             f"{where} expects {expected}, got {type(spec).__name__}; the first argument is the "
             "encoding's spec (framework parameters such as beta or threshold go by keyword)"
-        )
-    if getattr(spec, "signed", False) and not states:
-        raise SpecError(
-            f"{where}: ICRate(signed=True) neurons keep a net spike count besides the membrane, "
-            "which this framework's neurons do not; run a converted network "
-            "(snn_encodings.convert, or this framework's conversion view of it), Norse's "
-            "ICRateCell / ICRateNeurons, or ICRate(signed=False)"
         )
     return spec
 

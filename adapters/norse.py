@@ -162,8 +162,7 @@ class _EncodingModule:
         if not isinstance(dt, (int, float)) or isinstance(dt, bool) or dt <= 0:
             raise SpecError(f"{name}: dt must be a positive number, got {dt!r}")
         if p is None:
-            spec = spec_or_default(spec, self.spec_type, name, states=True)
-            return self._make_parameters(spec, **options)
+            return self._make_parameters(spec_or_default(spec, self.spec_type, name), **options)
         if not isinstance(p, EncodingParameters):
             why = (
                 "Norse's neuron parameters (time constants, v_leak, v_reset) have no meaning for "
@@ -173,7 +172,7 @@ class _EncodingModule:
             raise refuse(name, "p", type(p).__name__, why, instead)
         if spec is not None and spec != p.spec:
             raise TypeError(f"{name}: spec={spec!r} and p.spec={p.spec!r} differ; pass one")
-        spec_or_default(p.spec, self.spec_type, name, states=True)
+        spec_or_default(p.spec, self.spec_type, name)
         return p
 
     def _make_parameters(

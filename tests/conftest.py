@@ -36,6 +36,7 @@ settings.load_profile(
 SPEC_EXAMPLES: tuple[Spec, ...] = (
     ICRate(steps=8, init="ann"),
     ICRate(steps=6, init="zero", compensate=False),
+    ICRate(steps=8, signed=True),
     Radix(steps=4),
     Radix(steps=3, base=3, mode="paper"),
     Quartz(t_max=4),

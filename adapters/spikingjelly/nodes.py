@@ -311,9 +311,11 @@ def _check_jelly_keywords(
 
 def _check_cupy(where: str, spec: Spec, surrogate_function: Any) -> None:
     if not kernels.has_kernel(spec):
+        what = "signed ICRate" if getattr(spec, "signed", False) else type(spec).__name__
         raise ValueError(
-            f"{where}: backend='cupy' has no kernel for {type(spec).__name__} (kernels: "
-            f"{', '.join(t.__name__ for t in kernels.KERNEL_SOURCES)}); use backend='torch'"
+            f"{where}: backend='cupy' has no kernel for {what} (kernels: "
+            f"{', '.join(t.__name__ for t in kernels.KERNEL_SOURCES)}, unsigned IC-rate); "
+            "use backend='torch'"
         )
     kernels.surrogate_kind(surrogate_function)
     if kernels.current_launcher() is kernels.CUPY:

@@ -43,10 +43,9 @@ class ICRate(Spec):
             count then follows its total input whatever the order in which the input arrives,
             which plain rate neurons cannot (an early burst of positive current fires spikes a
             later negative current cannot undo): converted BatchNorm and residual networks
-            need it to track their twin. Our extension, not in IC-SNN; the core network, its
-            snnTorch and SpikingJelly conversion views and Norse's cells and layers run it,
-            while the snnTorch and SpikingJelly neurons, the CuPy kernels, max-pooling and the
-            netx and NIR exports refuse it.
+            need it to track their twin. Our extension, not in IC-SNN; the core network and
+            the framework adapters run it, while the CuPy kernels, max-pooling and the netx
+            and NIR exports refuse it.
 
     Raises:
         SpecError: for a field out of range, naming the field.

@@ -30,7 +30,8 @@ SHAPES = [(1,), (3, 5), (2, 3, 43)]
 """N = 1, 15 and 258 neurons: one partial block, and two blocks of 256 threads, the second
 almost empty (N is not a multiple of the block size)."""
 
-ICRATE_EXAMPLES = [s for s in SPEC_EXAMPLES if isinstance(s, ICRate)]
+ICRATE_EXAMPLES = [s for s in SPEC_EXAMPLES if isinstance(s, ICRate) and not s.signed]
+KERNEL_EXAMPLES = [s for s in SPEC_EXAMPLES if not getattr(s, "signed", False)]
 RADIX_EXAMPLES = [s for s in SPEC_EXAMPLES if isinstance(s, Radix)]
 QUARTZ_EXAMPLES = [s for s in SPEC_EXAMPLES if isinstance(s, Quartz)]
 
@@ -56,10 +57,18 @@ def test_kernel_sources_inline_the_common_header() -> None:
         assert "struct Storage<half_bits>" in text
 
 
-def test_every_spec_example_has_a_kernel() -> None:
+def test_every_spec_example_has_a_kernel_but_signed_icrate() -> None:
     kernels = _kernels()
-    assert all(kernels.has_kernel(spec) for spec in SPEC_EXAMPLES)
-    assert {type(spec) for spec in SPEC_EXAMPLES} == set(kernels.KERNEL_SOURCES)
+    assert all(kernels.has_kernel(spec) for spec in KERNEL_EXAMPLES)
+    assert {type(spec) for spec in KERNEL_EXAMPLES} == set(kernels.KERNEL_SOURCES)
+    signed = ICRate(steps=8, signed=True)
+    assert not kernels.has_kernel(signed)
+    with pytest.raises(SpecError, match="no kernel for ICRate.*signed=True"):
+        kernels.multi_step(signed, torch.zeros(3, 2), (torch.zeros(2), torch.zeros(2)))
+    from snn_encodings.adapters.spikingjelly import ICRateNode
+
+    with pytest.raises(ValueError, match="no kernel for signed ICRate"):
+        ICRateNode(signed, step_mode="m", backend="cupy")
 
 
 @pytest.mark.parametrize(
@@ -442,7 +451,7 @@ def test_radix_kernel_matches_torch_step(target, spec, mode, shape, dtype, make_
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("spec", SPEC_EXAMPLES, ids=repr)
+@pytest.mark.parametrize("spec", KERNEL_EXAMPLES, ids=repr)
 def test_every_kernel_matches_torch_step_over_one_step(target, spec, dtype, make_currents):
     """T = 1 from a mid-run state (the counters past the window's start) through multi_step."""
     from snn_encodings.functional import simulate

@@ -410,13 +410,11 @@ def test_snntorch_tutorial_runs_quick(snt, tmp_path) -> None:
     assert results["swapped_loss_last"] < results["swapped_loss_first"]
 
 
-def test_snntorch_runs_signed_icrate_networks_but_not_neurons(snt, mnist_mlp) -> None:
+def test_snntorch_runs_signed_icrate_networks(snt, mnist_mlp) -> None:
     import snn_encodings
 
     ann, calibration, x_eval, _ = mnist_mlp
     spec = ICRate(steps=8, signed=True)
-    with pytest.raises(SpecError, match="net spike count"):
-        snt.ICRateNeuron(spec)
     model = snt.convert(ann, spec, [calibration])
     spk_rec, mem_rec = model(x_eval)
     with torch.no_grad():

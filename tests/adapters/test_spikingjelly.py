@@ -393,11 +393,11 @@ def test_spikingjelly_cupy_backend_names_the_encodings_with_kernels(monkeypatch)
     from snn_encodings.specs import Radix
 
     monkeypatch.delitem(adapter.kernels.KERNEL_SOURCES, Radix)
-    with pytest.raises(ValueError, match=r"no kernel for Radix \(kernels: ICRate, Quartz\)"):
+    with pytest.raises(ValueError, match=r"no kernel for Radix \(kernels: ICRate, Quartz, "):
         adapter.RadixNode(Radix(steps=4), backend="cupy")
 
 
-def test_spikingjelly_runs_signed_icrate_networks_but_not_nodes() -> None:
+def test_spikingjelly_runs_signed_icrate_networks() -> None:
     adapter = _adapter()
     from spikingjelly.activation_based import ann2snn
 
@@ -405,8 +405,6 @@ def test_spikingjelly_runs_signed_icrate_networks_but_not_nodes() -> None:
     from snn_encodings.data import mnist_split
 
     spec = ICRate(steps=8, signed=True)
-    with pytest.raises(SpecError, match="net spike count"):
-        adapter.ICRateNode(spec)
     ann = _mnist_mlp()
     x, _ = mnist_split("eval", limit=48).tensors
     snn = ann2snn.Converter(adapter.recipe(spec, _mnist_calibration(), via="core")).convert(ann)

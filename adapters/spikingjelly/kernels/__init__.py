@@ -92,8 +92,9 @@ _THREADS = 256
 
 
 def has_kernel(spec: Spec) -> bool:
-    """Whether ``spec``'s encoding has a CuPy multi-step kernel."""
-    return type(spec) in KERNEL_SOURCES
+    """Whether ``spec``'s encoding has a CuPy multi-step kernel (signed IC-rate neurons, which
+    also take spikes back, have none)."""
+    return type(spec) in KERNEL_SOURCES and not getattr(spec, "signed", False)
 
 
 def surrogate_kind(surrogate: object) -> tuple[int, float]:
@@ -520,7 +521,7 @@ def multi_step(
         SpecError: if the encoding has no kernel, or for bad tensors (see
             :func:`icrate_multi_step`).
     """
-    kernel = KERNEL_SOURCES.get(type(spec))
+    kernel = KERNEL_SOURCES.get(type(spec)) if has_kernel(spec) else None
     if kernel == "icrate.cu":
         spikes, membranes = icrate_multi_step(
             currents, state[0], spec.threshold, surrogate, launcher=launcher
@@ -530,4 +531,4 @@ def multi_step(
         return radix_multi_step(currents, state, spec, surrogate, launcher=launcher)
     if kernel == "quartz.cu":
         return quartz_multi_step(currents, state, spec, launcher=launcher)
-    raise SpecError(f"backend='cupy' has no kernel for {type(spec).__name__}")
+    raise SpecError(f"backend='cupy' has no kernel for {spec!r}")
