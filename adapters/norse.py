@@ -39,6 +39,7 @@ import snn_encodings
 from snn_encodings.conversion import Rule, SpikingNetwork
 from snn_encodings.conversion.rules.base import NeuronLayer
 from snn_encodings.conversion.synapse import Synapse
+from snn_encodings.conversion.trains import currents
 from snn_encodings.encoding import encoding_for, encoding_notes
 from snn_encodings.errors import ConversionError, ExportError, SpecError
 from snn_encodings.functional import neuron_functions
@@ -551,15 +552,9 @@ class _Synapse(nn.Module):
         self.widest = widest
 
     def forward(self, spikes: Tensor) -> Tensor:
+        per_call = self.rule.steps_per_call(spikes.shape[1], self.widest)
         source = self.synapse.sources[0]
-        bias = self.rule.bias_currents(cast(Tensor, self.synapse.bias), spikes.shape[0])
-        bias = bias.unsqueeze(1)
-        drive = self.synapse.drive(
-            {source: spikes},
-            event_driven=self.rule.sparse_in_time,
-            steps_per_call=self.rule.steps_per_call(spikes.shape[1], self.widest),
-        )
-        return drive + bias
+        return currents(self.synapse, {source: spikes}, self.rule, spikes.shape[0], per_call)
 
 
 class _MaxPool(nn.Module):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 
 from snn_encodings.coding.icrate import decode_icrate_count
-from snn_encodings.conversion.trains import drop_read, with_bias
+from snn_encodings.conversion.trains import currents, drop_read
 from snn_encodings.functional.icrate import ICRateState, SignedICRateState
 
 if TYPE_CHECKING:
@@ -75,17 +75,12 @@ def icrate_forward_in_blocks(network: SpikingNetwork, x: Tensor) -> tuple[Tensor
                 )
             else:
                 synapse, neurons = stage.synapse, stage.neurons
-                currents = with_bias(
-                    synapse.drive(
-                        sequences, event_driven=rule.sparse_in_time, steps_per_call=block
-                    ),
-                    rule.bias_currents(synapse.bias, length).unsqueeze(1),
-                )
+                inputs = currents(synapse, sequences, rule, length, block)
                 drop_read(sequences, stage.inputs, last_use, index)
                 if index not in states:
-                    states[index] = neurons.initial_state(currents[0])
-                spikes, states[index] = neurons.scan(currents, states[index])
-                del currents
+                    states[index] = neurons.initial_state(inputs[0])
+                spikes, states[index] = neurons.scan(inputs, states[index])
+                del inputs
             if index in kept:
                 fresh[index] = spikes.abs().sum(0) if signed else spikes.sum(0)
             if signed and index == output:

@@ -19,7 +19,7 @@ from snn_encodings.conversion.exactness import (
 )
 from snn_encodings.conversion.rules.base import Rule, rule_for
 from snn_encodings.conversion.synapse import Synapse
-from snn_encodings.conversion.trains import drop_read, with_bias
+from snn_encodings.conversion.trains import currents, drop_read
 from snn_encodings.errors import ConversionError, SnnEncodingsWarning
 from snn_encodings.functional.channels import channel_view
 from snn_encodings.functional.finite import all_finite
@@ -347,18 +347,12 @@ class SpikingNetwork(nn.Module):
                 spikes = rule.max_pool(sequences[stage.source], stage.pool)
             else:
                 synapse, neurons = stage.synapse, stage.neurons
-                currents = with_bias(
-                    synapse.drive(
-                        sequences,
-                        event_driven=rule.sparse_in_time,
-                        steps_per_call=rule.steps_per_call(x.shape[0], self.widest),
-                    ),
-                    rule.bias_currents(synapse.bias, steps).unsqueeze(1),
-                )
+                per_call = rule.steps_per_call(x.shape[0], self.widest)
+                inputs = currents(synapse, sequences, rule, steps, per_call)
                 drop_read(sequences, stage.inputs, last_use, index)
                 del spikes  # the previous node's trains: released here if nothing reads them
-                spikes = neurons(currents)
-                del currents
+                spikes = neurons(inputs)
+                del inputs
                 if stage.kind == "output":
                     output = (
                         rule.decode_output(spikes, neurons)

@@ -1,10 +1,34 @@
-"""Spike trains between the stages of a simulated window: releasing them, adding bias currents."""
+"""Spike trains between the stages of a simulated window: a stage's input currents, and
+releasing trains no later stage reads."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
 from torch import Tensor
 
-__all__ = ["drop_read", "with_bias"]
+if TYPE_CHECKING:
+    from snn_encodings.conversion.rules.base import Rule
+    from snn_encodings.conversion.synapse import Synapse
+
+__all__ = ["currents", "drop_read", "with_bias"]
+
+
+def currents(
+    synapse: Synapse,
+    sequences: Sequence[Tensor | None] | Mapping[int, Tensor],
+    rule: Rule,
+    steps: int,
+    steps_per_call: int | None,
+) -> Tensor:
+    """A stage's input currents ``(T, B, *)`` over ``steps`` steps: its synapse's drive from the
+    value nodes' trains (event-driven where the rule's trains are sparse in time, else in calls
+    of ``steps_per_call`` steps) plus the rule's bias currents."""
+    drive = synapse.drive(
+        sequences, event_driven=rule.sparse_in_time, steps_per_call=steps_per_call
+    )
+    return with_bias(drive, rule.bias_currents(synapse.bias, steps).unsqueeze(1))
 
 
 def drop_read(
