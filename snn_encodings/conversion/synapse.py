@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -28,13 +28,22 @@ def apply_in_chunks(ops: nn.Module, x: Tensor) -> Tensor:
     rows = max(1, CHUNK_ELEMENTS // per_sample)
     if len(x) <= rows:
         return ops(x)
-    parts = x.split(rows)
-    first = ops(parts[0])
-    out = first.new_empty((len(x), *first.shape[1:]))  # filled slice by slice: no second copy
-    out[:rows] = first
+    return _stacked(x.split(rows), ops)
+
+
+def _stacked(parts: Sequence[Tensor], fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """``fn`` of every part, joined along the first dimension into one tensor allocated once
+    (filled part by part: no second copy, as ``torch.cat`` of the results would make)."""
+    first = fn(parts[0])
+    if len(parts) == 1:
+        return first
+    out = first.new_empty((sum(len(part) for part in parts), *first.shape[1:]))
+    out[: len(first)] = first
+    start = len(first)
     del first
-    for start, part in zip(range(rows, len(x), rows), parts[1:]):
-        out[start : start + len(part)] = ops(part)
+    for part in parts[1:]:
+        out[start : start + len(part)] = fn(part)
+        start += len(part)
     return out
 
 
@@ -214,20 +223,10 @@ def _every_step(ops: nn.Module, trains: Tensor, steps_per_call: int | None) -> T
     """``ops`` over every step of ``trains`` ``(T, B, *)`` -> ``(T, B, *)``, in calls of
     ``steps_per_call`` steps (each call in :func:`apply_in_chunks` slices)."""
     steps, batch = trains.shape[:2]
-    parts = trains.split(steps if steps_per_call is None else steps_per_call)
-    first = apply_in_chunks(ops, parts[0].flatten(0, 1)).unflatten(0, (len(parts[0]), batch))
-    if len(parts) == 1:
-        return first
-    out = first.new_empty((steps, *first.shape[1:]))  # filled part by part: no second copy
-    out[: len(first)] = first
-    start = len(first)
-    del first
-    for part in parts[1:]:
-        out[start : start + len(part)] = apply_in_chunks(ops, part.flatten(0, 1)).unflatten(
-            0, (len(part), batch)
-        )
-        start += len(part)
-    return out
+    return _stacked(
+        trains.split(steps if steps_per_call is None else steps_per_call),
+        lambda part: apply_in_chunks(ops, part.flatten(0, 1)).unflatten(0, (len(part), batch)),
+    )
 
 
 def _owned(x: Tensor, sources: Sequence[Tensor | None] | Mapping[int, Tensor]) -> bool:
