@@ -86,10 +86,11 @@ class Node(neuron.BaseNode):
         step_mode: ``'s'`` (input ``(B, *)``) or ``'m'`` (input ``(T, B, *)``).
         backend: ``'torch'`` (the core step functions) or ``'cupy'`` (our CUDA kernel for the
             multi-step mode; single steps always use the core step). ``'cupy'`` needs a CUDA
-            GPU, ``snn-encodings[cupy]`` and an encoding with a kernel: IC-rate and radix
-            (forward and surrogate-gradient backward), Quartz (forward only); see
-            :mod:`.kernels`. Under ``kernels.use_launcher(kernels.EMULATED)`` the same kernels
-            run on CPU tensors (compiled with g++), which is how CI tests this path.
+            GPU, ``snn-encodings[cupy]`` and an encoding with a kernel: IC-rate (plain and
+            signed) and radix (forward and surrogate-gradient backward), Quartz (forward
+            only); see :mod:`.kernels`. Under ``kernels.use_launcher(kernels.EMULATED)`` the
+            same kernels run on CPU tensors (compiled with g++), which is how CI tests this
+            path.
         store_v_seq: in ``'m'`` mode keep the membrane after every step in ``self.v_seq``.
         v0: initial membrane in threshold units handed to the core state constructor: a float
             or a tensor broadcastable to the layer (per channel); ``None`` uses the spec's rule.
@@ -101,7 +102,8 @@ class Node(neuron.BaseNode):
 
     Inputs/Outputs:
         ``'s'``: current ``(B, *)`` -> spikes ``(B, *)``; ``'m'``: currents ``(T, B, *)`` ->
-        spikes ``(T, B, *)``; spikes in ``{0, 1}`` in the input's dtype.
+        spikes ``(T, B, *)``; spikes in ``{0, 1}`` (``{-1, 0, 1}`` for signed IC-rate) in the
+        input's dtype.
 
     Raises:
         TypeError: if ``spec`` is not of the node's spec class (or not a registered spec).
@@ -311,11 +313,9 @@ def _check_jelly_keywords(
 
 def _check_cupy(where: str, spec: Spec, surrogate_function: Any) -> None:
     if not kernels.has_kernel(spec):
-        what = "signed ICRate" if getattr(spec, "signed", False) else type(spec).__name__
         raise ValueError(
-            f"{where}: backend='cupy' has no kernel for {what} (kernels: "
-            f"{', '.join(t.__name__ for t in kernels.KERNEL_SOURCES)}, unsigned IC-rate); "
-            "use backend='torch'"
+            f"{where}: backend='cupy' has no kernel for {type(spec).__name__} (kernels: "
+            f"{', '.join(t.__name__ for t in kernels.KERNEL_SOURCES)}); use backend='torch'"
         )
     kernels.surrogate_kind(surrogate_function)
     if kernels.current_launcher() is kernels.CUPY:

@@ -30,8 +30,7 @@ SHAPES = [(1,), (3, 5), (2, 3, 43)]
 """N = 1, 15 and 258 neurons: one partial block, and two blocks of 256 threads, the second
 almost empty (N is not a multiple of the block size)."""
 
-ICRATE_EXAMPLES = [s for s in SPEC_EXAMPLES if isinstance(s, ICRate) and not s.signed]
-KERNEL_EXAMPLES = [s for s in SPEC_EXAMPLES if not getattr(s, "signed", False)]
+ICRATE_EXAMPLES = [s for s in SPEC_EXAMPLES if isinstance(s, ICRate)]
 RADIX_EXAMPLES = [s for s in SPEC_EXAMPLES if isinstance(s, Radix)]
 QUARTZ_EXAMPLES = [s for s in SPEC_EXAMPLES if isinstance(s, Quartz)]
 
@@ -57,24 +56,27 @@ def test_kernel_sources_inline_the_common_header() -> None:
         assert "struct Storage<half_bits>" in text
 
 
-def test_every_spec_example_has_a_kernel_but_signed_icrate() -> None:
+def test_every_spec_example_has_a_kernel_signed_icrate_included() -> None:
     kernels = _kernels()
-    assert all(kernels.has_kernel(spec) for spec in KERNEL_EXAMPLES)
-    assert {type(spec) for spec in KERNEL_EXAMPLES} == set(kernels.KERNEL_SOURCES)
+    assert all(kernels.has_kernel(spec) for spec in SPEC_EXAMPLES)
+    assert {type(spec) for spec in SPEC_EXAMPLES} == set(kernels.KERNEL_SOURCES)
     signed = ICRate(steps=8, signed=True)
-    assert not kernels.has_kernel(signed)
-    with pytest.raises(SpecError, match="no kernel for ICRate.*signed=True"):
+    assert kernels.has_kernel(signed)
+    with pytest.raises(SpecError, match="needs CUDA tensors"):
         kernels.multi_step(signed, torch.zeros(3, 2), (torch.zeros(2), torch.zeros(2)))
+    with pytest.raises(SpecError, match=r"need the state \(v, count\)"):
+        kernels.multi_step(signed, torch.zeros(3, 2), (torch.zeros(2),))
     from snn_encodings.adapters.spikingjelly import ICRateNode
 
-    with pytest.raises(ValueError, match="no kernel for signed ICRate"):
-        ICRateNode(signed, step_mode="m", backend="cupy")
+    with kernels.use_launcher(kernels.EMULATED):
+        node = ICRateNode(signed, step_mode="m", backend="cupy")
+    assert node.backend == "cupy"
 
 
 @pytest.mark.parametrize(
     ("name", "kinds"),
     [
-        ("icrate.cu", ("forward", "backward")),
+        ("icrate.cu", ("forward", "backward", "signed_forward", "signed_backward")),
         ("radix.cu", ("forward", "backward")),
         ("quartz.cu", ("forward",)),
     ],
@@ -93,10 +95,11 @@ def test_kernel_sources_compile_with_nvrtc(name, kinds) -> None:
     assert entries == {
         f"{prefix}_{kind}_{dtype}" for kind in kinds for dtype in ("f16", "f32", "f64")
     }
+    forwards = tuple(f"{prefix}_{kind}_" for kind in kinds if kind.endswith("forward"))
     forward_bodies = [
-        body for body in ptx.split(".entry")[1:] if body.lstrip().startswith(f"{prefix}_forward")
+        body for body in ptx.split(".entry")[1:] if body.lstrip().startswith(forwards)
     ]
-    assert len(forward_bodies) == 3
+    assert len(forward_bodies) == 3 * len(forwards)
     assert not any("fma" in body for body in forward_bodies), "forward kernels must not use FMA"
 
 
@@ -115,6 +118,8 @@ def test_icrate_kernel_rejects_cpu_tensors() -> None:
     kernels = _kernels()
     with pytest.raises(SpecError, match="needs CUDA tensors"):
         kernels.icrate_multi_step(torch.zeros(3, 2), torch.zeros(2), 1.0)
+    with pytest.raises(SpecError, match="needs CUDA tensors"):
+        kernels.signed_icrate_multi_step(torch.zeros(3, 2), torch.zeros(2), torch.zeros(2), 1.0)
 
 
 def test_quartz_kernel_rejects_cpu_tensors() -> None:
@@ -161,6 +166,8 @@ def test_kernels_reject_bad_currents(currents, fragment) -> None:
         kernels.quartz_multi_step(currents, tuple(quartz_initial_state(quartz, like)), quartz)
     with pytest.raises(SpecError, match=fragment):
         kernels.icrate_multi_step(currents, like, 1.0)
+    with pytest.raises(SpecError, match=fragment):
+        kernels.signed_icrate_multi_step(currents, like, like, 1.0)
 
 
 def test_radix_kernel_rejects_state_fields_of_another_shape() -> None:
@@ -192,7 +199,13 @@ def test_every_node_has_a_kernel_and_cupy_without_gpu_names_the_fix() -> None:
     assert set(kernels.KERNEL_SOURCES) == set(ALL_SPECS)
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    for spec in (Radix(steps=4), Radix(steps=3, base=3, mode="paper"), Quartz(mode="paper")):
+    specs = (
+        ICRate(steps=8, signed=True),
+        Radix(steps=4),
+        Radix(steps=3, base=3, mode="paper"),
+        Quartz(mode="paper"),
+    )
+    for spec in specs:
         assert kernels.has_kernel(spec)
         with pytest.raises(RuntimeError, match="backend='torch'"):
             NEURONS[type(spec)](spec, step_mode="m", backend="cupy")
@@ -371,6 +384,15 @@ def _assert_same_state(got: tuple[torch.Tensor, ...], want: tuple[torch.Tensor, 
         assert field.dtype == expected.dtype and torch.equal(field, expected)
 
 
+def _bursts(currents: torch.Tensor) -> torch.Tensor:
+    """Currents for signed IC-rate neurons: the samples times 3 at even steps and times -2 at
+    odd ones, bursts of several thresholds of either sign with a positive net drive, so that
+    neurons fire and then take spikes back."""
+    step = torch.arange(currents.shape[0], device=currents.device)
+    gain = torch.where(step % 2 == 0, 3.0, -2.0).double().view(-1, *[1] * (currents.dim() - 1))
+    return (currents.double() * gain).to(currents.dtype)
+
+
 def _with_ties(currents: torch.Tensor, unit: float) -> torch.Tensor:
     """The currents of every other neuron rounded to multiples of ``unit`` at every step, so
     that their membranes land exactly on thresholds (the spike condition's ``>=`` is then
@@ -388,15 +410,20 @@ def test_icrate_kernel_matches_torch_step(target, spec, one_step, shape, dtype, 
     from snn_encodings.functional import simulate
 
     steps = 1 if one_step else spec.steps + 5
-    currents = _with_ties(make_currents(shape, steps=steps, dtype=dtype), 0.25)
-    currents = currents.to(target.device)
+    currents = make_currents(shape, steps=steps, dtype=dtype)
+    if spec.signed:
+        currents = _bursts(currents)
+    currents = _with_ties(currents, 0.25).to(target.device)
     want = simulate(spec, currents, record=True)
-    state = (torch.full(shape, spec.default_v0, dtype=dtype, device=target.device),)
+    v = torch.full(shape, spec.default_v0, dtype=dtype, device=target.device)
+    state = (v, torch.zeros_like(v)) if spec.signed else (v,)
     spikes, final, membranes = target.kernels.multi_step(
         spec, currents, state, launcher=target.launcher
     )
     assert_same_trace((spikes, membranes), (want.spikes, want.states.v))
     _assert_same_state(final, tuple(want.state))
+    if spec.signed and not one_step:
+        assert (spikes == -1).any(), "the currents must make some neurons take a spike back"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -451,12 +478,15 @@ def test_radix_kernel_matches_torch_step(target, spec, mode, shape, dtype, make_
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("spec", KERNEL_EXAMPLES, ids=repr)
+@pytest.mark.parametrize("spec", SPEC_EXAMPLES, ids=repr)
 def test_every_kernel_matches_torch_step_over_one_step(target, spec, dtype, make_currents):
-    """T = 1 from a mid-run state (the counters past the window's start) through multi_step."""
+    """T = 1 from a mid-run state (the counters past the window's start, signed neurons'
+    counts) through multi_step."""
     from snn_encodings.functional import simulate
 
     currents = make_currents((3, 5), steps=spec.steps_per_layer + 2, dtype=dtype)
+    if getattr(spec, "signed", False):
+        currents = _bursts(currents)
     currents = currents.to(target.device)
     middle = simulate(spec, currents[:-1]).state
     want = simulate(spec, currents[-1:], middle, record=True)
@@ -465,6 +495,34 @@ def test_every_kernel_matches_torch_step_over_one_step(target, spec, dtype, make
     )
     assert_same_trace((spikes, membranes), (want.spikes, want.states[0]))
     _assert_same_state(final, tuple(want.state))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_signed_icrate_kernel_follows_a_hand_worked_trace(target, dtype) -> None:
+    """Two signed neurons, threshold 1, values exact in every dtype, worked out by hand:
+
+    neuron 0 from v = 0, n = 0:  h = 2.5 fires (v 1.5, n 1); h = -0.25 takes it back (v 0.75,
+    n 0); h = -0.5 cannot (n = 0); h = 1.5 fires; h = -0.25 takes back; h = 1.25 fires.
+    neuron 1 from v = 0.5, n = 2:  h = 0 is not below zero (no take-back); h = -1 takes one
+    back (v 0, n 1); h = -3 takes only one more back (v -2, n 0); h = -1.5 none left; h = 1
+    fires on the threshold (v 0, n 1); h = 0 nothing."""
+    currents = torch.tensor(
+        [[2.5, -0.5], [-1.75, -1.0], [-1.25, -3.0], [2.0, 0.5], [-0.75, 2.5], [0.5, 0.0]],
+        dtype=dtype,
+        device=target.device,
+    )
+    v = torch.tensor([0.0, 0.5], dtype=dtype, device=target.device)
+    count = torch.tensor([0.0, 2.0], dtype=dtype, device=target.device)
+    spikes, membranes, count_last = target.kernels.signed_icrate_multi_step(
+        currents, v, count, 1.0, launcher=target.launcher
+    )
+    assert spikes.t().tolist() == [[1, -1, 0, 1, -1, 1], [0, -1, -1, 0, 1, 0]]
+    assert membranes.t().tolist() == [
+        [1.5, 0.75, -0.5, 0.5, 0.75, 0.25],
+        [0.0, 0.0, -2.0, -1.5, 0.0, 0.0],
+    ]
+    assert count_last.tolist() == [1.0, 1.0]
+    assert spikes.dtype == membranes.dtype == count_last.dtype == dtype
 
 
 # --- Backward: gradients equal autograd through the torch step --------------------------------
@@ -501,26 +559,37 @@ def _assert_same_gradient(got, want, surrogate_name, dtype) -> None:
 def test_icrate_kernel_gradient_matches_torch(
     target, spec, shape, dtype, surrogate_name, make_currents
 ) -> None:
-    from snn_encodings.functional import ICRateState, simulate
+    """Signed neurons start from counts of 1 to 3 and get bursts of both signs, so that spikes
+    are taken back (the take-back's surrogate term and its count mask are exercised)."""
+    from snn_encodings.functional import ICRateState, SignedICRateState, simulate
 
     sg = _surrogate(surrogate_name)
     steps = spec.steps + 3
-    currents = make_currents(shape, steps=steps, dtype=dtype).to(target.device)
+    currents = make_currents(shape, steps=steps, dtype=dtype)
+    if spec.signed:
+        currents = _bursts(currents)
+    currents = currents.to(target.device)
     weights = make_currents(shape, steps=steps, dtype=dtype, seed=1).to(target.device)
     v0 = make_currents(shape, steps=1, dtype=dtype, seed=2)[0].to(target.device)
+    count0 = (torch.arange(v0.numel(), device=target.device).view(shape) % 3 + 1).to(dtype)
 
     def loss(spikes: torch.Tensor, membranes: torch.Tensor) -> torch.Tensor:
         return (spikes * weights).sum() + (membranes * weights.flip(0)).sum()
 
+    def start(v: torch.Tensor) -> ICRateState | SignedICRateState:
+        return SignedICRateState(v, count0) if spec.signed else ICRateState(v)
+
     got_leaves = [t.clone().requires_grad_(True) for t in (currents, v0)]
-    spikes, membranes = target.kernels.icrate_multi_step(
-        *got_leaves, spec.threshold, sg, launcher=target.launcher
+    spikes, _, membranes = target.kernels.multi_step(
+        spec, got_leaves[0], tuple(start(got_leaves[1])), sg, launcher=target.launcher
     )
     got = torch.autograd.grad(loss(spikes, membranes), got_leaves)
     want_leaves = [t.clone().requires_grad_(True) for t in (currents, v0)]
-    out = simulate(spec, want_leaves[0], ICRateState(want_leaves[1]), record=True, surrogate=sg)
+    out = simulate(spec, want_leaves[0], start(want_leaves[1]), record=True, surrogate=sg)
     want = torch.autograd.grad(loss(out.spikes, out.states.v), want_leaves, allow_unused=True)
     _assert_same_gradient(got, want, surrogate_name, dtype)
+    if spec.signed:
+        assert (spikes == -1).any(), "the currents must make some neurons take a spike back"
 
 
 @pytest.mark.parametrize("surrogate_name", SURROGATES, ids=str)
@@ -576,6 +645,33 @@ def test_icrate_node_cupy_backend_matches_single_steps(target, make_currents) ->
         functional.reset_net(node)
         spikes = node(currents[:, :5])
     assert torch.equal(spikes, run_core(spec, currents[:, :5]).spikes)
+
+
+def test_signed_icrate_node_cupy_backend_matches_torch_backend(target, make_currents) -> None:
+    """A split sequence (the count carried from one call to the next), spikes of -1, and
+    gradients through the surrogate gain."""
+    from snn_encodings.adapters.spikingjelly import ICRateNode
+    from spikingjelly.activation_based import functional
+
+    from snn_encodings.functional import simulate
+
+    spec = ICRate(steps=12, signed=True)
+    currents = _bursts(make_currents((3, 4), steps=12)).to(target.device)
+    want = simulate(spec, currents, record=True)
+    assert (want.spikes == -1).any()
+    grads = {}
+    with target.kernels.use_launcher(target.launcher):
+        for backend in ("cupy", "torch"):
+            node = ICRateNode(spec, step_mode="m", backend=backend, store_v_seq=True)
+            leaf = currents.clone().requires_grad_(True)
+            spikes = torch.cat([node(leaf[:5]), node(leaf[5:])])
+            assert_same_trace((spikes[5:], node.v_seq), (want.spikes[5:], want.states.v[5:]))
+            assert torch.equal(spikes, want.spikes)
+            _assert_same_state((node.v, node.count), tuple(want.state))
+            (grads[backend],) = torch.autograd.grad(spikes.sum() + node.v.sum(), leaf)
+            functional.reset_net(node)
+            assert torch.equal(node(currents[:, :2]), want.spikes[:, :2])
+    _assert_same_gradient([grads["cupy"]], [grads["torch"]], "Sigmoid", torch.float32)
 
 
 def test_quartz_node_cupy_backend_matches_torch_backend(target, make_currents) -> None:

@@ -3,9 +3,9 @@
 The CUDA sources live next to this file (``<encoding>.cu``, sharing the storage helpers of
 ``common.cuh``, which :func:`source` inlines) and are compiled at first use with NVRTC through
 ``cupy.RawModule``. Each kernel runs one thread per neuron and loops over the ``T`` steps of a
-time-first ``[T, N]`` block. IC-rate and radix (both modes) have a forward and a
-surrogate-gradient backward kernel; Quartz (both modes) a forward kernel only (inference: a run
-that needs gradients raises). The core torch step function is the reference: each forward
+time-first ``[T, N]`` block. IC-rate (plain and signed) and radix (both modes) have a forward
+and a surrogate-gradient backward kernel; Quartz (both modes) a forward kernel only (inference:
+a run that needs gradients raises). The core torch step function is the reference: each forward
 kernel repeats its operations, and each backward kernel those of autograd through it, with the
 same rounding; the tests compare them with :func:`snn_encodings.functional.simulate` and its
 gradients bit for bit (see ``docs/kernels.md`` for what runs where).
@@ -74,6 +74,7 @@ __all__ = [
     "quartz_multi_step",
     "radix_multi_step",
     "require_cupy",
+    "signed_icrate_multi_step",
     "source",
     "surrogate_kind",
     "use_launcher",
@@ -92,9 +93,9 @@ _THREADS = 256
 
 
 def has_kernel(spec: Spec) -> bool:
-    """Whether ``spec``'s encoding has a CuPy multi-step kernel (signed IC-rate neurons, which
-    also take spikes back, have none)."""
-    return type(spec) in KERNEL_SOURCES and not getattr(spec, "signed", False)
+    """Whether ``spec``'s encoding has a CuPy multi-step kernel (every registered encoding with
+    a ``kernel`` file, IC-rate plain and signed)."""
+    return type(spec) in KERNEL_SOURCES
 
 
 def surrogate_kind(surrogate: object) -> tuple[int, float]:
@@ -205,6 +206,86 @@ class _ICRateKernel(torch.autograd.Function):
             ),
         )
         return grad_x, grad_v_init, None, None, None, None
+
+
+class _SignedICRateKernel(torch.autograd.Function):
+    """``(x_seq [T, N], v_init, count_init [N]) -> (spikes [T, N], v_seq [T, N], count [N])``
+    for signed IC-rate neurons on the CuPy kernels; the count passes no gradient."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x_seq: Tensor,
+        v_init: Tensor,
+        count_init: Tensor,
+        theta: float,
+        kind: int,
+        alpha: float,
+        launcher: Launcher,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        steps, n = x_seq.shape
+        store_h = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        spikes = torch.empty_like(x_seq)
+        v_seq = torch.empty_like(x_seq)
+        h_seq = torch.empty_like(x_seq) if store_h else v_seq
+        count_last = torch.empty_like(count_init)
+        _launch(
+            launcher,
+            "icrate.cu",
+            f"icrate_signed_forward_{_SUFFIX[x_seq.dtype]}",
+            n,
+            (
+                x_seq,
+                v_init,
+                count_init,
+                spikes,
+                v_seq,
+                h_seq,
+                count_last,
+                numpy.int32(int(store_h)),
+                _scalar(theta, x_seq.dtype),
+                numpy.int32(steps),
+                numpy.int64(n),
+            ),
+        )
+        ctx.mark_non_differentiable(count_last)
+        if store_h:
+            # spikes and count_last: the backward rebuilds the count before each step (icrate.cu)
+            ctx.save_for_backward(h_seq, spikes, count_last)
+        ctx.theta, ctx.kind, ctx.alpha, ctx.launcher = theta, kind, alpha, launcher
+        return spikes, v_seq, count_last
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_spikes: Tensor | None, grad_v_seq: Tensor | None, grad_count: object
+    ) -> tuple[Tensor, Tensor, None, None, None, None, None]:
+        h_seq, spikes, count_last = ctx.saved_tensors
+        steps, n = h_seq.shape
+        grad_spikes = torch.zeros_like(h_seq) if grad_spikes is None else grad_spikes.contiguous()
+        grad_v_seq = torch.zeros_like(h_seq) if grad_v_seq is None else grad_v_seq.contiguous()
+        grad_x = torch.empty_like(h_seq)
+        grad_v_init = torch.empty_like(h_seq[0])
+        _launch(
+            ctx.launcher,
+            "icrate.cu",
+            f"icrate_signed_backward_{_SUFFIX[h_seq.dtype]}",
+            n,
+            (
+                grad_spikes,
+                grad_v_seq,
+                h_seq,
+                spikes,
+                count_last,
+                grad_x,
+                grad_v_init,
+                _scalar(ctx.theta, h_seq.dtype),
+                numpy.int32(ctx.kind),
+                numpy.float64(ctx.alpha),
+                numpy.int32(steps),
+                numpy.int64(n),
+            ),
+        )
+        return grad_x, grad_v_init, None, None, None, None, None
 
 
 class _RadixKernel(torch.autograd.Function):
@@ -367,6 +448,52 @@ def icrate_multi_step(
     return spikes.reshape(currents.shape), v_seq.reshape(currents.shape)
 
 
+def signed_icrate_multi_step(
+    currents: Tensor,
+    v: Tensor,
+    count: Tensor,
+    threshold: float,
+    surrogate: object = None,
+    *,
+    launcher: Launcher | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Run signed IC-rate neurons over ``currents`` ``(T, B, *)`` from membrane ``v`` and net
+    spike count ``count`` (both ``(B, *)``, the fields of ``SignedICRateState``).
+
+    The CuPy counterpart of :func:`snn_encodings.functional.simulate` for an
+    ``ICRate(signed=True)`` spec (reference: ``icrate_step``, which takes a spike back where
+    the membrane falls below zero while the count is positive), with a surrogate-gradient
+    backward (SpikingJelly ``surrogate.Sigmoid``/``ATan`` or ``None``). ``launcher`` as in
+    :func:`icrate_multi_step`.
+
+    Returns:
+        ``(spikes, membranes, count)``: spikes in ``{-1, 0, 1}`` and the membrane after every
+        step, both ``(T, B, *)``, and the final count ``(B, *)`` (no gradient), all in the
+        dtype of ``currents`` and equal to the torch reference exactly; gradients of
+        ``currents`` and ``v`` equal autograd through ``icrate_step`` (bit for bit except, on
+        the CPU, the Sigmoid surrogate's exp; docs/kernels.md).
+    Raises:
+        SpecError: for tensors on another device than the launcher's, unsupported dtypes,
+            mismatched shapes or surrogates.
+        RuntimeError: when CuPy or a GPU is missing.
+    """
+    launcher = _resolve(launcher)
+    _check_tensors(currents, (v, count), launcher)
+    kind, alpha = surrogate_kind(surrogate)
+    steps = currents.shape[0]
+    spikes, v_seq, count_last = _SignedICRateKernel.apply(
+        currents.reshape(steps, -1).contiguous(),
+        v.to(currents.dtype).reshape(-1).contiguous(),
+        count.to(currents.dtype).reshape(-1).contiguous(),
+        float(threshold),
+        kind,
+        alpha,
+        launcher,
+    )
+    shape = currents.shape
+    return spikes.reshape(shape), v_seq.reshape(shape), count_last.reshape(shape[1:])
+
+
 def quartz_multi_step(
     currents: Tensor,
     state: tuple[Tensor, ...],
@@ -516,12 +643,24 @@ def multi_step(
 
     Returns:
         ``(spikes, final_state, membranes)``: spikes and membranes ``(T, B, *)``, and the final
-        state as a tuple in the order of the encoding's ``State`` fields.
+        state as a tuple in the order of the encoding's ``State`` fields (``(v, count)`` for
+        signed IC-rate neurons, as ``SignedICRateState``).
     Raises:
-        SpecError: if the encoding has no kernel, or for bad tensors (see
-            :func:`icrate_multi_step`).
+        SpecError: if the encoding has no kernel, if a signed IC-rate state is not
+            ``(v, count)``, or for bad tensors (see :func:`icrate_multi_step`).
     """
     kernel = KERNEL_SOURCES.get(type(spec)) if has_kernel(spec) else None
+    if kernel == "icrate.cu" and getattr(spec, "signed", False):
+        if len(state) != 2:
+            raise SpecError(
+                f"backend='cupy': signed IC-rate neurons need the state (v, count) of "
+                f"SignedICRateState, got {len(state)} field(s); start from "
+                "icrate_initial_state(spec, like)"
+            )
+        spikes, membranes, count = signed_icrate_multi_step(
+            currents, state[0], state[1], spec.threshold, surrogate, launcher=launcher
+        )
+        return spikes, (membranes[-1], count), membranes
     if kernel == "icrate.cu":
         spikes, membranes = icrate_multi_step(
             currents, state[0], spec.threshold, surrogate, launcher=launcher

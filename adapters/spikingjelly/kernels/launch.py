@@ -49,11 +49,16 @@ __all__ = [
 _DTYPES = ("f16", "f32", "f64")
 
 KERNEL_FUNCTIONS: dict[str, tuple[str, ...]] = {
-    "icrate.cu": tuple(f"icrate_{kind}_{d}" for kind in ("forward", "backward") for d in _DTYPES),
+    "icrate.cu": tuple(
+        f"icrate_{kind}_{d}"
+        for kind in ("forward", "backward", "signed_forward", "signed_backward")
+        for d in _DTYPES
+    ),
     "radix.cu": tuple(f"radix_{kind}_{d}" for kind in ("forward", "backward") for d in _DTYPES),
     "quartz.cu": tuple(f"quartz_forward_{d}" for d in _DTYPES),
 }
-"""CUDA source file -> the kernel entry points it defines (``<name>_<kind>_<f16|f32|f64>``)."""
+"""CUDA source file -> the kernel entry points it defines (``<name>_<kind>_<f16|f32|f64>``;
+IC-rate's ``signed_*`` kinds run ``ICRate(signed=True)``)."""
 
 COMPILE_OPTIONS: tuple[str, ...] = ("-fmad=false",)
 """NVRTC options: no FMA contraction and no fast-math, so results equal torch's elementwise ops."""
