@@ -56,8 +56,9 @@ def lower_icrate(network: FloatNetwork, reset: str) -> Lowered:
     if spec.signed:  # type: ignore[attr-defined]
         raise ExportError(
             "export.netx: ICRate(signed=True) neurons send negative spikes and keep a net spike "
-            "count, which netx's binary-spike CUBA neurons do not have; convert with "
-            "ICRate(signed=False) to export"
+            "count, which netx's binary-spike CUBA neurons do not have (convert chooses them "
+            "where plain neurons lose the twin's decisions); convert with ICRate(signed=False) "
+            "to export"
         )
     if spec.input_coding != "sigma_delta":  # type: ignore[attr-defined]
         raise ExportError(

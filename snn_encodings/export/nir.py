@@ -110,8 +110,9 @@ def _check_model(model: object) -> None:
     if getattr(model.spec, "signed", False):
         raise ExportError(
             "export.nir: ICRate(signed=True) neurons send negative spikes and keep a net spike "
-            "count, which NIR's integrate-and-fire nodes do not have; convert with "
-            "ICRate(signed=False) to export"
+            "count, which NIR's integrate-and-fire nodes do not have (convert chooses them "
+            "where plain neurons lose the twin's decisions); convert with ICRate(signed=False) "
+            "to export"
         )
     record = encoding_for(model.spec)
     if not record.nir_export:

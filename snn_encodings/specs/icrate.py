@@ -43,9 +43,12 @@ class ICRate(Spec):
             count then follows its total input whatever the order in which the input arrives,
             which plain rate neurons cannot (an early burst of positive current fires spikes a
             later negative current cannot undo): converted BatchNorm and residual networks
-            need it to track their twin. Our extension, not in IC-SNN; the core network and
-            the framework adapters run it, while the CuPy kernels, max-pooling and the netx
-            and NIR exports refuse it.
+            need it to track their twin. ``None`` (default): plain neurons, which
+            :func:`~snn_encodings.conversion.convert` makes signed where they would lose their
+            twin's decisions and signed ones keep more of them (networks without max-pooling;
+            the network's spec then reads ``signed=True``). ``False``: always plain. Our
+            extension, not in IC-SNN; the core network, the framework adapters and the CuPy
+            kernels run it, while max-pooling and the netx and NIR exports refuse it.
 
     Raises:
         SpecError: for a field out of range, naming the field.
@@ -60,7 +63,7 @@ class ICRate(Spec):
     init: ICRateInit = "ann"
     compensate: bool = True
     input_coding: ICRateInput = "analog"
-    signed: bool = False
+    signed: bool | None = None
 
     def __post_init__(self) -> None:
         check_int(self, "steps", minimum=1)
@@ -69,8 +72,8 @@ class ICRate(Spec):
         if not isinstance(self.compensate, bool):
             raise SpecError(f"ICRate.compensate must be a bool, got {self.compensate!r}")
         check_choice(self, "input_coding", ("analog", "sigma_delta"))
-        if not isinstance(self.signed, bool):
-            raise SpecError(f"ICRate.signed must be a bool, got {self.signed!r}")
+        if self.signed is not None and not isinstance(self.signed, bool):
+            raise SpecError(f"ICRate.signed must be a bool or None, got {self.signed!r}")
 
     @property
     def steps_per_layer(self) -> int:

@@ -41,4 +41,5 @@ def test_residual_icrate_quick_run() -> None:
     report = module.run(100, [8])
     (row,) = report["rows"]
     assert 0 <= row["plain"] <= 100 and row["signed"] >= row["twin"] - 5
+    assert row["default"] == "plain"  # 14 of 16 checked decisions agree at T = 8
     assert "| 8 |" in module._markdown(report)

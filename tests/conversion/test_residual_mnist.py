@@ -8,7 +8,6 @@ t_max = 16 twin 95.25 %, IC-rate T = 32 twin 96.15 %. The tests use the first 50
 from __future__ import annotations
 
 import warnings
-from contextlib import nullcontext
 
 import pytest
 import torch
@@ -40,14 +39,16 @@ def test_default_conversion_of_a_trained_resnet_keeps_the_ann_accuracy(
     trained_resnet, data, spec, loss
 ) -> None:
     x, y, calibration = data
-    # plain IC-rate neurons fall far below their twin here, and convert says so
-    plain = isinstance(spec, se.ICRate)
-    with pytest.warns(SnnEncodingsWarning, match="signed=True") if plain else nullcontext():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*agree with its twin")
         network = se.convert(trained_resnet, spec, calibration)
     with torch.no_grad():
         ann, twin = _accuracy(trained_resnet(x), y), _accuracy(network.twin(x), y)
         assert twin >= ann - loss, (twin, ann)
-        if not isinstance(spec, se.ICRate):  # exact encodings: the SNN is its twin
+        if isinstance(spec, se.ICRate):  # plain neurons would fall far below it: see below
+            assert network.spec.signed is True
+            assert _accuracy(network(x), y) >= twin - 0.01
+        else:  # exact encodings: the SNN is its twin
             assert torch.equal(network(x), network.twin(x))
 
 
@@ -59,8 +60,8 @@ def test_icrate_on_a_trained_resnet_needs_a_long_window(trained_resnet, data) ->
     x, y = x[:300], y[:300]
     with torch.no_grad():
         with pytest.warns(SnnEncodingsWarning, match="agree with its twin's.*signed=True"):
-            short = se.convert(trained_resnet, se.ICRate(steps=32), calibration)
-        long = se.convert(trained_resnet, se.ICRate(steps=128), calibration)
+            short = se.convert(trained_resnet, se.ICRate(steps=32, signed=False), calibration)
+        long = se.convert(trained_resnet, se.ICRate(steps=128, signed=False), calibration)
         assert _accuracy(short(x), y) < _accuracy(short.twin(x), y) - 0.2
         assert _accuracy(long(x), y) >= _accuracy(long.twin(x), y) - 0.015
 
@@ -76,6 +77,26 @@ def test_signed_icrate_on_a_trained_resnet_tracks_its_twin(trained_resnet, data,
             network = se.convert(trained_resnet, se.ICRate(steps=steps, signed=True), calibration)
         snn, twin = _accuracy(network(x), y), _accuracy(network.twin(x), y)
         with pytest.warns(SnnEncodingsWarning, match="agree with its twin's"):
-            unsigned = se.convert(trained_resnet, se.ICRate(steps=steps), calibration)
+            unsigned = se.convert(trained_resnet, se.ICRate(steps=steps, signed=False), calibration)
         assert snn >= twin - 0.01, (snn, twin)
         assert _accuracy(unsigned(x), y) < snn - 0.1
+
+
+def test_default_icrate_keeps_plain_neurons_that_agree_with_the_twin(
+    trained_resnet, data
+) -> None:
+    """At T = 8 plain neurons decide as the twin on 14 of the 16 checked inputs, so the
+    exportable plain neurons stay (SNN 88.6 % on all 2 000 evaluation images, twin 92.05 %,
+    signed 94.95 %: a user asks for signed=True to get that) and convert stays quiet."""
+    _, _, calibration = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        network = se.convert(trained_resnet, se.ICRate(steps=8), calibration)
+    assert network.spec.signed is None
+
+
+def test_default_icrate_with_max_pooling_keeps_plain_neurons(trained_ann, mnist_calibration) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        network = se.convert(trained_ann, se.ICRate(steps=16), [mnist_calibration.tensors[0][:256]])
+    assert network.spec.signed is None

@@ -82,7 +82,7 @@ def test_save_network_file_loads_with_weights_only(tmp_path: Path) -> None:
             "init": "ann",
             "compensate": True,
             "input_coding": "analog",
-            "signed": False,
+            "signed": None,
         },
     }
     assert [s["kind"] for s in payload["stages"]] == ["neuron", "pool", "neuron", "output"]

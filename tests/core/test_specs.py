@@ -36,7 +36,7 @@ def test_specs_are_hashable_and_frozen(spec) -> None:
         ({"init": "half"}, "ICRate.init"),
         ({"compensate": 1}, "ICRate.compensate"),
         ({"input_coding": "poisson"}, "ICRate.input_coding"),
-        ({"signed": 1}, "ICRate.signed"),
+        ({"signed": 1}, "ICRate.signed must be a bool or None"),
     ],
 )
 def test_icrate_spec_rejects_bad_fields(kwargs, fragment) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,7 @@ from snn_encodings.coding.icrate import decode_icrate, encode_icrate
 from snn_encodings.collective import active_collective
 from snn_encodings.conversion.calibrate import iterate_inputs
 from snn_encodings.conversion.icrate_fast import icrate_forward_in_blocks, time_block
-from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule
+from snn_encodings.conversion.rules.base import FastPass, NeuronLayer, Rule, rule_for
 from snn_encodings.errors import SnnEncodingsWarning
 from snn_encodings.functional.channels import channel_view
 from snn_encodings.functional.icrate import (
@@ -33,7 +34,8 @@ DATA_INIT_SAMPLES = 512
 #: over a 256-sample calibration set).
 CHECK_SAMPLES = 16
 
-#: Below this fraction of agreeing decisions ``convert`` warns. On the zoo's trained
+#: Below this fraction of agreeing decisions ``convert`` tries signed neurons (with
+#: ``signed=None``) or warns. On the zoo's trained
 #: ``resnet_mnist`` 8 of 16 agree at T = 32 and 11 at T = 16 (SNN 60 % and 78 %, twins 96 %),
 #: 14 at T = 8 (SNN 88.6 %, twin 92.1 %: no warning); on the demo convnet all 16 at T = 4-32.
 CHECK_AGREEMENT = 0.75
@@ -188,31 +190,52 @@ class ICRateRule(Rule):
         return FastPass(output=output, spikes=spikes)
 
     def finalize(self, network: nn.Module, calibration: Any) -> None:
-        """Measure initial membranes (``init="data"``), then check plain neurons against the
-        twin (:data:`CHECK_SAMPLES`, :data:`CHECK_AGREEMENT`). Only with ``compensate``: its
-        readout is the output layer's exact mean input, so decisions that differ come from the
-        hidden layers' spike timing (without it they also differ by the readout's rounding
-        to T levels, which signed neurons do not change)."""
-        check = self.spec.compensate and not self.spec.signed
-        if self.spec.init != "data" and not check:
+        """Measure initial membranes (``init="data"``), then, with ``compensate``, compare
+        plain neurons' decisions with the twin's on :data:`CHECK_SAMPLES` calibration inputs.
+
+        Where fewer than :data:`CHECK_AGREEMENT` of them agree, a network with
+        ``signed=None`` and no max-pooling is run with signed neurons and keeps them if more
+        agree (its spec then reads ``signed=True``); a plain network that still agrees on
+        too few warns. Only with ``compensate``: its readout is the output layer's exact mean
+        input, so decisions that differ come from the hidden layers' spike timing (without
+        it they also differ by the readout's rounding to T levels, which signed neurons do
+        not change)."""
+        spec = self.spec
+        check = spec.compensate and not spec.signed
+        if spec.init != "data" and not check:
             return
         collective = active_collective()
         limit = CHECK_SAMPLES
-        if self.spec.init == "data":
+        if spec.init == "data":
             limit = max(limit, -(-DATA_INIT_SAMPLES // collective.world_size))
         inputs = []
         seen = 0
-        for x in iterate_inputs(calibration, f"convert ({self.spec!r})"):
+        for x in iterate_inputs(calibration, f"convert ({spec!r})"):
             inputs.append(x)
             seen += len(x)
             if seen >= limit:
                 break
         x = torch.cat(inputs)[:limit].to(network.output_scale.device, network.output_scale.dtype)
         with torch.no_grad():
-            if self.spec.init == "data":
+            if spec.init == "data":
                 self._measure_initial_membranes(network, x, collective.sum)
-            if check:
-                self._check_against_twin(network, x[:CHECK_SAMPLES])
+            if not check:
+                return
+            sample = x[:CHECK_SAMPLES]
+            decisions = network.twin(sample).argmax(-1)  # type: ignore[operator]
+            agreement = _agreement(network, sample, decisions)
+            if agreement is None or agreement >= CHECK_AGREEMENT:
+                return
+            pools = any(stage.kind == "pool" for stage in network.stages)
+            if spec.signed is None and not pools:
+                _use_spec(network, dataclasses.replace(spec, signed=True))
+                signed = _agreement(network, sample, decisions)
+                if signed is not None and signed > agreement:
+                    if spec.init == "data":  # the residuals of the neurons it keeps
+                        network.rule._measure_initial_membranes(network, x, collective.sum)
+                    return
+                _use_spec(network, spec)
+        self._warn(agreement, pools)
 
     def _measure_initial_membranes(
         self, network: nn.Module, x: Tensor, merge: Callable[[Tensor], Tensor]
@@ -239,31 +262,53 @@ class ICRateRule(Rule):
             for handle in handles.values():
                 handle.remove()
 
-    def _check_against_twin(self, network: nn.Module, x: Tensor) -> None:
-        """Warn when the SNN's class decisions on calibration inputs ``x`` often differ from
-        its twin's: plain neurons cannot take back spikes fired on an early burst of current,
-        which BatchNorm and residual networks produce."""
-        snn, twin = network(x), network.twin(x)  # type: ignore[operator]
-        if snn.dim() != 2 or snn.shape[1] < 2:
-            return
-        agreement = float((snn.argmax(1) == twin.argmax(1)).float().mean())
-        if agreement >= CHECK_AGREEMENT:
-            return
-        pools = any(stage.kind == "pool" for stage in network.stages)  # type: ignore[attr-defined]
-        instead = (
-            "a longer window, or an exact encoding (Radix, Quartz): signed neurons do not "
-            "support its max-pooling"
-            if pools
-            else "ICRate(signed=True), whose neurons can take a spike back"
-        )
+    def _warn(self, agreement: float, pools: bool) -> None:
+        """Warn that plain neurons' decisions agree with the twin's on only ``agreement`` of
+        the checked calibration inputs: they cannot take back spikes fired on an early burst
+        of current, which BatchNorm and residual networks produce."""
+        if pools:
+            instead = (
+                "a longer window, or an exact encoding (Radix, Quartz): signed neurons do not "
+                "support its max-pooling"
+            )
+        elif self.spec.signed is None:
+            instead = (
+                "a longer window, or an exact encoding (Radix, Quartz): signed neurons did no "
+                "better"
+            )
+        else:
+            instead = "ICRate(signed=True), whose neurons can take a spike back"
         warnings.warn(
             f"convert ({self.spec!r}): the SNN's decisions agree with its twin's on only "
-            f"{agreement:.0%} of {len(x)} calibration inputs; plain IC-rate neurons cannot take "
-            "back spikes fired on an early burst of current (BatchNorm and residual networks "
-            f"send such bursts). Use {instead}",
+            f"{agreement:.0%} of the calibration inputs checked; plain IC-rate neurons cannot "
+            "take back spikes fired on an early burst of current (BatchNorm and residual "
+            f"networks send such bursts). Use {instead}",
             SnnEncodingsWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
+
+
+def _agreement(network: nn.Module, x: Tensor, decisions: Tensor) -> float | None:
+    """The fraction of inputs ``x`` on which ``network`` decides as ``decisions`` (the twin's),
+    over every process of a distributed conversion (so that all of them choose alike), or
+    ``None`` for outputs that are not class scores ``(B, classes >= 2)``."""
+    snn = network(x)
+    if snn.dim() != 2 or snn.shape[1] < 2:
+        return None
+    agree = (snn.argmax(1) == decisions).sum()
+    counts = torch.stack([agree, agree.new_tensor(len(x))]).to(torch.float64)
+    agreed, total = active_collective().sum(counts).tolist()
+    return agreed / total
+
+
+def _use_spec(network: nn.Module, spec: ICRate) -> None:
+    """Run ``network``'s stages with ``spec``, which differs from its own only in ``signed``
+    (a setting of the neurons alone: synapses, scales and initial membranes stay)."""
+    network.spec = spec
+    network.rule = rule_for(spec)
+    for module in network.modules():
+        if isinstance(module, ICRateLayer):
+            module.spec = spec
 
 
 def mean_residual(
