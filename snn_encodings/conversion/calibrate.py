@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset, IterableDataset
 
 from snn_encodings.errors import ConversionError, SpecError
 from snn_encodings.functional.channels import channel_view
@@ -45,7 +46,14 @@ def batch_input(batch: Any) -> Tensor:
 
 
 def iterate_inputs(loader: Iterable[Any], where: str) -> Iterable[Tensor]:
-    """Yield the input tensor of every batch; raise :class:`ConversionError` if there is none."""
+    """Yield the input tensor of every batch; raise :class:`ConversionError` if there is none,
+    or if ``loader`` is a map-style ``Dataset`` (which yields single samples, not batches)."""
+    if isinstance(loader, Dataset) and not isinstance(loader, IterableDataset):
+        raise ConversionError(
+            f"{where}: the calibration data is a {type(loader).__name__}, which yields single "
+            "samples without a batch dimension; wrap it in a DataLoader (e.g. "
+            "DataLoader(dataset, batch_size=256)) or pass a list of batches"
+        )
     seen = False
     for batch in loader:
         x = batch_input(batch)

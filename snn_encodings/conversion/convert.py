@@ -91,7 +91,9 @@ def convert(
             :class:`ClipQuant`), AvgPool, MaxPool, Flatten, Dropout and additions; the last
             operation must be a Conv/Linear (the logits).
         spec: the encoding, e.g. ``ICRate(steps=16)``.
-        calibration: an iterable of input batches or ``(input, target)`` pairs.
+        calibration: an iterable of input batches or ``(input, target)`` pairs read several
+            times: a DataLoader or a list (a map-style Dataset, which yields single samples, is
+            refused).
         percentile: ``"auto"`` (default): per layer, the best of
             :data:`~snn_encodings.conversion.calibrate.PERCENTILE_CANDIDATES` and the encoding's
             own percentile, scored on the first 512 calibration samples (fewer for large

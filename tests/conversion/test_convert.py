@@ -91,6 +91,24 @@ def test_convert_rejects_empty_calibration() -> None:
         se.convert(ann, se.ICRate(), [])
 
 
+def test_convert_rejects_a_dataset_and_names_the_loader() -> None:
+    """A map-style dataset yields single samples, which would reach the model without a batch
+    dimension (a confusing shape error); a DataLoader over it, or an iterable dataset, works."""
+    from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+    ann = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    dataset = TensorDataset(torch.rand(32, 4), torch.zeros(32, dtype=torch.long))
+    with pytest.raises(ConversionError, match=r"TensorDataset.*DataLoader\(dataset"):
+        se.convert(ann, se.Radix(steps=4), dataset)
+
+    class Batches(IterableDataset):
+        def __iter__(self):
+            return iter([torch.rand(16, 4), torch.rand(16, 4)])
+
+    for data in (DataLoader(dataset, batch_size=8), Batches()):
+        se.convert(ann, se.Radix(steps=4), data)
+
+
 def test_convert_rejects_inputs_that_do_not_fit() -> None:
     ann = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     with pytest.raises(ConversionError, match="do not fit"):
