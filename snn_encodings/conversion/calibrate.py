@@ -331,8 +331,7 @@ class ScaleSearch:
             unit = _unit_sum(node, scales, shapes, values)
             scored = _Scored(reference[i], unit)
             biases = {
-                first: self._bias(i, node, trials[keys[first]], scales, shapes)
-                for first in dict.fromkeys(distinct)
+                first: self._bias(i, node, trials[keys[first]]) for first in dict.fromkeys(distinct)
             }
             errors = {
                 first: self._error(node, scored, trials[keys[first]], bias)
@@ -349,19 +348,17 @@ class ScaleSearch:
             scales.append(chosen[i])
         return chosen, choices
 
-    def _bias(
-        self, i: int, node: Any, scale: Tensor, scales: list[Tensor], shapes: list[torch.Size]
-    ) -> Tensor:
+    def _bias(self, i: int, node: Any, scale: Tensor) -> Tensor:
         """The layer's normalised bias map ``(C, *)`` for one candidate scale, rounded to the
-        encoding's grid as the converted network will hold it."""
-        from snn_encodings.conversion.synapse import Synapse
-
-        holder = Synapse([], node.bias, scales, scale, shapes).to(self.rule.dtype)
+        encoding's grid as the converted network will hold it (as
+        :class:`~snn_encodings.conversion.synapse.Synapse` normalises it and
+        :meth:`~snn_encodings.conversion.rules.base.Rule.quantise_layer` rounds it)."""
+        bias = (node.bias / channel_view(scale, node.bias.dim())).to(self.rule.dtype)
         if not (self.float_first and i == 1):
-            self.rule.quantise_layer(
-                holder, hidden=node.kind == "neuron", levels=node.levels, shift=node.shift
+            bias = self.rule.layer_bias(
+                bias, hidden=node.kind == "neuron", levels=node.levels, shift=node.shift
             )
-        return holder.bias.float()
+        return bias.float()
 
     def _twin(self, node: Any, unit: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
         """Twin activation (normalised units, float32) of the unit sum divided by ``scale`` plus

@@ -122,3 +122,47 @@ def test_percentiles_from_a_hand_counted_histogram() -> None:
     assert [s.tolist() for s in stats.scales([None, 50.0])] == [[4.0, 8.0], [2.0, 6.0]]
     with pytest.raises(ConversionError, match="percentile must be in"):
         percentile_from_histogram(histogram, maximum, [50.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        se.Radix(steps=4),
+        se.Radix(steps=3, base=3, mode="paper"),
+        se.Quartz(t_max=8),
+        se.Quartz(t_max=8, bias_coding="time"),
+        se.ICRate(steps=8),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per-layer", "per-channel"])
+def test_search_scores_the_bias_map_a_built_synapse_holds(spec, per_channel) -> None:
+    """The search rounds each candidate's bias map without building a synapse; it must equal
+    the bias of the synapse convert builds (normalised by the scale, shifted in hidden layers,
+    on the encoding's grid)."""
+    from snn_encodings.conversion.calibrate import ScaleSearch
+    from snn_encodings.conversion.graph import trace
+    from snn_encodings.conversion.rules.base import rule_for
+    from snn_encodings.conversion.synapse import Synapse
+
+    torch.manual_seed(0)
+    ann = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)
+    ).eval()
+    with torch.no_grad():
+        ann[0].bias.uniform_(-0.7, 0.7)
+        ann[3].bias.uniform_(-0.7, 0.7)
+    nodes = trace(ann, torch.rand(2, 1, 8, 8))
+    rule = rule_for(spec)
+    search = ScaleSearch(rule, [], False, lambda t: t)
+    shapes = [torch.Size((1, 8, 8)), torch.Size((4, 6, 6)), torch.Size((5,))]
+    scales = [torch.ones(())]
+    for i, node in enumerate(nodes[1:], start=1):
+        channels = node.bias.shape[0] if per_channel and node.kind == "neuron" else None
+        scale = torch.rand(channels) * 2 + 0.3 if channels else torch.tensor(1.37)
+        built = Synapse([], node.bias, scales, scale, shapes).to(rule.dtype)
+        rule.quantise_layer(
+            built, hidden=node.kind == "neuron", levels=node.levels, shift=node.shift
+        )
+        assert torch.equal(search._bias(i, node, scale), built.bias.float())
+        scales.append(scale)

@@ -177,9 +177,24 @@ class Rule:
         """Round a built synapse's normalised parameters to the encoding's grid, in place.
 
         ``synapse`` is a :class:`~snn_encodings.conversion.synapse.Synapse`: its ``ops`` hold the
-        weights (scales folded in), ``gains(i)`` the branch gains and ``bias`` the bias map.
-        Default: unchanged.
+        weights (scales folded in), ``gains(i)`` the branch gains and ``bias`` the bias map,
+        which an override rounds with :meth:`quantise_bias` (the scale search rounds its
+        candidates' bias maps with it alone, :meth:`layer_bias`). Default: unchanged.
         """
+
+    def quantise_bias(self, bias: Tensor) -> Tensor:
+        """A normalised bias map (threshold units) on the encoding's grid. Default: unchanged."""
+        return bias
+
+    def layer_bias(
+        self, bias: Tensor, *, hidden: bool, levels: int | None = None, shift: float = 0.0
+    ) -> Tensor:
+        """The bias map :meth:`quantise_layer` leaves in a synapse whose normalised bias is
+        ``bias`` (in the rule's dtype), without building one: the hidden layers' shift, then
+        :meth:`quantise_bias`."""
+        if hidden:
+            bias = bias + self.hidden_bias_shift(levels, shift)
+        return self.quantise_bias(bias)
 
     # --- spiking network ------------------------------------------------------------------
     def encode_input(self, x: Tensor) -> Tensor:

@@ -258,7 +258,11 @@ class QuartzRule(Rule):
                     buffer.copy_(torch.round(buffer * grid) / grid)
             bias = getattr(synapse, "bias", None)
             if isinstance(bias, Tensor):
-                bias.copy_(quartz_quantise_bias(bias, self.spec))
+                bias.copy_(self.quantise_bias(bias))
+
+    def quantise_bias(self, bias: Tensor) -> Tensor:
+        """On the weights' grid or :math:`1/K` (:func:`quartz_quantise_bias`)."""
+        return quartz_quantise_bias(bias, self.spec)
 
     def encode_input(self, x: Tensor) -> Tensor:
         return encode_quartz(x, self.spec)
