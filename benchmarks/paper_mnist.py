@@ -49,11 +49,16 @@ SECTIONS = ("quartz", "radix", "icrate", "icrate_finetuned", "quartz_finetuned")
 TRAINING = {"epochs": 30, "shift": 2, "seed": 0, "images": 55_000}
 """LeNet-5 training: the first 55 000 training images, Adam, cosine decay, random shifts of up to
 2 pixels (about 4 min on 1 core); the other 5 000 are the fine-tuning validation set."""
-FINETUNE = {"epochs": 6, "lr": 1e-4, "shift": 2, "batch_size": 64}
-"""Fine-tuning (Quartz, IC-rate): 6 epochs over the 55 000 training images with the ANN's random
-shifts, Adam from 1e-4 with cosine decay; the epoch is picked on the 5 000 validation images."""
-RADIX_EPOCHS = 2
-"""Radix fine-tunes 2 epochs per T (four values of T), to keep the run short."""
+FINETUNE = {"epochs": 6, "lrs": (1e-4, 3e-4), "shift": 2, "batch_size": 64}
+"""Fine-tuning (Quartz): 6 epochs over the 55 000 training images with the ANN's random shifts,
+Adam with cosine decay from each learning rate of ``lrs``; the learning rate and the epoch are
+picked on the 5 000 validation images (a tie keeps the first)."""
+ICRATE_EPOCHS = 12
+"""IC-rate T = 4 fine-tunes longer: with 6 epochs its validation accuracy still rose at the
+last one (98.82 % at the start, 99.18 % after epoch 6 at 1e-4)."""
+RADIX_EPOCHS = 4
+"""Radix fine-tunes 4 epochs per T (four values of T): with 2, T = 3's validation accuracy
+still rose at the last one."""
 
 
 def _error(correct: int, samples: int) -> float:
@@ -104,28 +109,42 @@ def _radix(ann: nn.Module, steps: int, data: dict[str, DataLoader], epochs: int)
     """Radix at ``steps``: calibrated and fine-tuned (``epochs``), errors on the test subset."""
     spec = se.Radix(steps=steps)
     calibrated = se.convert(ann, spec, data["calibration"])
-    tuned = _finetuned(ann, spec, data, epochs)
+    tuned, validation = _finetuned(ann, spec, data, epochs)
     finetuned = se.convert(tuned, spec, data["calibration"])
     return {
         "steps": steps,
         "calibrated_error": _snn_error(calibrated, data["subset"]),
         "finetuned_error": _snn_error(finetuned, data["subset"]),
-        "finetune_validation": vars(tuned.finetune_result),
+        "finetune_validation": validation,
     }
 
 
-def _finetuned(ann: nn.Module, spec: Any, data: dict[str, DataLoader], epochs: int) -> nn.Module:
-    """``spec``'s fine-tuned twin: shuffling and shifts seeded afresh, epoch picked on the
-    validation images, calibrated on the benchmark's calibration images (so converting it with
-    them gives the network it scored)."""
-    loader = DataLoader(  # reseeded: every fine-tuning sees the same batches, in any section
-        _Shifted(data["finetune"].dataset.data, FINETUNE["shift"]),
-        batch_size=FINETUNE["batch_size"], shuffle=True, generator=torch.Generator().manual_seed(0),
-    )
-    return se.finetune(
-        ann, spec, loader, validation=data["validation"],
-        calibration=data["calibration"], epochs=epochs, lr=FINETUNE["lr"], progress=False,
-    )
+def _finetuned(
+    ann: nn.Module, spec: Any, data: dict[str, DataLoader], epochs: int
+) -> tuple[nn.Module, dict[str, Any]]:
+    """``spec``'s fine-tuned twin at the learning rate of ``FINETUNE["lrs"]`` whose picked epoch
+    scores best on the validation images (shuffling and shifts seeded afresh for each),
+    calibrated on the benchmark's calibration images (so converting it with them gives the
+    network it scored); and its validation record, with the learning rate and the picked
+    validation accuracy of every learning rate tried."""
+    best: tuple[nn.Module, dict[str, Any]] | None = None
+    scores: dict[str, float] = {}
+    for lr in FINETUNE["lrs"]:
+        loader = DataLoader(  # reseeded: every fine-tuning sees the same batches, in any section
+            _Shifted(data["finetune"].dataset.data, FINETUNE["shift"]),
+            batch_size=FINETUNE["batch_size"], shuffle=True,
+            generator=torch.Generator().manual_seed(0),
+        )
+        tuned = se.finetune(
+            ann, spec, loader, validation=data["validation"],
+            calibration=data["calibration"], epochs=epochs, lr=lr, progress=False,
+        )
+        result = tuned.finetune_result
+        if best is None or result.best > max(scores.values()):
+            best = tuned, {**vars(result), "lr": lr}
+        scores[f"{lr:g}"] = result.best
+    assert best is not None
+    return best[0], {**best[1], "validation_by_lr": scores}
 
 
 def _snn_error(network: se.SpikingNetwork, test: DataLoader) -> float:
@@ -252,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "radix": lambda: [_radix(ann, t, data, report["radix_epochs"]) for t in (3, 4, 6, 8)],
         "icrate": lambda: [_icrate(ann, t, data) for t in (4, 8, 16, 32)],
-        "icrate_finetuned": lambda: _icrate_finetuned(ann, data, finetune_epochs),
+        "icrate_finetuned": lambda: _icrate_finetuned(
+            ann, data, 1 if args.quick else ICRATE_EPOCHS
+        ),
         "quartz_finetuned": lambda: [
             _quartz_finetuned(ann, t, data, finetune_epochs) for t in (16, 8)
         ],
@@ -287,7 +308,7 @@ def _quartz_finetuned(
 ) -> dict:
     """Quartz after fine-tuning: SNN and twin error on all test images."""
     spec = se.Quartz(t_max=t_max)
-    tuned = _finetuned(ann, spec, data, epochs)
+    tuned, validation = _finetuned(ann, spec, data, epochs)
     network = se.convert(tuned, spec, data["calibration"])
     twin = se.evaluate(network, data["test"], twin=True, progress=False)
     snn = se.evaluate(network, data["test"], progress=False)
@@ -295,21 +316,22 @@ def _quartz_finetuned(
         "t_max": t_max,
         "snn_error": _error(snn.correct, snn.samples),
         "twin_error": _error(twin.correct, twin.samples),
-        "finetune_validation": vars(tuned.finetune_result),
+        "finetune_validation": validation,
     }
 
 
 def _icrate_finetuned(ann: nn.Module, data: dict[str, DataLoader], epochs: int) -> dict:
     """IC-rate T=4 after fine-tuning: SNN and twin error on all test images."""
     spec = se.ICRate(steps=4)
-    tuned = _finetuned(ann, spec, data, epochs)
+    tuned, validation = _finetuned(ann, spec, data, epochs)
     network = se.convert(tuned, spec, data["calibration"])
     twin = se.evaluate(network, data["test"], twin=True, progress=False)
     return {
         "steps": 4,
+        "epochs": epochs,
         "error": _snn_error(network, data["test"]),
         "twin_error": _error(twin.correct, twin.samples),
-        "finetune_validation": vars(tuned.finetune_result),
+        "finetune_validation": validation,
     }
 
 
@@ -323,7 +345,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"{report['training']['images']:,} training images ({report['training']['epochs']} "
         f"epochs, shifts of up to {report['training']['shift']} px); the last 5,000 "
         f"(ANN error {report['ann_error_validation']:.2f} %) are only used to pick the "
-        f"fine-tuning epoch. Errors on the {report['test_images']:,} test images. Command: "
+        f"fine-tuning learning rate and epoch. Errors on the {report['test_images']:,} test images. Command: "
         f"`python benchmarks/paper_mnist.py` ({total / 60:.0f} min in all, {report['machine']}, "
         "on a shared machine).",
         "",
@@ -338,7 +360,9 @@ def _markdown(report: dict[str, Any]) -> str:
             lines += render(report) + [""]
     if "icrate_finetuned" in report:
         row = report["icrate_finetuned"]
-        lines += [f"IC-rate T=4 after fine-tuning ({_recipe(report)}), all test images: SNN "
+        tune = row["finetune_validation"]
+        lines += [f"IC-rate T=4 after fine-tuning ({_recipe(report, row['epochs'])}; picked: "
+                  f"{tune['lr']:g}, epoch {tune['best_epoch']}), all test images: SNN "
                   f"{row['error']:.2f} %, twin {row['twin_error']:.2f} %, ANN "
                   f"{report['ann_error']:.2f} %.", ""]
     return "\n".join(lines)
@@ -369,11 +393,13 @@ def _quartz_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _recipe(report: dict[str, Any]) -> str:
+def _recipe(report: dict[str, Any], epochs: int | None = None) -> str:
     tune = report["finetune"]
+    rates = " or ".join(f"{lr:g}" for lr in tune["lrs"])
     return (
-        f"{tune['epochs']} epochs on the {report['training']['images']:,} training images, "
-        f"Adam from {tune['lr']:g}, epoch picked on the 5,000 validation images"
+        f"{tune['epochs'] if epochs is None else epochs} epochs on the "
+        f"{report['training']['images']:,} training images, Adam with cosine decay from "
+        f"{rates}, learning rate and epoch picked on the 5,000 validation images"
     )
 
 
@@ -381,7 +407,7 @@ def _quartz_finetuned_lines(report: dict[str, Any]) -> list[str]:
     lines = [
         f"Quartz after fine-tuning ({_recipe(report)}), error % on all test images:",
         "",
-        "| t_max | SNN | twin | ANN | validation error: start → picked epoch |",
+        "| t_max | SNN | twin | ANN | validation error: start → picked (learning rate, epoch) |",
         "|---|---|---|---|---|",
     ]
     for row in report["quartz_finetuned"]:
@@ -390,7 +416,7 @@ def _quartz_finetuned_lines(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {row['t_max']} | {row['snn_error']:.2f} | {row['twin_error']:.2f} | "
             f"{report['ann_error']:.2f} | {100 * (1 - tune['start']):.2f} → "
-            f"{100 * (1 - best):.2f} (epoch {tune['best_epoch']}) |"
+            f"{100 * (1 - best):.2f} ({tune['lr']:g}, epoch {tune['best_epoch']}) |"
         )
     return lines
 
@@ -399,8 +425,7 @@ def _radix_lines(report: dict[str, Any]) -> list[str]:
     sub, sub_ann = report["subset_images"], report["ann_error_subset"]
     lines = [
         f"Radix (exact), SNN error % on the first {sub:,} test images (ANN {sub_ann:.2f} %), "
-        f"fine-tuned {report['radix_epochs']} epochs on the {report['training']['images']:,} "
-        "training images (epoch picked on the 5,000 validation images):",
+        f"fine-tuned ({_recipe(report, report['radix_epochs'])}):",
         "",
         "| T | calibrated | fine-tuned | ANN |",
         "|---|---|---|---|",
