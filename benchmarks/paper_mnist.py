@@ -406,8 +406,10 @@ def _markdown(report: dict[str, Any]) -> str:
         tune = row["finetune_validation"]
         lines += [
             (
-                f"IC-rate T=4 after fine-tuning ({_recipe(report, row['epochs'])}; picked: "
-                f"{tune['lr']:g}, epoch {tune['best_epoch']}), all test images: SNN "
+                f"IC-rate T=4 after fine-tuning ({_recipe(report, row['epochs'])}, on the "
+                f"{tune.get('selected_on', 'twin').upper()}'s accuracy; picked: "
+                f"{tune['lr']:g}, epoch {tune['best_epoch']}, validation accuracy "
+                f"{100 * _best(tune):.2f} %), all test images: SNN "
                 f"{row['error']:.2f} %, twin {row['twin_error']:.2f} %, ANN "
                 f"{report['ann_error']:.2f} %."
             ),
@@ -456,6 +458,11 @@ def _quartz_lines(report: dict[str, Any]) -> list[str]:
             + ".",
         ]
     return lines
+
+
+def _best(tune: dict[str, Any]) -> float:
+    """The picked epoch's validation accuracy from a stored ``FinetuneResult``."""
+    return tune["start"] if tune["best_epoch"] == 0 else tune["epochs"][tune["best_epoch"] - 1]
 
 
 def _recipe(report: dict[str, Any], epochs: int | None = None) -> str:

@@ -6,7 +6,7 @@ import copy
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -112,7 +112,10 @@ def _searched_scales(
     shapes, raw = _value_shapes(nodes, example[:1])
     output = OutputCalibration(output_range(rule))
     scales, _ = _calibrate(
-        nodes, (shapes, raw, output), calibration, (device, collective),
+        nodes,
+        (shapes, raw, output),
+        calibration,
+        (device, collective),
         (rule, percentile, per_channel),
     )
     found = [
@@ -166,17 +169,20 @@ VALIDATION_EVERY = 10
 
 @dataclass
 class FinetuneResult:
-    """What :func:`finetune` measured: twin accuracy (0-1) on the held-out validation data.
+    """What :func:`finetune` measured: accuracy (0-1) on the held-out validation data, of the
+    SNN or of its twin (``selected_on``).
 
     Attributes:
-        start: accuracy of the calibrated twin before any training.
+        start: accuracy of the calibrated network before any training.
         epochs: accuracy after each epoch.
         best_epoch: the epoch returned (0 = the calibrated start, never worse than any epoch).
+        selected_on: ``"snn"`` or ``"twin"``: what was measured (``finetune``'s ``select_on``).
     """
 
     start: float
     epochs: list[float] = field(default_factory=list)
     best_epoch: int = 0
+    selected_on: str = "twin"
 
     @property
     def best(self) -> float:
@@ -197,6 +203,7 @@ def finetune(
     per_channel: bool | str = "auto",
     freeze_batchnorm: bool = True,
     keep_best: bool = True,
+    select_on: Literal["auto", "snn", "twin"] = "auto",
     seed: int = 0,
     progress: bool = True,
     distributed: Distributed = False,
@@ -214,10 +221,12 @@ def finetune(
     then each epoch's).
     BatchNorm layers stay in eval mode by default: their running statistics, which conversion
     folds into the weights, are frozen while their affine parameters train. After every epoch
-    the model is converted (``convert(model, spec, calibration)``) and the converted network's
-    twin is measured on validation data; the best epoch is returned, and the calibrated start
-    counts as epoch 0, so the result is never worse on validation than its start. For radix and
-    Quartz the twin equals the converted network, so this is the SNN's accuracy.
+    the model is converted (``convert(model, spec, calibration)``) and the converted network is
+    measured on validation data; the best epoch is returned, and the calibrated start counts as
+    epoch 0, so the result is never worse on validation than its start. By default the SNN
+    itself is measured where it may differ from its twin (IC-rate, the paper modes), and the
+    twin, which is cheaper, where they are equal (radix and Quartz exact modes), so the epoch
+    is always picked on the accuracy of the network that runs.
 
     Args:
         ann: a trained ANN (not modified).
@@ -237,6 +246,9 @@ def finetune(
         freeze_batchnorm: keep BatchNorm running statistics fixed (``False``: update them).
         keep_best: return the best validation epoch (default); ``False`` returns the last
             epoch's weights (``finetune_result.best_epoch`` then is ``epochs``).
+        select_on: what validation measures: ``"snn"`` the simulated network, ``"twin"`` its
+            ANN twin (cheaper; the SNN may be less accurate where they differ), ``"auto"``
+            (default) the SNN unless it equals its twin.
         seed: seeds the shuffling of the training part when ``finetune`` splits ``loader``.
         progress: show a progress bar with the validation accuracy (rank 0 only).
         distributed: ``True`` (or a process group): ``loader`` yields this process's shard
@@ -252,6 +264,12 @@ def finetune(
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ConversionError(f"finetune: epochs must be an integer >= 0, got {epochs!r}")
+    if select_on not in ("auto", "snn", "twin"):
+        raise ConversionError(
+            f"finetune: select_on must be 'auto', 'snn' or 'twin', got {select_on!r}"
+        )
+    if select_on == "auto":
+        select_on = "twin" if rule_for(spec).equals_twin else "snn"
     collective = Collective.resolve(distributed, "finetune")
     if validation is None:
         loader, validation = _hold_out(loader, seed, collective)
@@ -265,9 +283,10 @@ def finetune(
         network = convert(model, spec, calibration, distributed=distributed)
         output.follow(network)
         device = next(model.parameters()).device
-        return _accuracy(lambda x: network.twin(x.to(device)).cpu(), validation, collective)
+        view = network.twin if select_on == "twin" else network
+        return _accuracy(lambda x: view(x.to(device)).cpu(), validation, collective)
 
-    result = FinetuneResult(start=measure())
+    result = FinetuneResult(start=measure(), selected_on=select_on)
     best = copy.deepcopy(model.state_dict())
     trained = wrap_ddp(model, process_group=collective.group) if collective.enabled else model
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
@@ -352,7 +371,7 @@ def _accuracy(
     validation: list[tuple[Tensor, Tensor]],
     collective: Collective,
 ) -> float:
-    """Top-1 accuracy of ``model`` (a converted network's twin), summed over the processes."""
+    """Top-1 accuracy of ``model`` (a converted network or its twin), summed over the processes."""
     counts = torch.zeros(2, dtype=torch.float64)
     with torch.no_grad():
         for x, y in validation:

@@ -152,4 +152,55 @@ def test_finetune_holds_out_every_tenth_sample_without_a_validation_loader(
     )
     held = TensorDataset(*(t[9:200:10] for t in mnist_calibration.tensors))
     network = se.convert(tuned, spec, calibration)
-    assert _accuracy(network.twin, held) == tuned.finetune_result.best
+    assert _accuracy(network, held) == tuned.finetune_result.best
+
+
+def test_finetune_selects_on_the_snn_where_it_may_differ_from_its_twin(
+    trained_ann, mnist_calibration, mnist_eval
+):
+    spec = se.ICRate(steps=4)
+    validation = _validation(mnist_eval, 1000)
+    calibration = DataLoader(Subset(mnist_calibration, range(256)), batch_size=128)
+    measured = {
+        select_on: se.finetune(
+            trained_ann,
+            spec,
+            calibration,
+            validation=DataLoader(validation, batch_size=250),
+            calibration=calibration,
+            epochs=0,
+            select_on=select_on,
+            progress=False,
+        ).finetune_result
+        for select_on in ("auto", "twin")
+    }
+    network = se.convert(with_twin_activations(trained_ann, spec, calibration), spec, calibration)
+    snn, twin = _accuracy(network, validation), _accuracy(network.twin, validation)
+    assert snn != twin  # IC-rate at T=4 is not exact: the two measures must differ here
+    assert measured["auto"].selected_on == "snn" and measured["auto"].start == snn
+    assert measured["twin"].selected_on == "twin" and measured["twin"].start == twin
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (se.Quartz(t_max=8), "twin"),
+        (se.Radix(steps=4), "twin"),
+        (se.Radix(steps=4, mode="paper"), "snn"),
+    ],
+    ids=["quartz-exact", "radix-exact", "radix-paper"],
+)
+def test_finetune_measures_the_twin_only_where_the_snn_equals_it(
+    trained_ann, mnist_calibration, spec, expected
+):
+    data = DataLoader(Subset(mnist_calibration, range(100)), batch_size=50)
+    tuned = se.finetune(
+        trained_ann, spec, data, validation=data, calibration=data, epochs=0, progress=False
+    )
+    assert tuned.finetune_result.selected_on == expected
+
+
+def test_finetune_refuses_an_unknown_selection(trained_ann, mnist_calibration):
+    data = DataLoader(Subset(mnist_calibration, range(100)), batch_size=50)
+    with pytest.raises(ConversionError, match="select_on"):
+        se.finetune(trained_ann, se.ICRate(steps=4), data, select_on="ann", progress=False)

@@ -115,6 +115,12 @@ class Rule:
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
 
+    @property
+    def equals_twin(self) -> bool:
+        """Whether the converted SNN's decoded outputs equal its ANN twin's on every input (so
+        that measuring the twin measures the SNN). Default ``False``."""
+        return False
+
     # --- ANN twin -------------------------------------------------------------------------
     def twin_parameters(self) -> tuple[int | None, float, float]:
         """``(levels, shift, upper)`` of the twin as a :func:`~snn_encodings.conversion.twin.clip_quant`.

@@ -185,6 +185,11 @@ class QuartzRule(Rule):
         super().__init__(spec)
         self.spec: Quartz = spec
 
+    @property
+    def equals_twin(self) -> bool:
+        """``True`` in exact mode (the paper mode's neurons may differ from the twin)."""
+        return self.spec.mode == "exact"
+
     def twin(self, z: Tensor) -> Tensor:
         r"""Hidden activation: :math:`\mathrm{clip}(\hat n, 0, K)/K` (ReLU on the grid)."""
         k = self.spec.t_max

@@ -184,6 +184,11 @@ class RadixRule(Rule):
         super().__init__(spec)
         self.spec: Radix = spec
 
+    @property
+    def equals_twin(self) -> bool:
+        """``True`` in exact mode (the paper mode's neurons may differ from the twin)."""
+        return self.spec.mode == "exact"
+
     # --- ANN twin -------------------------------------------------------------------------
     def twin_parameters(self) -> tuple[int | None, float, float]:
         """``(levels, shift, upper)`` as a function of the ANN's pre-activation: exact mode
