@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,3 +45,31 @@ def test_residual_icrate_quick_run() -> None:
     assert 0 <= row["plain"] <= 100 and row["signed"] >= row["twin"] - 5
     assert row["default"] == "plain"  # 14 of 16 checked decisions agree at T = 8
     assert "| 8 |" in module._markdown(report)
+
+
+def test_paper_mnist_quick_run(
+    full_mnist_dir: Path, mnist_cache: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    require("spikingjelly")
+    spec = importlib.util.spec_from_file_location(
+        "bench_paper", ROOT / "benchmarks" / "paper_mnist.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--quick"]) == 0
+    text = capsys.readouterr().out
+    dense = {
+        int(t): float(ops.replace(",", ""))
+        for t, ops in re.findall(
+            r"\| ours, Quartz t_max (\d+) \| search.*\| ([\d,]+) \| [\d,]+ \|", text
+        )
+    }
+    nonzero = {
+        int(t): float(ops.replace(",", ""))
+        for t, ops in re.findall(r"t_max (\d+): syn\. ops ([\d,]+)", text)
+    }
+    assert dense.keys() == nonzero.keys() == {8, 16}
+    assert dense[16] == 225_840  # every spike times its fan-out: the LeNet-5's MAC count
+    assert all(0 < nonzero[t] < dense[t] for t in dense)  # MNIST pixels and ReLUs have zeros
+    assert "on the SNN's accuracy" in text  # IC-rate fine-tuning selects on the SNN
